@@ -1,0 +1,39 @@
+# The only entry points a user needs: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+# No internet at run time: every tool's telemetry is off.
+export DO_NOT_TRACK := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: demo test lint format bench clean
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==0.13.8; }
+	@$(BIN)/uv sync --frozen --quiet
+	@touch $@
+
+demo: $(VENV)/.synced
+	$(BIN)/followup demo
+
+lint: $(VENV)/.synced
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.synced
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(VENV)/.synced
+	$(BIN)/python -m benchmarks.run $(if $(BENCH_SIZE),--size $(BENCH_SIZE),)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
