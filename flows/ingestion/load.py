@@ -1,0 +1,369 @@
+"""One ingest: every entity file of a source folder into the raw tables, in one transaction.
+
+Rows that break an error rule go to `quarantine` with every reason; rows with only a bad optional
+field load with that field cleared and a `warning` quarantine row. Loading the same data again
+changes nothing; a changed row replaces its earlier version. Any fatal problem rolls everything
+back, so the database is as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+
+from flows.ingestion import typing as ty
+from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity
+from flows.ingestion.readers import SourceError, SourceTable, find_source_file, read_source
+from flows.ingestion.validate import CheckParams, CheckResult, check
+from flows.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BOOKKEEPING = ("_key", "_row_hash", "_load_id", "_source_file", "_line_number")
+
+
+class IngestError(Exception):
+    """A fatal ingest problem. The message is one line; nothing was written."""
+
+    def __init__(self, message: str, checks: list[CheckResult] | None = None):
+        super().__init__(message)
+        self.checks = checks or []
+
+
+@dataclass
+class EntityLoad:
+    entity: str
+    source_file: str
+    encoding: str
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    warnings: int = 0
+    blank_rows: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class IngestReport:
+    load_id: str
+    as_of_date: dt.date
+    loads: list[EntityLoad]
+    checks: list[CheckResult]
+    table_rows: dict[str, int]
+
+
+def connect(db_path: Path, settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A connection with the business time zone and deliberate memory and thread limits."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db_path))
+    con.execute(f"set TimeZone = {ty.quote(settings.business_tz)}")
+    con.execute(f"set memory_limit = {ty.quote(settings.duckdb_memory_limit)}")
+    con.execute(f"set threads = {int(settings.duckdb_threads)}")
+    return con
+
+
+def raw_columns(entity: Entity) -> list[tuple[str, str]]:
+    columns = [(c.name, c.sql_type) for c in entity.columns.values()]
+    if "attributes" not in entity.columns:
+        columns.append(("attributes", "JSON"))
+    return columns
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Raw tables for every entity, `quarantine` and `load_log` (idempotent)."""
+    con.execute("create schema if not exists raw")
+    for name in (*LOAD_ORDER, "feedback"):
+        entity = load_entity(name)
+        columns = ", ".join(f"{n} {t}" for n, t in raw_columns(entity))
+        con.execute(
+            f"create table if not exists raw.{name} ({columns}, _key varchar not null, "
+            "_row_hash ubigint, _load_id varchar, _source_file varchar, _line_number bigint)"
+        )
+    con.execute(
+        """
+        create table if not exists quarantine (
+            quarantine_id varchar primary key,
+            load_id varchar not null,
+            entity varchar not null,
+            source_file varchar not null,
+            line_number bigint,
+            severity varchar not null,
+            raw json,
+            reasons varchar[] not null,
+            quarantined_at timestamptz not null
+        )
+        """
+    )
+    con.execute(
+        """
+        create table if not exists load_log (
+            load_id varchar not null,
+            entity varchar not null,
+            source_file varchar not null,
+            encoding varchar,
+            as_of_date date,
+            started_at timestamptz not null,
+            rows_read bigint, inserted bigint, updated bigint, unchanged bigint,
+            errors bigint, warnings bigint, blank_rows bigint
+        )
+        """
+    )
+
+
+def check_params(as_of: dt.date | None, settings: Settings) -> CheckParams:
+    """As of D the run happens on the morning of D: a timestamp after the end of D is in the
+    future. Without an as-of date, today (by the wall clock) is used."""
+    tz = ZoneInfo(settings.business_tz)
+    as_of_date = as_of or dt.datetime.now(tz).date()
+    cutoff = dt.datetime.combine(as_of_date + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    return CheckParams(
+        as_of_date=as_of_date, future_cutoff=cutoff, business_tz=settings.business_tz
+    )
+
+
+def ingest(
+    db_path: Path,
+    source_dir: Path | None,
+    *,
+    settings: Settings,
+    as_of: dt.date | None = None,
+    files: dict[str, Path] | None = None,
+    entities: tuple[str, ...] = LOAD_ORDER,
+    on_commit=None,
+) -> IngestReport:
+    """Load every entity file found in `source_dir` (and `files`, e.g. fetched from an API).
+
+    `on_commit(con)` runs inside the transaction just before it commits (the API source saves its
+    cursors there, so a failed load never advances them).
+    """
+    found = _source_files(source_dir, files or {}, entities)
+    params = check_params(as_of, settings)
+    load_id = uuid.uuid4().hex[:16]
+    started = dt.datetime.now(dt.UTC)
+    work_dir = Path(tempfile.mkdtemp(prefix="followup-ingest-"))
+    con = connect(db_path, settings)
+    con.execute(f"set temp_directory = {ty.quote(str(work_dir / 'spill'))}")
+    checks: list[CheckResult] = []
+    loads: list[EntityLoad] = []
+    try:
+        ensure_schema(con)
+        con.execute("begin transaction")
+        for name, path in found.items():
+            entity = load_entity(name)
+            try:
+                src = read_source(con, entity, path, f"src_{name}", work_dir)
+            except (SourceError, duckdb.Error) as exc:
+                raise IngestError(
+                    str(exc) if isinstance(exc, SourceError) else f"{path.name}: {exc}", checks
+                ) from exc
+            result = check(con, entity, src, params)
+            checks.append(result)
+            load = _apply(con, result, load_id)
+            loads.append(load)
+            _enforce_bad_share(load, settings.max_bad_share, checks)
+            con.execute(
+                "insert into load_log values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    load_id,
+                    name,
+                    str(path),
+                    src.encoding,
+                    params.as_of_date,
+                    started,
+                    load.rows_read,
+                    load.inserted,
+                    load.updated,
+                    load.unchanged,
+                    load.errors,
+                    load.warnings,
+                    load.blank_rows,
+                ],
+            )
+        if on_commit is not None:
+            on_commit(con)
+        con.execute("commit")
+        table_rows = {
+            name: con.execute(f"select count(*) from raw.{name}").fetchone()[0]
+            for name in LOAD_ORDER
+        }
+    except BaseException:
+        try:
+            con.execute("rollback")
+        except duckdb.Error:
+            pass  # no transaction was open yet
+        raise
+    finally:
+        con.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return IngestReport(load_id, params.as_of_date, loads, checks, table_rows)
+
+
+def _source_files(source_dir: Path | None, files: dict[str, Path], entities) -> dict[str, Path]:
+    if source_dir is not None and not source_dir.is_dir():
+        raise IngestError(f"{source_dir}: no such source folder")
+    found: dict[str, Path] = {}
+    for name in entities:
+        try:
+            path = find_source_file(source_dir, name) if source_dir is not None else None
+        except SourceError as exc:
+            raise IngestError(str(exc)) from exc
+        if name in files:
+            path = files[name]
+        if path is not None:
+            found[name] = path
+        elif load_entity(name).required_file:
+            where = source_dir or "the configured sources"
+            raise IngestError(f"{where}: missing required file {name}.csv (or .xlsx / .parquet)")
+    return found
+
+
+def _enforce_bad_share(load: EntityLoad, max_share: float, checks) -> None:
+    if load.rows_read and load.errors / load.rows_read > max_share:
+        common = ", ".join(f"{r} ({n})" for r, n in load.reasons.most_common(3))
+        raise IngestError(
+            f"{Path(load.source_file).name}: {load.errors} of {load.rows_read} rows rejected "
+            f"({load.errors / load.rows_read:.1%}, limit {max_share:.0%}); commonest: {common}",
+            checks,
+        )
+
+
+def _key_sql(entity: Entity) -> str:
+    parts = " || chr(31) || ".join(f"cast({k} as varchar)" for k in entity.key)
+    if not entity.derived_key:
+        return parts
+    derived = ", ".join(f"coalesce(cast({c} as varchar), '')" for c in entity.derived_key)
+    return f"coalesce({parts}, 'h:' || md5(concat_ws(chr(31), {derived})))"
+
+
+def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) -> EntityLoad:
+    entity, src, t = result.entity, result.source, result.table
+    target = f"raw.{entity.name}"
+    source_file = str(src.path)
+    load = EntityLoad(entity.name, source_file, src.encoding, blank_rows=src.blank_rows)
+    load.rows_read = src.rows + len(src.malformed)
+
+    # Columns with a failed warning rule are cleared; the row itself loads.
+    cleared = {}
+    for o in result.outcomes:
+        if o.expectation.severity == "warning":
+            for col in o.expectation.columns:
+                cleared.setdefault(col, []).append(f"_x{o.expectation.index}")
+    values = []
+    for name, _ in raw_columns(entity):
+        if name == "attributes":
+            own = "attributes" if "attributes" in entity.columns else "cast(null as json)"
+            expression = (
+                f"case when _extras is null then {own} when {own} is null then _extras "
+                f"else json_merge_patch({own}, _extras) end"
+            )
+            if "attributes" in cleared:
+                expression = expression.replace(
+                    " attributes",
+                    f" (case when {' or '.join(cleared['attributes'])} then null else attributes end)",
+                )
+        elif name in cleared:
+            expression = f"case when {' or '.join(cleared[name])} then null else {name} end"
+        else:
+            expression = name
+        values.append(f"{expression} as {name}")
+    names = [n for n, _ in raw_columns(entity)]
+    errors_any = result.any_sql("error")
+    raw_json = ", ".join(
+        f"{ty.quote(h or f'column_{i + 1}')}, s.c{i}" for i, h in enumerate(src.headers)
+    )
+    q = f"q_{entity.name}"
+
+    con.execute(
+        f"""
+        create or replace temp table {t}_accepted as
+        with cleared as (
+            select _line, {", ".join(values)}, {result.reasons_sql("warning")} as _warnings
+            from {t} where not ({errors_any})
+        ), keyed as (
+            select *, {_key_sql(entity)} as _key from cleared
+        )
+        select *, row_number() over (partition by _key order by _line) as _key_rank,
+               min(_line) over (partition by _key) as _key_first
+        from keyed
+        """
+    )
+    con.execute(
+        f"""
+        create or replace temp table {q} as
+        select c._line as line_number, 'error' as severity, json_object({raw_json}) as raw,
+               list_concat({result.reasons_sql("error")}, {result.reasons_sql("warning")}) as reasons
+        from {t} c join {src.table} s using (_line) where {errors_any}
+        union all
+        select a._line, 'error', json_object({raw_json}),
+               ['duplicate row (same as line ' || a._key_first || ')']
+        from {t}_accepted a join {src.table} s using (_line) where a._key_rank > 1
+        union all
+        select a._line, 'warning', json_object({raw_json}), a._warnings
+        from {t}_accepted a join {src.table} s using (_line)
+        where a._key_rank = 1 and len(a._warnings) > 0
+        """
+    )
+    if src.malformed:
+        con.executemany(
+            f"insert into {q} values (?, 'error', json_object('record', ?), [?])", src.malformed
+        )
+    counts = dict(con.execute(f"select severity, count(*) from {q} group by all").fetchall())
+    load.errors, load.warnings = counts.get("error", 0), counts.get("warning", 0)
+    load.reasons = Counter(
+        dict(
+            con.execute(
+                f"select regexp_replace(r, ' \\(first at line \\d+\\)|\\(same as line \\d+\\)', ''), "
+                f"count(*) from (select unnest(reasons) as r from {q} where severity = 'error') "
+                "group by all order by 2 desc"
+            ).fetchall()
+        )
+    )
+    con.execute(
+        f"""
+        insert into quarantine
+        select md5(concat_ws('|', {ty.quote(entity.name)}, {ty.quote(source_file)}, line_number,
+                             severity, cast(reasons as varchar), cast(raw as varchar))) as id,
+               {ty.quote(load_id)}, {ty.quote(entity.name)}, {ty.quote(source_file)},
+               line_number, severity, raw, reasons, now()
+        from {q}
+        where id not in (select quarantine_id from quarantine)
+        """
+    )
+
+    column_list = ", ".join(names)
+    con.execute(
+        f"""
+        create or replace temp table {t}_changed as
+        select a.*, hash({column_list}) as _row_hash, r._key is not null as _existed
+        from {t}_accepted a
+        left join (select _key, _row_hash from {target}) r on r._key = a._key
+        where a._key_rank = 1 and (r._key is null or r._row_hash <> hash({", ".join(f"a.{n}" for n in names)}))
+        """
+    )
+    load.inserted, load.updated = con.execute(
+        f"select count(*) filter (not _existed), count(*) filter (_existed) from {t}_changed"
+    ).fetchone()
+    accepted = con.execute(f"select count(*) from {t}_accepted where _key_rank = 1").fetchone()[0]
+    load.unchanged = accepted - load.inserted - load.updated
+    con.execute(f"delete from {target} where _key in (select _key from {t}_changed where _existed)")
+    con.execute(
+        f"""
+        insert into {target} ({column_list}, {", ".join(BOOKKEEPING)})
+        select {column_list}, _key, _row_hash, {ty.quote(load_id)}, {ty.quote(source_file)}, _line
+        from {t}_changed
+        """
+    )
+    for suffix in ("_accepted", "_changed"):
+        con.execute(f"drop table {t}{suffix}")
+    return load

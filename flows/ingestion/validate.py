@@ -1,0 +1,253 @@
+"""Type one source table and check it against its suite, in DuckDB.
+
+Each expectation of the entity's Great Expectations suite compiles to a SQL predicate that is true
+on the rows that break it, so every row gets every reason in one pass over the data. The same
+predicates give the per-expectation counts that the Data Docs report shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import phonenumbers
+
+from flows.ingestion import typing as ty
+from flows.ingestion.entities import Entity, Expectation
+from flows.ingestion.readers import SourceTable
+
+log = logging.getLogger(__name__)
+
+PARTIAL_UNEXPECTED = 20
+
+
+@dataclass(frozen=True)
+class CheckParams:
+    """Values the suites refer to as `{"$PARAMETER": name}`."""
+
+    as_of_date: dt.date
+    future_cutoff: dt.datetime  # timestamps after this cannot have happened by the run
+    business_tz: str
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict) and "$PARAMETER" in value:
+            name = value["$PARAMETER"]
+            if name == "as_of_date":
+                return self.as_of_date
+            if name == "future_cutoff":
+                return self.future_cutoff
+            if "." in name:
+                return name  # a reference to a key of another entity: `customers.customer_id`
+            raise ValueError(f"unknown suite parameter {name!r}")
+        return value
+
+
+@dataclass
+class ExpectationOutcome:
+    expectation: Expectation
+    reason: str
+    unexpected_count: int = 0
+    missing_count: int = 0
+    partial_unexpected: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class CheckResult:
+    entity: Entity
+    source: SourceTable
+    table: str  # typed rows with one boolean `_x<i>` per expectation
+    element_count: int
+    outcomes: list[ExpectationOutcome]
+    params: CheckParams
+
+    def reasons_sql(self, severity: str) -> str:
+        picked = [o for o in self.outcomes if o.expectation.severity == severity]
+        if not picked:
+            return "cast([] as varchar[])"
+        cases = ", ".join(f"case when _x{o.expectation.index} then {o.reason} end" for o in picked)
+        return f"list_filter([{cases}], lambda r: r is not null)"
+
+    def any_sql(self, severity: str) -> str:
+        picked = [o for o in self.outcomes if o.expectation.severity == severity]
+        return " or ".join(f"_x{o.expectation.index}" for o in picked) or "false"
+
+
+def _literal(value: Any, sql_type: str) -> str:
+    if isinstance(value, dt.datetime):
+        return f"cast({ty.quote(value.isoformat())} as timestamptz)"
+    if isinstance(value, dt.date):
+        value = value.isoformat()
+    if isinstance(value, str):
+        return f"cast({ty.quote(value)} as {sql_type})"
+    return f"cast({value} as {sql_type})"
+
+
+def _python_phones(con: duckdb.DuckDBPyConnection, cells: str, source: str, out: str) -> None:
+    """Phones the SQL fast path could not type go through phonenumbers (a small share)."""
+    rows = con.execute(
+        f"select distinct {cells} from {source} where {cells} is not null "
+        f"and not ({ty.fast_phone_sql(cells)})"
+    ).fetchall()
+    typed = []
+    for (raw,) in rows:
+        try:
+            number = phonenumbers.parse(raw, "CN")
+            ok = phonenumbers.is_valid_number(number)
+        except phonenumbers.NumberParseException:
+            ok = False
+        if ok:
+            typed.append(
+                (raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+            )
+        else:
+            typed.append((raw, None))
+    con.execute(f"create or replace temp table {out} (raw varchar, e164 varchar)")
+    if typed:
+        con.executemany(f"insert into {out} values (?, ?)", typed)
+
+
+def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str, str]:
+    """(SQL true where a row breaks `e`, SQL of the reason text)."""
+    col = e.column
+    kind = e.type
+    if kind == "expect_column_values_to_not_be_null":
+        return f"{col} is null and {col}__raw is null", ty.quote(
+            f"{col}: required value is missing"
+        )
+    if kind == "expect_column_values_to_be_of_type":
+        label = ty.TYPE_LABELS.get(entity.columns[col].type, e.kwargs.get("type_", "value"))
+        return f"{col}__raw is not null and {col} is null", ty.quote(f"{col}: not a valid {label}")
+    if kind == "expect_column_values_to_match_regex":
+        label = ty.TYPE_LABELS.get(entity.columns[col].type, f"value (pattern {e.kwargs['regex']})")
+        return (
+            f"{col}__raw is not null and ({col} is null or not regexp_full_match({col}, "
+            f"{ty.quote(e.kwargs['regex'])}))",
+            ty.quote(f"{col}: not a valid {label}"),
+        )
+    if kind in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
+        cols = e.columns
+        label = ", ".join(cols)
+        return (
+            f"_dup{e.index} > 1",
+            f"'{label}: duplicate (first at line ' || _first{e.index} || ')'",
+        )
+    if kind == "expect_column_values_to_be_in_set":
+        value_set = params.resolve(e.kwargs["value_set"])
+        if isinstance(value_set, str):  # a foreign key
+            other = value_set.split(".")[0]
+            return (
+                f"{col} is not null and _fk{e.index} is null",
+                ty.quote(f"{col}: not found in {value_set}"),
+            )
+        allowed = ", ".join(ty.quote(str(v)) for v in value_set)
+        return (
+            f"{col} is not null and {col} not in ({allowed})",
+            ty.quote(f"{col}: not one of {', '.join(map(str, value_set))}"),
+        )
+    if kind == "expect_column_values_to_be_between":
+        sql_type = entity.columns[col].sql_type
+        checks, reasons = [], []
+        low, high = e.kwargs.get("min_value"), e.kwargs.get("max_value")
+        if low is not None:
+            low_value = params.resolve(low)
+            checks.append(f"{col} < {_literal(low_value, sql_type)}")
+            reasons.append(f"when {checks[-1]} then {ty.quote(f'{col}: below {low_value}')}")
+        if high is not None:
+            high_value = params.resolve(high)
+            words = (
+                "in the future"
+                if isinstance(high, dict) and high.get("$PARAMETER") == "future_cutoff"
+                else f"above {high_value}"
+            )
+            checks.append(f"{col} > {_literal(high_value, sql_type)}")
+            reasons.append(f"when {checks[-1]} then {ty.quote(f'{col}: {words}')}")
+        return f"{col} is not null and ({' or '.join(checks)})", f"case {' '.join(reasons)} end"
+    raise ValueError(f"{entity.name}: expectation type {kind!r} is not supported by the SQL engine")
+
+
+def check(
+    con: duckdb.DuckDBPyConnection, entity: Entity, src: SourceTable, params: CheckParams
+) -> CheckResult:
+    """Create `<src.table>_checked`: typed columns, `<col>__raw` cleaned text, `_x<i>` flags."""
+    t = src.table
+    selects = ["s._line"]
+    joins = []
+    for column in entity.columns.values():
+        cell = src.columns.get(column.name)
+        if cell is None:
+            raw = "cast(null as varchar)"
+        else:
+            raw = ty.clean(f"s.{cell}", column)
+        python_phone = "null"
+        if column.type == "phone" and cell is not None:
+            _python_phones(con, raw, f"{t} s", f"{t}_phones")
+            joins.append(f"left join {t}_phones p_{column.name} on p_{column.name}.raw = {raw}")
+            python_phone = f"p_{column.name}.e164"
+        typed = ty.parse(raw, column, params.business_tz, python_phone)
+        selects.append(f"cast({typed} as {column.sql_type}) as {column.name}")
+        selects.append(f"{raw} as {column.name}__raw")
+    extras = ", ".join(f"{ty.quote(h)}, s.{c}" for h, c in src.extras.items())
+    # Unknown columns are kept as attributes; a merge patch onto {} drops the empty ones.
+    selects.append(
+        f"nullif(json_merge_patch('{{}}', json_object({extras})), '{{}}') as _extras"
+        if extras
+        else "cast(null as json) as _extras"
+    )
+    con.execute(
+        f"create or replace temp table {t}_typed as select {', '.join(selects)} "
+        f"from {t} s {' '.join(joins)}"
+    )
+
+    extra_cols, fk_joins, flags, outcomes = [], [], [], []
+    for e in entity.row_expectations:
+        if e.type in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
+            cols = ", ".join(e.columns)
+            not_null = " and ".join(f"{c} is not null" for c in e.columns)
+            extra_cols.append(
+                f"case when {not_null} then row_number() over (partition by {cols} order by _line) "
+                f"end as _dup{e.index}"
+            )
+            extra_cols.append(f"min(_line) over (partition by {cols}) as _first{e.index}")
+        value_set = e.kwargs.get("value_set")
+        if e.type == "expect_column_values_to_be_in_set" and isinstance(
+            params.resolve(value_set), str
+        ):
+            other, key = params.resolve(value_set).split(".")
+            fk_joins.append(
+                f"left join (select distinct {key} as _fk{e.index} from raw.{other}) fk{e.index} "
+                f"on fk{e.index}._fk{e.index} = t.{e.column}"
+            )
+            extra_cols.append(f"_fk{e.index}")
+        predicate, reason = _predicate(entity, e, params)
+        flags.append(f"coalesce({predicate}, false) as _x{e.index}")
+        outcomes.append(ExpectationOutcome(e, reason))
+    con.execute(
+        f"""
+        create or replace temp table {t}_checked as
+        with prepared as (
+            select t.*{"".join(", " + c for c in extra_cols)} from {t}_typed t {" ".join(fk_joins)}
+        )
+        select *{"".join(", " + f for f in flags)} from prepared
+        """
+    )
+    con.execute(f"drop table {t}_typed")
+
+    element_count = con.execute(f"select count(*) from {t}_checked").fetchone()[0]
+    if outcomes:
+        aggregates = []
+        for o in outcomes:
+            i, col = o.expectation.index, o.expectation.columns[0]
+            aggregates.append(f"count_if(_x{i})")
+            aggregates.append(f"count_if({col} is null)")
+            aggregates.append(
+                f"(list(coalesce(cast({col}__raw as varchar), cast({col} as varchar))) "
+                f"filter (where _x{i}))[1:{PARTIAL_UNEXPECTED}]"
+            )
+        stats = con.execute(f"select {', '.join(aggregates)} from {t}_checked").fetchone()
+        for n, o in enumerate(outcomes):
+            o.unexpected_count, o.missing_count, partial = stats[3 * n : 3 * n + 3]
+            o.partial_unexpected = partial or []
+    return CheckResult(entity, src, f"{t}_checked", element_count, outcomes, params)

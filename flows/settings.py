@@ -1,0 +1,40 @@
+"""Settings read from the environment, with defaults that make the embedded DuckDB work untouched."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+
+# No internet at run time: every tool's telemetry is off before any of them is imported.
+for _var, _value in {
+    "DO_NOT_TRACK": "1",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}.items():
+    os.environ.setdefault(_var, _value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: Path
+    business_tz: str
+    max_bad_share: float
+    duckdb_memory_limit: str
+    duckdb_threads: int
+    data_docs_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            db_path=Path(os.environ.get("FOLLOWUP_DB", "var/followup.duckdb")),
+            business_tz=os.environ.get("FOLLOWUP_TZ", "Asia/Shanghai"),
+            max_bad_share=float(os.environ.get("FOLLOWUP_MAX_BAD_SHARE", "0.05")),
+            duckdb_memory_limit=os.environ.get("FOLLOWUP_DUCKDB_MEMORY", "1536MB"),
+            duckdb_threads=int(os.environ.get("FOLLOWUP_DUCKDB_THREADS", str(os.cpu_count() or 2))),
+            data_docs_dir=Path(os.environ.get("FOLLOWUP_DATA_DOCS", "var/data_docs")),
+        )
