@@ -126,7 +126,8 @@ def check_params(as_of: dt.date | None, settings: Settings) -> CheckParams:
     future. Without an as-of date, today (by the wall clock) is used."""
     tz = ZoneInfo(settings.business_tz)
     as_of_date = as_of or dt.datetime.now(tz).date()
-    cutoff = dt.datetime.combine(as_of_date + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    next_midnight = dt.datetime.combine(as_of_date + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    cutoff = next_midnight - dt.timedelta(microseconds=1)
     return CheckParams(
         as_of_date=as_of_date, future_cutoff=cutoff, business_tz=settings.business_tz
     )

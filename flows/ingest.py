@@ -1,0 +1,125 @@
+"""The `ingest` flow: a source folder (and any HTTP API sources) into DuckDB's raw tables.
+
+Thin on purpose: the work lives in `flows.ingestion`; this module wires it into Prefect tasks,
+publishes the load summary as an artifact and keeps the Data Docs for the data engineer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.ingestion.load import IngestError, IngestReport, connect, ingest
+from flows.settings import Settings
+
+
+@task(name="fetch-api-sources", cache_policy=NO_CACHE)
+def fetch_api_sources(sources_file: Path, db_path: Path, staging: Path) -> dict:
+    """Fetch every API source changed since its saved cursor; returns {entity: FetchResult}."""
+    from adapters.sources.http_api import fetch, load_http_sources, read_cursor
+
+    configs = load_http_sources(sources_file)
+    settings = Settings.from_env()
+    if db_path.exists():
+        con = connect(db_path, settings)
+        try:
+            cursors = {c.entity: read_cursor(con, c.entity) for c in configs}
+        finally:
+            con.close()
+    else:
+        cursors = {}
+    results = {}
+    for config in configs:
+        results[config.entity] = fetch(config, staging, updated_since=cursors.get(config.entity))
+        get_run_logger().info(
+            "%s: %d records in %d pages since %s",
+            config.entity,
+            results[config.entity].records,
+            results[config.entity].pages,
+            cursors.get(config.entity) or "the beginning",
+        )
+    return results
+
+
+@task(name="load-sources", cache_policy=NO_CACHE)
+def load_sources(
+    source: Path | None, db_path: Path, as_of: dt.date | None, fetched: dict
+) -> IngestReport:
+    """Read, type, validate and upsert every entity in one transaction."""
+    from adapters.sources.http_api import save_cursor
+
+    files = {entity: r.path for entity, r in fetched.items() if r.path is not None}
+
+    def save_cursors(con) -> None:
+        for entity, result in fetched.items():
+            if result.new_cursor is not None:
+                save_cursor(con, entity, result.new_cursor, dt.datetime.now(dt.UTC))
+
+    settings = Settings.from_env()
+    try:
+        return ingest(db_path, source, settings=settings, as_of=as_of, files=files, on_commit=save_cursors)
+    except IngestError as exc:
+        if exc.checks:
+            _data_docs(exc.checks, settings, failed=True)
+        raise
+
+
+def _data_docs(checks, settings: Settings, failed: bool = False) -> Path | None:
+    from flows.ingestion.data_docs import write_data_docs
+
+    run_time = dt.datetime.now(dt.UTC)
+    name = run_time.strftime("%Y%m%dT%H%M%SZ") + ("-failed" if failed else "")
+    return write_data_docs(checks, settings.data_docs_dir, run_name=name, run_time=run_time)
+
+
+@task(name="write-data-docs", cache_policy=NO_CACHE)
+def write_data_docs_task(report: IngestReport) -> str:
+    """Great Expectations Data Docs of this load's validations."""
+    index = _data_docs(report.checks, Settings.from_env())
+    get_run_logger().info("Data Docs: %s", index)
+    return str(index)
+
+
+def summary_markdown(report: IngestReport) -> str:
+    lines = [
+        f"# Ingest {report.load_id} (as of {report.as_of_date})",
+        "",
+        "| entity | rows read | inserted | updated | unchanged | errors | warnings |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for load in report.loads:
+        lines.append(
+            f"| {load.entity} | {load.rows_read:,} | {load.inserted:,} | {load.updated:,} "
+            f"| {load.unchanged:,} | {load.errors:,} | {load.warnings:,} |"
+        )
+    return "\n".join(lines)
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(
+    source: Path | None = None,
+    db: Path | None = None,
+    as_of: dt.date | None = None,
+    sources_file: Path | None = None,
+) -> IngestReport:
+    """Ingest a source folder (CSV / XLSX / Parquet per entity) and any API sources into DuckDB.
+
+    Rows breaking a rule land in `quarantine` with every reason; bad rows above the configured
+    share fail the run and leave the database as it was.
+    """
+    db_path = Path(db) if db else Settings.from_env().db_path
+    staging = Path(tempfile.mkdtemp(prefix="followup-api-"))
+    try:
+        fetched = fetch_api_sources(Path(sources_file), db_path, staging) if sources_file else {}
+        report = load_sources(Path(source) if source else None, db_path, as_of, fetched)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_data_docs_task(report)
+    create_markdown_artifact(summary_markdown(report), key="ingest-summary", description="Rows per entity")
+    return report
