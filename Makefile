@@ -24,6 +24,7 @@ demo: $(VENV)/.synced
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint dbt_project benchmarks
 
 format: $(VENV)/.synced
 	$(BIN)/ruff check --fix .

@@ -70,6 +70,7 @@ def connect(db_path: Path, settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute(f"set TimeZone = {ty.quote(settings.business_tz)}")
     con.execute(f"set memory_limit = {ty.quote(settings.duckdb_memory_limit)}")
     con.execute(f"set threads = {int(settings.duckdb_threads)}")
+    con.execute("set enable_progress_bar = false")
     return con
 
 

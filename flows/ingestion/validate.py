@@ -85,25 +85,22 @@ def _literal(value: Any, sql_type: str) -> str:
     return f"cast({value} as {sql_type})"
 
 
-def _python_phones(con: duckdb.DuckDBPyConnection, cells: str, source: str, out: str) -> None:
-    """Phones the SQL fast path could not type go through phonenumbers (a small share)."""
+def _python_phones(con: duckdb.DuckDBPyConnection, column: str, table: str, out: str) -> None:
+    """Phones the SQL fast path does not type go through phonenumbers (a small share)."""
+    national = ty.phone_national(f"{column}__digits")
     rows = con.execute(
-        f"select distinct {cells} from {source} where {cells} is not null "
-        f"and not ({ty.fast_phone_sql(cells)})"
+        f"select distinct {column}__raw from {table} "
+        f"where {column}__raw is not null and not {ty.is_cn_mobile(national)}"
     ).fetchall()
     typed = []
     for (raw,) in rows:
         try:
             number = phonenumbers.parse(raw, "CN")
-            ok = phonenumbers.is_valid_number(number)
+            valid = phonenumbers.is_valid_number(number)
         except phonenumbers.NumberParseException:
-            ok = False
-        if ok:
-            typed.append(
-                (raw, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-            )
-        else:
-            typed.append((raw, None))
+            valid = False
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) if valid else None
+        typed.append((raw, e164))
     con.execute(f"create or replace temp table {out} (raw varchar, e164 varchar)")
     if typed:
         con.executemany(f"insert into {out} values (?, ?)", typed)
@@ -173,33 +170,42 @@ def check(
 ) -> CheckResult:
     """Create `<src.table>_checked`: typed columns, `<col>__raw` cleaned text, `_x<i>` flags."""
     t = src.table
-    selects = ["s._line"]
-    joins = []
+    # Stage 1: clean every cell once (the typing expressions refer to the cleaned column).
+    cleaned = ["s._line"]
     for column in entity.columns.values():
         cell = src.columns.get(column.name)
-        if cell is None:
-            raw = "cast(null as varchar)"
-        else:
-            raw = ty.clean(f"s.{cell}", column)
-        python_phone = "null"
-        if column.type == "phone" and cell is not None:
-            _python_phones(con, raw, f"{t} s", f"{t}_phones")
-            joins.append(f"left join {t}_phones p_{column.name} on p_{column.name}.raw = {raw}")
-            python_phone = f"p_{column.name}.e164"
-        typed = ty.parse(raw, column, params.business_tz, python_phone)
-        selects.append(f"cast({typed} as {column.sql_type}) as {column.name}")
-        selects.append(f"{raw} as {column.name}__raw")
-    extras = ", ".join(f"{ty.quote(h)}, s.{c}" for h, c in src.extras.items())
+        raw = "cast(null as varchar)" if cell is None else ty.clean(f"s.{cell}", column)
+        cleaned.append(f"{raw} as {column.name}__raw")
+        if column.type == "phone":
+            cleaned.append(f"{ty.phone_digits(raw)} as {column.name}__digits")
     # Unknown columns are kept as attributes; a merge patch onto {} drops the empty ones.
-    selects.append(
+    extras = ", ".join(f"{ty.quote(h)}, s.{c}" for h, c in src.extras.items())
+    cleaned.append(
         f"nullif(json_merge_patch('{{}}', json_object({extras})), '{{}}') as _extras"
         if extras
         else "cast(null as json) as _extras"
     )
+    con.execute(f"create or replace temp table {t}_clean as select {', '.join(cleaned)} from {t} s")
+
+    # Stage 2: type.
+    typed, joins = [], []
+    for column in entity.columns.values():
+        value = f"{column.name}__raw"
+        python_phone = "null"
+        if column.type == "phone":
+            _python_phones(con, column.name, f"{t}_clean", f"{t}_phones")
+            alias = f"p_{column.name}"
+            joins.append(f"left join {t}_phones {alias} on {alias}.raw = c.{column.name}__raw")
+            value, python_phone = f"c.{column.name}__digits", f"{alias}.e164"
+        expression = ty.parse(value, column, params.business_tz, python_phone)
+        typed.append(f"cast({expression} as {column.sql_type}) as {column.name}")
+    drop = [f"{c.name}__digits" for c in entity.columns.values() if c.type == "phone"]
+    star = f"c.* exclude ({', '.join(drop)})" if drop else "c.*"
     con.execute(
-        f"create or replace temp table {t}_typed as select {', '.join(selects)} "
-        f"from {t} s {' '.join(joins)}"
+        f"create or replace temp table {t}_typed as select {star}, {', '.join(typed)} "
+        f"from {t}_clean c {' '.join(joins)}"
     )
+    con.execute(f"drop table {t}_clean")
 
     extra_cols, fk_joins, flags, outcomes = [], [], [], []
     for e in entity.row_expectations:

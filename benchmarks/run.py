@@ -1,0 +1,136 @@
+"""`make bench` (BENCH_SIZE=100k|1m): time each stage as a whole process, median of N runs.
+
+Each measurement is a fresh process (`benchmarks.stages`), so wall time, CPU time and peak RSS are
+the process's own, read from `wait4`. Results go to `docs/benchmarks.json` and the Markdown table in
+`docs/benchmarks.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+AS_OF = "2026-11-23"
+
+
+def measure(args: list[str], env: dict[str, str]) -> dict[str, float]:
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.stages", *args], cwd=ROOT, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"stage {args[0]} failed with exit status {os.waitstatus_to_exitcode(status)}")
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+    }
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration):
+        mem_kb = 0
+    return f"{os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", default="100k", choices=sorted(SIZES))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench")
+    options = parser.parse_args()
+    customers = SIZES[options.size]
+    work = options.work / options.size
+    source = work / "source"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    results: dict[str, dict] = {}
+    shutil.rmtree(source, ignore_errors=True)
+    results["generate"] = measure(["generate", str(source), str(customers), AS_OF], env)
+    sizes = {p.name: p.stat().st_size for p in sorted(source.glob("*.csv"))}
+    rows = {p.stem: sum(1 for _ in p.open("rb")) - 1 for p in sorted(source.glob("*.csv"))}
+    print(f"generated {options.size}: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()), flush=True)
+
+    for stage, args in {
+        "duckdb_read_csv (reference)": lambda db: ["duckdb_read", str(source), str(db)],
+        "ingest + validate": lambda db: ["ingest_core", str(source), str(db), AS_OF],
+    }.items():
+        runs = []
+        for _ in range(options.runs):
+            db = work / "bench.duckdb"
+            db.unlink(missing_ok=True)
+            runs.append(measure(args(db), env))
+            db.unlink(missing_ok=True)
+        results[stage] = median_of(runs)
+        print(f"{stage}: {results[stage]}", flush=True)
+
+    ratio = results["ingest + validate"]["wall_s"] / results["duckdb_read_csv (reference)"]["wall_s"]
+    record = {
+        "size": options.size,
+        "customers": customers,
+        "rows": rows,
+        "file_bytes": sizes,
+        "machine": machine(),
+        "runs": options.runs,
+        "stages": results,
+        "ratios": {"ingest / duckdb_read_csv": round(ratio, 2)},
+    }
+    out = ROOT / "docs" / "benchmarks.json"
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    existing[options.size] = record
+    out.write_text(json.dumps(existing, indent=2, ensure_ascii=False) + "\n")
+    write_markdown(existing, ROOT / "docs" / "benchmarks.md")
+    print(f"ingest / DuckDB read_csv = {ratio:.2f}x (target ≤ 2x); written to docs/benchmarks.md")
+
+
+def write_markdown(all_results: dict, path: Path) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`BENCH_SIZE=1m make bench` for the large size). Every figure is",
+        "the median of the runs shown, each stage a whole process: wall time, CPU time (user +",
+        "system) and peak resident memory.",
+        "",
+    ]
+    for size, record in sorted(all_results.items(), key=lambda kv: SIZES.get(kv[0], 0)):
+        rows = ", ".join(f"{k} {v:,}" for k, v in record["rows"].items())
+        lines += [
+            f"## {size}: {rows}",
+            "",
+            f"Machine: {record['machine']}; median of {record['runs']} runs.",
+            "",
+            "| stage | wall s | CPU s | peak RSS MiB |",
+            "|---|---:|---:|---:|",
+        ]
+        for stage, m in record["stages"].items():
+            lines.append(f"| {stage} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {m['peak_rss_mib']:.0f} |")
+        lines.append("")
+        for name, value in record["ratios"].items():
+            lines.append(f"- {name}: **{value}×**")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
