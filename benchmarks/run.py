@@ -25,11 +25,15 @@ AS_OF = "2026-11-23"
 
 def measure(args: list[str], env: dict[str, str]) -> dict[str, float]:
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.stages", *args], cwd=ROOT, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.stages", *args], cwd=ROOT, env=env
+    )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"stage {args[0]} failed with exit status {os.waitstatus_to_exitcode(status)}")
+        raise SystemExit(
+            f"stage {args[0]} failed with exit status {os.waitstatus_to_exitcode(status)}"
+        )
     return {
         "wall_s": wall,
         "cpu_s": usage.ru_utime + usage.ru_stime,
@@ -48,10 +52,20 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem_kb = int(next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1])
+        mem_kb = int(
+            next(
+                x
+                for x in Path("/proc/meminfo").read_text().splitlines()
+                if x.startswith("MemTotal")
+            ).split()[1]
+        )
     except (OSError, StopIteration):
         mem_kb = 0
-    return f"{os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, {system}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
@@ -70,7 +84,9 @@ def main() -> None:
     results["generate"] = measure(["generate", str(source), str(customers), AS_OF], env)
     sizes = {p.name: p.stat().st_size for p in sorted(source.glob("*.csv"))}
     rows = {p.stem: sum(1 for _ in p.open("rb")) - 1 for p in sorted(source.glob("*.csv"))}
-    print(f"generated {options.size}: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()), flush=True)
+    print(
+        f"generated {options.size}: " + ", ".join(f"{k} {v:,}" for k, v in rows.items()), flush=True
+    )
 
     for stage, args in {
         "duckdb_read_csv (reference)": lambda db: ["duckdb_read", str(source), str(db)],
@@ -85,7 +101,9 @@ def main() -> None:
         results[stage] = median_of(runs)
         print(f"{stage}: {results[stage]}", flush=True)
 
-    ratio = results["ingest + validate"]["wall_s"] / results["duckdb_read_csv (reference)"]["wall_s"]
+    ratio = (
+        results["ingest + validate"]["wall_s"] / results["duckdb_read_csv (reference)"]["wall_s"]
+    )
     record = {
         "size": options.size,
         "customers": customers,
@@ -124,7 +142,9 @@ def write_markdown(all_results: dict, path: Path) -> None:
             "|---|---:|---:|---:|",
         ]
         for stage, m in record["stages"].items():
-            lines.append(f"| {stage} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {m['peak_rss_mib']:.0f} |")
+            lines.append(
+                f"| {stage} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {m['peak_rss_mib']:.0f} |"
+            )
         lines.append("")
         for name, value in record["ratios"].items():
             lines.append(f"- {name}: **{value}×**")

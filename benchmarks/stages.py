@@ -1,4 +1,4 @@
-"""The stages `benchmarks.run` times, each run as its own process: `python -m benchmarks.stages NAME …`."""
+"""Stages that `benchmarks.run` times, each in its own process (`python -m benchmarks.stages`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ def duckdb_read(source: Path, db: Path) -> None:
     con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
     con.execute(f"set threads = {settings.duckdb_threads}")
     for name in ENTITIES:
-        con.execute(f"create or replace table {name} as select * from read_csv(?)", [str(source / f"{name}.csv")])
+        con.execute(
+            f"create or replace table {name} as select * from read_csv(?)",
+            [str(source / f"{name}.csv")],
+        )
     con.close()
 
 
@@ -29,7 +32,13 @@ def ingest_core(source: Path, db: Path, as_of: str) -> None:
     from flows.ingestion.load import ingest
     from flows.settings import Settings
 
-    ingest(db, source, settings=Settings.from_env(), as_of=dt.date.fromisoformat(as_of), entities=ENTITIES)
+    ingest(
+        db,
+        source,
+        settings=Settings.from_env(),
+        as_of=dt.date.fromisoformat(as_of),
+        entities=ENTITIES,
+    )
 
 
 def generate(source: Path, customers: int, as_of: str) -> None:

@@ -34,12 +34,28 @@ def _date(value: str | None) -> dt.date | None:
 
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit now: the failed run's state (held by Prefect's background threads) still references
+    # DuckDB objects, and tearing the interpreter down around them makes nanobind print pages of
+    # "leaked instance" noise under the one line that matters.
+    os._exit(2)
 
 
 def _quiet_prefect() -> None:
-    # The one-line error is ours; Prefect's own traceback logging would bury it.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    """Keep Prefect's console output to warnings and drop its tracebacks from the terminal: the
+    one-line error is ours. The flow run's full logs still go to the Prefect API (the UI)."""
+    import logging
+
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.CRITICAL if os.environ.get("CI") else logging.WARNING)
+                handler.addFilter(lambda record: record.levelno < logging.ERROR)
 
 
 def _run_ingest(source: Path | None, db: Path, as_of: dt.date | None, sources_file: Path | None):
@@ -62,22 +78,42 @@ def _run_ingest(source: Path | None, db: Path, as_of: dt.date | None, sources_fi
 def print_report(report, db: Path) -> None:
     import duckdb
 
+    from flows.ingestion.load import generic_reason
+
     table = Table(title=f"Loaded into {db} (load {report.load_id}, as of {report.as_of_date})")
-    for heading in ("entity", "rows read", "inserted", "updated", "unchanged", "errors", "warnings", "table rows"):
+    for heading in (
+        "entity",
+        "rows read",
+        "inserted",
+        "updated",
+        "unchanged",
+        "errors",
+        "warnings",
+        "table rows",
+    ):
         table.add_column(heading, justify="left" if heading == "entity" else "right")
     for load in report.loads:
         table.add_row(
             load.entity,
-            *(f"{n:,}" for n in (load.rows_read, load.inserted, load.updated, load.unchanged, load.errors, load.warnings)),
+            *(
+                f"{n:,}"
+                for n in (
+                    load.rows_read,
+                    load.inserted,
+                    load.updated,
+                    load.unchanged,
+                    load.errors,
+                    load.warnings,
+                )
+            ),
             f"{report.table_rows.get(load.entity, 0):,}",
         )
     console.print(table)
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(
-            """
-            select entity, severity, regexp_replace(r, ' \\(first at line \\d+\\)|\\(same as line \\d+\\)', '') as reason,
-                   count(*) as n
+            f"""
+            select entity, severity, {generic_reason("r")} as reason, count(*) as n
             from (select entity, severity, unnest(reasons) as r from quarantine where load_id = ?)
             group by all order by n desc, entity, reason
             """,
@@ -97,10 +133,16 @@ def print_report(report, db: Path) -> None:
 
 @app.command()
 def ingest(
-    source: Annotated[Path | None, typer.Option(help="Folder with customers.csv, orders.csv, …")] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="Folder with customers.csv, orders.csv, …")
+    ] = None,
     db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today)")] = None,
-    sources: Annotated[Path | None, typer.Option(help="sources.yml naming HTTP API sources")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today)")
+    ] = None,
+    sources: Annotated[
+        Path | None, typer.Option(help="sources.yml naming HTTP API sources")
+    ] = None,
 ) -> None:
     """Read, validate and load a source folder (and API sources) into the database."""
     if source is None and sources is None:
@@ -130,7 +172,9 @@ def generate(
 def demo(
     customers: Annotated[int, typer.Option(help="Size of the generated company")] = 5000,
     db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today)")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
 ) -> None:
     """Generate a demo company and load it into the embedded database."""
@@ -153,3 +197,7 @@ def demo(
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

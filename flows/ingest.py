@@ -63,10 +63,16 @@ def load_sources(
 
     settings = Settings.from_env()
     try:
-        return ingest(db_path, source, settings=settings, as_of=as_of, files=files, on_commit=save_cursors)
+        return ingest(
+            db_path, source, settings=settings, as_of=as_of, files=files, on_commit=save_cursors
+        )
     except IngestError as exc:
-        if exc.checks:
-            _data_docs(exc.checks, settings, failed=True)
+        if exc.checks:  # the validation report is most useful when the load failed
+            try:
+                index = _data_docs(exc.checks, settings, failed=True)
+                get_run_logger().warning("Data Docs of the failed load: %s", index)
+            except Exception as docs_error:  # never let the report hide the load's own error
+                get_run_logger().warning("Data Docs not written: %s", docs_error)
         raise
 
 
@@ -121,5 +127,7 @@ def ingest_flow(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_data_docs_task(report)
-    create_markdown_artifact(summary_markdown(report), key="ingest-summary", description="Rows per entity")
+    create_markdown_artifact(
+        summary_markdown(report), key="ingest-summary", description="Rows per entity"
+    )
     return report

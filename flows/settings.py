@@ -1,4 +1,4 @@
-"""Settings read from the environment, with defaults that make the embedded DuckDB work untouched."""
+"""Settings from the environment, with defaults that make the embedded DuckDB work untouched."""
 
 from __future__ import annotations
 

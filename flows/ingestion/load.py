@@ -8,6 +8,7 @@ back, so the database is as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import shutil
@@ -22,13 +23,18 @@ import duckdb
 
 from flows.ingestion import typing as ty
 from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity
-from flows.ingestion.readers import SourceError, SourceTable, find_source_file, read_source
+from flows.ingestion.readers import SourceError, find_source_file, read_source
 from flows.ingestion.validate import CheckParams, CheckResult, check
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BOOKKEEPING = ("_key", "_row_hash", "_load_id", "_source_file", "_line_number")
+
+
+def generic_reason(reason: str) -> str:
+    """SQL of a reason without its row-specific detail, for counting rows by reason."""
+    return f"regexp_replace({reason}, ' \\((first at|same as) line \\d+\\)', '')"
 
 
 class IngestError(Exception):
@@ -200,10 +206,8 @@ def ingest(
             for name in LOAD_ORDER
         }
     except BaseException:
-        try:
+        with contextlib.suppress(duckdb.Error):  # no transaction was open yet
             con.execute("rollback")
-        except duckdb.Error:
-            pass  # no transaction was open yet
         raise
     finally:
         con.close()
@@ -261,23 +265,21 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         if o.expectation.severity == "warning":
             for col in o.expectation.columns:
                 cleared.setdefault(col, []).append(f"_x{o.expectation.index}")
+    def value(name: str) -> str:
+        if name not in entity.columns:
+            return "cast(null as json)"  # `attributes` of an entity without its own
+        if name in cleared:
+            return f"(case when {' or '.join(cleared[name])} then null else {name} end)"
+        return name
+
     values = []
     for name, _ in raw_columns(entity):
-        if name == "attributes":
-            own = "attributes" if "attributes" in entity.columns else "cast(null as json)"
+        expression = value(name)
+        if name == "attributes":  # the row's own attributes, plus its unknown columns
             expression = (
-                f"case when _extras is null then {own} when {own} is null then _extras "
-                f"else json_merge_patch({own}, _extras) end"
+                f"case when _extras is null then {expression} when {expression} is null "
+                f"then _extras else json_merge_patch({expression}, _extras) end"
             )
-            if "attributes" in cleared:
-                expression = expression.replace(
-                    " attributes",
-                    f" (case when {' or '.join(cleared['attributes'])} then null else attributes end)",
-                )
-        elif name in cleared:
-            expression = f"case when {' or '.join(cleared[name])} then null else {name} end"
-        else:
-            expression = name
         values.append(f"{expression} as {name}")
     names = [n for n, _ in raw_columns(entity)]
     errors_any = result.any_sql("error")
@@ -304,7 +306,8 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         f"""
         create or replace temp table {q} as
         select c._line as line_number, 'error' as severity, json_object({raw_json}) as raw,
-               list_concat({result.reasons_sql("error")}, {result.reasons_sql("warning")}) as reasons
+               list_concat({result.reasons_sql("error")},
+                           {result.reasons_sql("warning")}) as reasons
         from {t} c join {src.table} s using (_line) where {errors_any}
         union all
         select a._line, 'error', json_object({raw_json}),
@@ -325,7 +328,7 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
     load.reasons = Counter(
         dict(
             con.execute(
-                f"select regexp_replace(r, ' \\(first at line \\d+\\)|\\(same as line \\d+\\)', ''), "
+                f"select {generic_reason('r')}, "
                 f"count(*) from (select unnest(reasons) as r from {q} where severity = 'error') "
                 "group by all order by 2 desc"
             ).fetchall()
@@ -350,7 +353,8 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         select a.*, hash({column_list}) as _row_hash, r._key is not null as _existed
         from {t}_accepted a
         left join (select _key, _row_hash from {target}) r on r._key = a._key
-        where a._key_rank = 1 and (r._key is null or r._row_hash <> hash({", ".join(f"a.{n}" for n in names)}))
+        where a._key_rank = 1
+          and (r._key is null or r._row_hash <> hash({", ".join(f"a.{n}" for n in names)}))
         """
     )
     load.inserted, load.updated = con.execute(

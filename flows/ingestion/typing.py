@@ -101,7 +101,7 @@ def _enum(c: str, column: Column) -> str:
         words = {canonical.upper() if column.upper else canonical.lower()}
         words |= {s.upper() if column.upper else s.lower() for s in synonyms}
         whens.append(
-            f"when {folded} in ({', '.join(quote(w) for w in sorted(words))}) then {quote(canonical)}"
+            f"when {folded} in ({', '.join(map(quote, sorted(words)))}) then {quote(canonical)}"
         )
     expression = f"case {' '.join(whens)} else {folded} end" if whens else folded
     if column.default is not None:
@@ -167,5 +167,6 @@ def parse(c: str, column: Column, tz: str, python_phone: str = "null") -> str:
     if kind == "phone":
         return _phone(c, python_phone)
     if kind == "list":
-        return f"nullif(array_to_string(list_filter(list_transform(regexp_split_to_array({c}, '[;,，；、]'), lambda x: trim(x)), lambda x: x <> ''), ';'), '')"
+        parts = f"list_transform(regexp_split_to_array({c}, '[;,，；、]'), lambda x: trim(x))"
+        return f"nullif(array_to_string(list_filter({parts}, lambda x: x <> ''), ';'), '')"
     raise ValueError(f"no parser for column type {kind!r}")

@@ -99,7 +99,11 @@ def _python_phones(con: duckdb.DuckDBPyConnection, column: str, table: str, out:
             valid = phonenumbers.is_valid_number(number)
         except phonenumbers.NumberParseException:
             valid = False
-        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) if valid else None
+        e164 = (
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            if valid
+            else None
+        )
         typed.append((raw, e164))
     con.execute(f"create or replace temp table {out} (raw varchar, e164 varchar)")
     if typed:
@@ -134,7 +138,6 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
     if kind == "expect_column_values_to_be_in_set":
         value_set = params.resolve(e.kwargs["value_set"])
         if isinstance(value_set, str):  # a foreign key
-            other = value_set.split(".")[0]
             return (
                 f"{col} is not null and _fk{e.index} is null",
                 ty.quote(f"{col}: not found in {value_set}"),
