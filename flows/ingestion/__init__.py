@@ -1,4 +1,4 @@
-"""Getting a company's files (or API pages) into DuckDB safely: read, type, validate, quarantine, upsert.
+"""A company's files (or API pages) into DuckDB safely: read, type, validate, quarantine, upsert.
 
 Plain functions; the Prefect flow in `flows/ingest.py` wires them.
 """
