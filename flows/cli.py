@@ -34,12 +34,21 @@ def _date(value: str | None) -> dt.date | None:
 
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _silence_teardown()
+    raise typer.Exit(2)
+
+
+def _silence_teardown() -> None:
+    """Send what the interpreter prints while it shuts down to /dev/null.
+
+    A run's state, still held by Prefect's background threads at exit, references DuckDB objects,
+    and DuckDB's bindings (nanobind) then print pages of "leaked instance" lines at teardown,
+    burying the one line that matters. Exiting normally matters more: it stops Prefect's
+    ephemeral API server, which `os._exit` would orphan.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
-    # Exit now: the failed run's state (held by Prefect's background threads) still references
-    # DuckDB objects, and tearing the interpreter down around them makes nanobind print pages of
-    # "leaked instance" noise under the one line that matters.
-    os._exit(2)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
 
 
 def _quiet_prefect() -> None:

@@ -1,0 +1,456 @@
+"""Great Expectations Data Docs of the checks our DuckDB engine ran.
+
+The rules are GX suites, so the report is GX's own: each `CheckResult` becomes the
+`ExpectationSuiteValidationResult` GX would have produced for the same counts, and GX's renderers
+(`ValidationResultsPageRenderer`, `ExpectationSuitePageRenderer`, `DefaultJinjaPageView`) turn it
+into the usual pages, laid out as a GX site does (`validations/<suite>/<run name>/<run time>/`,
+`expectations/<suite>.html`, `static/`). No data context is involved, so nothing is written outside
+`site_dir`. Each page's validation result is kept next to it as JSON, and the index is rebuilt from
+those files, so earlier runs stay listed.
+
+GX's index page fills its table with JavaScript from a CDN; ours is a plain table (rendered with the
+same GX view) so the site also reads offline, where a small fallback style sheet (GX's
+`data_docs_custom_styles.css` hook) stands in for Bootstrap and Font Awesome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+    )
+
+    from flows.ingestion.entities import Expectation
+    from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
+
+log = logging.getLogger(__name__)
+
+RESULT_SUFFIX = ".json"  # the GX validation result beside each page
+_NOT_NULL = "expect_column_values_to_not_be_null"
+_EXISTS = "expect_column_to_exist"
+_SEVERITY = {"fatal": "critical", "error": "critical", "warning": "warning"}  # GX FailureSeverity
+
+# Stands in for Bootstrap and Font Awesome (GX's templates load them from CDNs) when a page is read
+# offline. Every rule is inside :where(), which has no specificity, so the CDN sheets win if loaded.
+_OFFLINE_CSS = """\
+:where(body) { font-family: system-ui, sans-serif; margin: 0 1rem; }
+:where(table) { border-collapse: collapse; margin: .5rem 0; }
+:where(td, th) { border: 1px solid #dee2e6; padding: .25rem .5rem; text-align: left; }
+:where(.alert-secondary) { background: #e2e3e5; padding: .5rem .75rem; margin: 1rem 0 .5rem; }
+:where(.text-success) { color: #198754; }
+:where(.text-danger) { color: #dc3545; }
+:where(.fa-check-circle)::before { content: "\\2714"; }
+:where(.fa-times)::before { content: "\\2718"; }
+:where(.fa-exclamation-triangle)::before { content: "\\26A0"; }
+"""
+
+
+def validation_result(
+    check: CheckResult, *, run_name: str, run_time: dt.datetime
+) -> ExpectationSuiteValidationResult:
+    """The GX validation result our SQL engine's counts amount to.
+
+    An expectation succeeds when it found no unexpected row. `expect_column_to_exist` expectations
+    are successes: a missing required column stops the load before any check. Suite parameters
+    with a value (`future_cutoff`, `as_of_date`) are resolved into the kwargs; a foreign key keeps
+    GX's `{"$PARAMETER": ...}` form and gets a description, since its value set is a table.
+    """
+    import great_expectations as gx
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    run_time = _utc(run_time)
+    outcomes = {o.expectation.index: o for o in check.outcomes}
+    results = []
+    for e in check.entity.expectations:
+        if e.type == _EXISTS:
+            result: dict[str, Any] = {}
+            success = True
+        elif e.index in outcomes:
+            result = _result(outcomes[e.index], check.element_count)
+            success = result["unexpected_count"] == 0
+        else:
+            continue  # not evaluated, so not reported (GX counts evaluated expectations only)
+        results.append(
+            ExpectationValidationResult(
+                success=success, expectation_config=_configuration(e, check.params), result=result
+            )
+        )
+    statistics = calc_validation_statistics(results)
+    entity, source = check.entity.name, check.source
+    return ExpectationSuiteValidationResult(
+        success=statistics.success,
+        results=results,
+        suite_name=entity,
+        suite_parameters=_suite_parameters(check),
+        statistics={
+            "evaluated_expectations": statistics.evaluated_expectations,
+            "successful_expectations": statistics.successful_expectations,
+            "unsuccessful_expectations": statistics.unsuccessful_expectations,
+            "success_percent": statistics.success_percent,
+        },
+        meta={
+            "great_expectations_version": gx.__version__,
+            "run_id": {"run_name": run_name, "run_time": run_time.isoformat()},
+            "batch_spec": {
+                "data_asset_name": source.path.name,
+                "path": str(source.path),
+                "rows_checked": check.element_count,
+                "malformed_lines": len(source.malformed),
+                "engine": "DuckDB SQL (flows.ingestion.validate)",
+            },
+            "active_batch_definition": {
+                "datasource_name": "followup",
+                "data_connector_name": "duckdb",
+                "data_asset_name": entity,
+                "batch_identifiers": {"path": str(source.path)},
+            },
+            "followup": {
+                "entity": entity,
+                "source": str(source.path),
+                "run_name": run_name,
+                "as_of_date": check.params.as_of_date.isoformat(),
+                "business_tz": check.params.business_tz,
+            },
+        },
+        batch_id=f"followup-{entity}",
+    )
+
+
+def write_data_docs(
+    checks: list[CheckResult], site_dir: Path, *, run_name: str, run_time: dt.datetime
+) -> Path:
+    """Render one GX page per entity validation into `site_dir` and rebuild its `index.html`.
+
+    Pages of earlier runs are kept; the index lists every run found under `site_dir`, newest first.
+    Returns the index path.
+    """
+    from great_expectations.render.renderer import (
+        ExpectationSuitePageRenderer,
+        ValidationResultsPageRenderer,
+    )
+
+    site_dir = Path(site_dir)
+    view = _view(site_dir)
+    run_time = _utc(run_time)
+    run_folder = Path(_safe(run_name), run_time.strftime("%Y%m%dT%H%M%S.%fZ"))
+    for check in checks:
+        suite = _safe(check.entity.name)
+        result = validation_result(check, run_name=run_name, run_time=run_time)
+        page = (
+            site_dir / "validations" / suite / run_folder / f"{_safe(check.source.path.name)}.html"
+        )
+        document = ValidationResultsPageRenderer().render(result)
+        document.sections[0].content_blocks.insert(2, _severity_table(result))  # after Statistics
+        _write_page(view, document, page, site_dir)
+        page.with_suffix(RESULT_SUFFIX).write_text(
+            json.dumps(result.to_json_dict(), ensure_ascii=False, indent=1), encoding="utf-8"
+        )
+        # The validation page links its suite; render the suite as it was declared for this run.
+        suite_document = ExpectationSuitePageRenderer().render(_suite(check))
+        _write_page(view, suite_document, site_dir / "expectations" / f"{suite}.html", site_dir)
+    index = site_dir / "index.html"
+    _write_page(view, _index_document(site_dir), index, site_dir)
+    return index
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """GX prints run times with a `Z`; a naive time is taken to be UTC already."""
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _safe(name: str) -> str:
+    """A path segment: word characters (Chinese included), dots and dashes."""
+    return re.sub(r"[^\w.-]+", "_", name).strip(".") or "_"
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def _percent(part: int, whole: int) -> float | None:
+    return part / whole * 100 if whole > 0 else None
+
+
+def _result(outcome: ExpectationOutcome, element_count: int) -> dict[str, Any]:
+    """GX's SUMMARY result dict for a column map expectation (`_format_map_output`)."""
+    e, unexpected = outcome.expectation, outcome.unexpected_count
+    partial = [_json_value(v) for v in outcome.partial_unexpected]
+    counts = Counter(partial).most_common()
+    result: dict[str, Any] = {
+        "element_count": element_count,
+        "unexpected_count": unexpected,
+        "unexpected_percent": _percent(unexpected, element_count),
+        "partial_unexpected_list": partial,
+        "partial_unexpected_counts": [
+            {"value": v, "count": n} for v, n in sorted(counts, key=lambda x: (-x[1], str(x[0])))
+        ],
+    }
+    if e.type == _NOT_NULL:
+        return result  # GX counts the nulls as unexpected here, and reports no missing share
+    missing = outcome.missing_count  # the rows this check skipped as empty
+    present = element_count - missing
+    result.update(
+        unexpected_percent=_percent(unexpected, present),
+        missing_count=missing,
+        missing_percent=_percent(missing, element_count),
+        unexpected_percent_total=_percent(unexpected, element_count),
+        unexpected_percent_nonmissing=_percent(unexpected, present),
+    )
+    return result
+
+
+def _foreign_key(value: Any) -> str | None:
+    """`customers.customer_id` for `{"$PARAMETER": "customers.customer_id"}` (our convention)."""
+    if isinstance(value, dict) and "." in str(value.get("$PARAMETER", "")):
+        return value["$PARAMETER"]
+    return None
+
+
+def _configuration(e: Expectation, params: CheckParams) -> Any:
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    kwargs, description, notes = {}, None, [f"Severity: **{e.severity}**"]
+    for key, value in e.kwargs.items():
+        if isinstance(value, dict) and "$PARAMETER" in value:
+            notes.append(f"`{key}` is the suite parameter `{value['$PARAMETER']}`.")
+        if reference := _foreign_key(value):
+            other, column = reference.split(".", 1)
+            kwargs[key] = value  # GX's renderer would spell out a value set; this one is a table
+            description = f"{e.column} values must be a {column} found in {other}."
+        else:
+            kwargs[key] = _json_value(params.resolve(value))
+    return ExpectationConfiguration(
+        type=e.type,
+        kwargs=kwargs,
+        meta={"severity": e.severity, "index": e.index},
+        notes=notes,
+        description=description,
+        severity=_SEVERITY.get(e.severity, "critical"),
+    )
+
+
+def _suite_parameters(check: CheckResult) -> dict[str, Any]:
+    values = {}
+    for e in check.entity.expectations:
+        for value in e.kwargs.values():
+            if isinstance(value, dict) and "$PARAMETER" in value and not _foreign_key(value):
+                values[value["$PARAMETER"]] = _json_value(check.params.resolve(value))
+    return values
+
+
+def _suite(check: CheckResult) -> Any:
+    """The entity's suite with this run's parameter values, as GX's suite page renders it."""
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuite
+
+    entity = check.entity
+    return ExpectationSuite(
+        name=entity.name,
+        expectations=[_configuration(e, check.params) for e in entity.expectations],
+        meta={"great_expectations_version": gx.__version__},
+        notes=entity.description or None,
+    )
+
+
+def _severity_table(result: ExpectationSuiteValidationResult) -> Any:
+    """Failures by our severity: GX calls the run failed even when only warnings failed."""
+    from great_expectations.render import RenderedStringTemplateContent, RenderedTableContent
+
+    evaluated, failed = Counter(), Counter()
+    for r in result.results:
+        severity = r.expectation_config.meta.get("severity", "error")
+        evaluated[severity] += 1
+        failed[severity] += not r.success
+    return RenderedTableContent(
+        header=RenderedStringTemplateContent(
+            content_block_type="string_template",
+            string_template={
+                "template": "By severity",
+                "tag": "h6",
+                "styling": {"classes": ["m-0"]},
+            },
+        ),
+        header_row=["Severity", "Evaluated", "Unsuccessful"],
+        table=[[s, evaluated[s], failed[s]] for s in ("fatal", "error", "warning") if evaluated[s]],
+        styling={
+            "classes": ["col-6", "table-responsive", "mt-1", "p-1"],
+            "body": {"classes": ["table", "table-sm"]},
+        },
+    )
+
+
+def _view(site_dir: Path) -> Any:
+    """GX's page view, with the static assets its pages refer to and our offline style sheet."""
+    import great_expectations
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    static = site_dir / "static"
+    favicon = static / "images" / "favicon.ico"
+    if not favicon.is_file():
+        favicon.parent.mkdir(parents=True, exist_ok=True)
+        source = Path(great_expectations.__file__).parent / "render/view/static/images/favicon.ico"
+        shutil.copyfile(source, favicon)
+    styles = static / "styles"
+    styles.mkdir(parents=True, exist_ok=True)
+    (styles / "data_docs_custom_styles.css").write_text(_OFFLINE_CSS, encoding="utf-8")
+    return DefaultJinjaPageView(custom_styles_directory=str(styles))
+
+
+def _write_page(view: Any, document: Any, page: Path, site_dir: Path) -> None:
+    html = view.render(document, show_how_to_buttons=False)
+    # GX's favicon link climbs one level short of the site root from a validation page.
+    root = "../" * (len(page.relative_to(site_dir).parts) - 1)
+    html = re.sub(
+        r'href="(?:\.\./|\./)*static/images/favicon\.ico"',
+        f'href="{root}static/images/favicon.ico"',
+        html,
+    )
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(html, encoding="utf-8")
+
+
+def _runs(site_dir: Path) -> list[tuple[str, str, list[tuple[Path, dict]]]]:
+    """(run name, run time, [(page, result)]) for every run under `site_dir`, newest first."""
+    runs: dict[tuple[dt.datetime, str], list[tuple[Path, dict]]] = {}
+    for path in sorted((site_dir / "validations").glob(f"*/*/*/*{RESULT_SUFFIX}")):
+        page = path.with_suffix(".html")
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            run_id = result["meta"]["run_id"]
+            key = (_utc(dt.datetime.fromisoformat(run_id["run_time"])), run_id["run_name"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("Data Docs: skipping unreadable %s (%s)", path, exc)
+            continue
+        if page.is_file():
+            runs.setdefault(key, []).append((page, result))
+    return [
+        (name, time.strftime("%Y-%m-%d %H:%M:%S UTC"), pages)
+        for (time, name), pages in sorted(runs.items(), reverse=True)
+    ]
+
+
+def _link(text: str, href: str) -> Any:
+    from great_expectations.render import RenderedStringTemplateContent
+
+    return RenderedStringTemplateContent(
+        content_block_type="string_template",
+        string_template={
+            "template": "$text",
+            "params": {"text": text},
+            "styling": {"params": {"text": {"tag": "a", "attributes": {"href": href}}}},
+        },
+    )
+
+
+def _status(success: bool) -> Any:
+    from great_expectations.render import RenderedStringTemplateContent
+
+    icon, colour, word = (
+        ("fa-check-circle", "text-success", "Succeeded")
+        if success
+        else ("fa-times", "text-danger", "Failed")
+    )
+    return RenderedStringTemplateContent(
+        content_block_type="string_template",
+        string_template={
+            "template": "$icon $word",
+            "params": {"icon": "", "word": word},
+            "styling": {"params": {"icon": {"tag": "i", "classes": ["fas", icon, colour]}}},
+        },
+    )
+
+
+def _index_document(site_dir: Path) -> Any:
+    from great_expectations.render import (
+        RenderedDocumentContent,
+        RenderedHeaderContent,
+        RenderedSectionContent,
+        RenderedStringTemplateContent,
+        RenderedTableContent,
+    )
+    from great_expectations.render.util import num_to_str
+
+    sections = []
+    for run_name, run_time, pages in _runs(site_dir):
+        rows = []
+        for page, result in sorted(pages, key=lambda p: p[1].get("suite_name", "")):
+            stats = result.get("statistics", {})
+            percent = stats.get("success_percent")
+            rows.append(
+                [
+                    _link(
+                        result.get("suite_name", page.parent.parent.parent.name),
+                        quote(page.relative_to(site_dir).as_posix()),
+                    ),
+                    result.get("meta", {}).get("followup", {}).get("source", ""),
+                    _status(bool(result.get("success"))),
+                    stats.get("evaluated_expectations"),
+                    stats.get("successful_expectations"),
+                    stats.get("unsuccessful_expectations"),
+                    "" if percent is None else f"{num_to_str(percent, precision=4)}%",
+                ]
+            )
+        header = RenderedHeaderContent(
+            header=RenderedStringTemplateContent(
+                content_block_type="string_template",
+                string_template={
+                    "template": "Run $run_name ($run_time)",
+                    "params": {"run_name": run_name, "run_time": run_time},
+                    "tag": "h5",
+                    "styling": {"classes": ["m-0"]},
+                },
+            ),
+            styling={
+                "classes": ["col-12", "p-0"],
+                "header": {"classes": ["alert", "alert-secondary"]},
+            },
+        )
+        table = RenderedTableContent(
+            table=rows,
+            header_row=[
+                "Suite",
+                "Source file",
+                "Status",
+                "Evaluated",
+                "Successful",
+                "Unsuccessful",
+                "Success %",
+            ],
+            styling={
+                "classes": ["col-12", "table-responsive"],
+                "body": {"classes": ["table", "table-sm"]},
+            },
+        )
+        sections.append(
+            RenderedSectionContent(section_name=run_name, content_blocks=[header, table])
+        )
+    return RenderedDocumentContent(
+        renderer_type="SiteIndexPageRenderer",
+        page_title="Data Docs",
+        sections=sections,
+        utm_medium="index-page",
+    )
