@@ -90,31 +90,14 @@ def print_report(report, db: Path) -> None:
     from flows.ingestion.load import generic_reason
 
     table = Table(title=f"Loaded into {db} (load {report.load_id}, as of {report.as_of_date})")
-    for heading in (
-        "entity",
-        "rows read",
-        "inserted",
-        "updated",
-        "unchanged",
-        "errors",
-        "warnings",
-        "table rows",
-    ):
+    headings = ("entity", "read", "new", "changed", "same", "errors", "warnings", "in table")
+    for heading in headings:
         table.add_column(heading, justify="left" if heading == "entity" else "right")
     for load in report.loads:
+        counts = (load.rows_read, load.inserted, load.updated, load.unchanged)
         table.add_row(
             load.entity,
-            *(
-                f"{n:,}"
-                for n in (
-                    load.rows_read,
-                    load.inserted,
-                    load.updated,
-                    load.unchanged,
-                    load.errors,
-                    load.warnings,
-                )
-            ),
+            *(f"{n:,}" for n in (*counts, load.errors, load.warnings)),
             f"{report.table_rows.get(load.entity, 0):,}",
         )
     console.print(table)
@@ -194,13 +177,18 @@ def demo(
     run_date = _date(as_of) or dt.date.today()
     source = db.parent / "demo_source"
     console.print(f"Generating a company of {customers:,} customers into {source} …")
-    counts = generate_company(source, customers=customers, seed=seed, as_of=run_date, fmt="csv")
+    # 1 % of the rows carry the mistakes real exports do, so the quarantine has something to say.
+    counts = generate_company(
+        source, customers=customers, seed=seed, as_of=run_date, fmt="csv", dirty=0.01
+    )
     console.print("  " + ", ".join(f"{n:,} {e}" for e, n in counts.items()))
     report = _run_ingest(source, db, run_date, None)
     print_report(report, db)
     console.print(
-        f"\nNext: query the raw tables with `duckdb {db}` (schema raw, table quarantine), "
-        f"or open {settings.data_docs_dir / 'index.html'} for the validation report."
+        f"\nNext: the tables are in {db} (schema raw, and quarantine), e.g.\n"
+        f'  .venv/bin/python -c "import duckdb; '
+        f"duckdb.connect('{db}').sql('from quarantine limit 5').show()\"\n"
+        f"and the validation report is {settings.data_docs_dir / 'index.html'}"
     )
 
 

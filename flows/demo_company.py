@@ -306,9 +306,14 @@ def generate_company(
     fmt: Fmt = "csv",
     orders_per_customer: float = 10.0,
     events_per_customer: float = 20.0,
+    dirty: float = 0.0,
 ) -> dict[str, int]:
     """Write customers, orders, events, contracts, staff (one file per entity, named
     `<entity>.<fmt>`) into out_dir; return row counts per entity.
+
+    `dirty` is the share of customer, order and event rows given one of the mistakes real
+    exports carry (see `soil`): some are errors the ingest quarantines, some only warnings, some
+    forms it must simply read. 0 writes a clean company.
 
     The history covers the three years before `as_of` and ends at the last second of the day
     before it. Timestamps are written as naive `YYYY-MM-DD HH:MM:SS` in Asia/Shanghai, dates as
@@ -328,6 +333,9 @@ def generate_company(
         orders_per_customer=orders_per_customer,
         events_per_customer=events_per_customer,
     )
+    if dirty:
+        soil_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(6)[5])
+        entities = ((name, soil(name, df, soil_rng, dirty)) for name, df in entities)
     out_dir = Path(out_dir)
     if fmt == "xlsx":
         tables = dict(entities)
@@ -397,6 +405,88 @@ def _entities(
     contracts = _build_contracts(rngs[3], cust, clock)
     yield "contracts", contracts.frame
     yield "events", _build_events(rngs[4], cust, orders, contracts, clock, events_per_customer)
+
+
+# --- mistakes ----------------------------------------------------------------------------------
+
+# Digits and capitals as their full-width forms (U+FF10…), as Chinese input methods type them.
+_FULL_WIDTH = {ord(c): ord(c) + 0xFEE0 for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+# Per entity: (column, kind of mistake) with what it becomes; "dup" repeats the row's key.
+_MISTAKES: dict[str, list[tuple[str, str]]] = {
+    "customers": [
+        ("phone", "invalid"),  # warning: cleared
+        ("email", "invalid"),  # warning: cleared
+        ("birthday", "impossible"),  # warning: cleared
+        ("customer_id", "full_width"),  # read as the same id
+        ("consent_sms", "chinese_bool"),  # read as a boolean
+        ("customer_id", "dup"),  # error: the first row wins
+    ],
+    "orders": [
+        ("customer_id", "unknown"),  # error
+        ("amount", "negative"),  # error
+        ("amount", "currency"),  # read: ¥1,299.00
+        ("ordered_at", "impossible"),  # error
+        ("ordered_at", "slashes"),  # read: 2024/3/5 10:00
+        ("ordered_at", "future"),  # error
+        ("status", "chinese"),  # read: 已支付
+        ("order_id", "dup"),  # error
+    ],
+    "events": [
+        ("event_type", "unknown"),  # error
+        ("customer_id", "unknown"),  # error
+        ("occurred_at", "excel"),  # read: an Excel serial day
+    ],
+}
+
+
+def soil(name: str, df: pl.DataFrame, rng: np.random.Generator, share: float) -> pl.DataFrame:
+    """`df` with about `share` of its rows given one of the entity's typical mistakes."""
+    mistakes = _MISTAKES.get(name)
+    if not mistakes or df.height == 0:
+        return df
+    text = _as_text_times(df).with_columns(pl.all().cast(pl.String))
+    picked = np.flatnonzero(rng.random(df.height) < share)
+    kinds = rng.integers(0, len(mistakes), len(picked))
+    duplicates = None
+    for k, (column, kind) in enumerate(mistakes):
+        rows = picked[kinds == k]
+        if kind == "dup":
+            duplicates = text[rows]
+        elif len(rows):
+            # Only the picked rows are computed (some mistakes are Python per value).
+            soiled = text[rows].select(_mistake(column, kind, pl.col(column)).alias(column))[column]
+            text = text.with_columns(text[column].scatter(rows, soiled))
+    if duplicates is not None and duplicates.height:
+        text = pl.concat([text, duplicates])
+    return text
+
+
+def _mistake(column: str, kind: str, value: pl.Expr) -> pl.Expr:
+    if kind == "invalid":
+        return pl.lit("12345") if column == "phone" else value.str.replace("@", "#")
+    if kind == "impossible":
+        return pl.lit("2024-02-30" if column == "birthday" else "2024-02-30 10:00:00")
+    if kind == "full_width":
+        return value.map_elements(lambda v: v.translate(_FULL_WIDTH), return_dtype=pl.String)
+    if kind == "chinese_bool":
+        return pl.when(value == "true").then(pl.lit("是")).otherwise(pl.lit("否"))
+    if kind == "unknown":
+        return pl.lit("C_UNKNOWN") if column == "customer_id" else pl.lit("clicked_ad")
+    if kind == "negative":
+        return pl.lit("-") + value
+    if kind == "currency":
+        money = value.cast(pl.Float64).map_elements(lambda v: f"¥{v:,.2f}", return_dtype=pl.String)
+        return money
+    if kind == "slashes":
+        return value.str.to_datetime(TIMESTAMP_FORMAT).dt.strftime("%Y/%-m/%-d %H:%M")
+    if kind == "future":
+        return pl.lit("2099-01-01 10:00:00")
+    if kind == "chinese":
+        return value.replace({"paid": "已支付", "refunded": "已退款", "cancelled": "已取消"})
+    if kind == "excel":
+        days = value.str.to_datetime(TIMESTAMP_FORMAT).dt.date().cast(pl.Int32) + 25569
+        return days.cast(pl.String)
+    raise ValueError(kind)
 
 
 # --- writing ------------------------------------------------------------------------------------

@@ -265,6 +265,7 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         if o.expectation.severity == "warning":
             for col in o.expectation.columns:
                 cleared.setdefault(col, []).append(f"_x{o.expectation.index}")
+
     def value(name: str) -> str:
         if name not in entity.columns:
             return "cast(null as json)"  # `attributes` of an entity without its own

@@ -143,9 +143,10 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
                 ty.quote(f"{col}: not found in {value_set}"),
             )
         allowed = ", ".join(ty.quote(str(v)) for v in value_set)
+        listed = ", ".join(map(str, value_set)) if len(value_set) <= 6 else None
         return (
             f"{col} is not null and {col} not in ({allowed})",
-            ty.quote(f"{col}: not one of {', '.join(map(str, value_set))}"),
+            ty.quote(f"{col}: not one of {listed}" if listed else f"{col}: not a known {col}"),
         )
     if kind == "expect_column_values_to_be_between":
         sql_type = entity.columns[col].sql_type
