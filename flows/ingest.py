@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.ingestion.entities import LOAD_ORDER
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.settings import Settings
 
@@ -25,6 +26,11 @@ def fetch_api_sources(sources_file: Path, db_path: Path, staging: Path) -> dict:
     from adapters.sources.http_api import fetch, load_http_sources, read_cursor
 
     configs = load_http_sources(sources_file)
+    for config in configs:
+        if config.entity not in LOAD_ORDER:
+            raise ValueError(
+                f"{sources_file}: {config.entity}: not an entity ({', '.join(LOAD_ORDER)})"
+            )
     settings = Settings.from_env()
     if db_path.exists():
         con = connect(db_path, settings)
