@@ -289,6 +289,9 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
     )
     q = f"q_{entity.name}"
 
+    # The unique rules already rejected repeated keys; only a key derived from the row's content
+    # (an event without event_id) can still repeat.
+    hashed = "starts_with(_key, 'h:')" if entity.derived_key else "false"
     con.execute(
         f"""
         create or replace temp table {t}_accepted as
@@ -298,9 +301,12 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         ), keyed as (
             select *, {_key_sql(entity)} as _key from cleared
         )
-        select *, row_number() over (partition by _key order by _line) as _key_rank,
-               min(_line) over (partition by _key) as _key_first
-        from keyed
+        select k.*, coalesce(k._line > d._key_first, false) as _key_dup, d._key_first
+        from keyed k
+        left join (
+            select _key, min(_line) as _key_first from keyed
+            where {hashed} group by _key having count(*) > 1
+        ) d using (_key)
         """
     )
     con.execute(
@@ -313,11 +319,11 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         union all
         select a._line, 'error', json_object({raw_json}),
                ['duplicate row (same as line ' || a._key_first || ')']
-        from {t}_accepted a join {src.table} s using (_line) where a._key_rank > 1
+        from {t}_accepted a join {src.table} s using (_line) where a._key_dup
         union all
         select a._line, 'warning', json_object({raw_json}), a._warnings
         from {t}_accepted a join {src.table} s using (_line)
-        where a._key_rank = 1 and len(a._warnings) > 0
+        where not a._key_dup and len(a._warnings) > 0
         """
     )
     if src.malformed:
@@ -354,14 +360,14 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         select a.*, hash({column_list}) as _row_hash, r._key is not null as _existed
         from {t}_accepted a
         left join (select _key, _row_hash from {target}) r on r._key = a._key
-        where a._key_rank = 1
+        where not a._key_dup
           and (r._key is null or r._row_hash <> hash({", ".join(f"a.{n}" for n in names)}))
         """
     )
     load.inserted, load.updated = con.execute(
         f"select count(*) filter (not _existed), count(*) filter (_existed) from {t}_changed"
     ).fetchone()
-    accepted = con.execute(f"select count(*) from {t}_accepted where _key_rank = 1").fetchone()[0]
+    accepted = con.execute(f"select count(*) from {t}_accepted where not _key_dup").fetchone()[0]
     load.unchanged = accepted - load.inserted - load.updated
     con.execute(f"delete from {target} where _key in (select _key from {t}_changed where _existed)")
     con.execute(

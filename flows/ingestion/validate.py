@@ -132,7 +132,7 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
         cols = e.columns
         label = ", ".join(cols)
         return (
-            f"_dup{e.index} > 1",
+            f"_first{e.index} is not null and _line > _first{e.index}",
             f"'{label}: duplicate (first at line ' || _first{e.index} || ')'",
         )
     if kind == "expect_column_values_to_be_in_set":
@@ -214,13 +214,15 @@ def check(
     extra_cols, fk_joins, flags, outcomes = [], [], [], []
     for e in entity.row_expectations:
         if e.type in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
+            # Only the few duplicated values are joined back: cheaper than a window over all rows.
             cols = ", ".join(e.columns)
             not_null = " and ".join(f"{c} is not null" for c in e.columns)
-            extra_cols.append(
-                f"case when {not_null} then row_number() over (partition by {cols} order by _line) "
-                f"end as _dup{e.index}"
+            on = " and ".join(f"u{e.index}.{c} = t.{c}" for c in e.columns)
+            fk_joins.append(
+                f"left join (select {cols}, min(_line) as _first{e.index} from {t}_typed "
+                f"where {not_null} group by all having count(*) > 1) u{e.index} on {on}"
             )
-            extra_cols.append(f"min(_line) over (partition by {cols}) as _first{e.index}")
+            extra_cols.append(f"_first{e.index}")
         value_set = e.kwargs.get("value_set")
         if e.type == "expect_column_values_to_be_in_set" and isinstance(
             params.resolve(value_set), str
