@@ -171,13 +171,14 @@ def ingest(
             entity = load_entity(name)
             try:
                 src = read_source(con, entity, path, f"src_{name}", work_dir)
-            except (SourceError, duckdb.Error) as exc:
-                raise IngestError(
-                    str(exc) if isinstance(exc, SourceError) else f"{path.name}: {exc}", checks
-                ) from exc
-            result = check(con, entity, src, params)
-            checks.append(result)
-            load = _apply(con, result, load_id)
+                result = check(con, entity, src, params)
+                checks.append(result)
+                load = _apply(con, result, load_id)
+            except SourceError as exc:
+                raise IngestError(str(exc), checks) from exc
+            except duckdb.Error as exc:  # e.g. out of memory or disk: still one line
+                first_line = str(exc).splitlines()[0]
+                raise IngestError(f"{path.name}: {first_line}", checks) from exc
             loads.append(load)
             _enforce_bad_share(load, settings.max_bad_share, checks)
             con.execute(
@@ -377,6 +378,7 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         from {t}_changed
         """
     )
-    for suffix in ("_accepted", "_changed"):
-        con.execute(f"drop table {t}{suffix}")
+    # Temp tables live in memory (spilling to disk): free them before the next entity.
+    for table in (f"{t}_accepted", f"{t}_changed", t, src.table, q):
+        con.execute(f"drop table {table}")
     return load

@@ -210,6 +210,7 @@ def check(
         f"from {t}_clean c {' '.join(joins)}"
     )
     con.execute(f"drop table {t}_clean")
+    con.execute(f"drop table if exists {t}_phones")
 
     extra_cols, fk_joins, flags, outcomes = [], [], [], []
     for e in entity.row_expectations:
