@@ -23,7 +23,12 @@ import duckdb
 
 from flows.ingestion import typing as ty
 from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity
-from flows.ingestion.readers import SourceError, find_source_file, read_source
+from flows.ingestion.readers import (
+    SourceError,
+    drop_source,
+    find_source_file,
+    read_source,
+)
 from flows.ingestion.validate import CheckParams, CheckResult, check
 from flows.settings import Settings
 
@@ -379,6 +384,7 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         """
     )
     # Temp tables live in memory (spilling to disk): free them before the next entity.
-    for table in (f"{t}_accepted", f"{t}_changed", t, src.table, q):
+    for table in (f"{t}_accepted", f"{t}_changed", t, q):
         con.execute(f"drop table {table}")
+    drop_source(con, src)
     return load

@@ -198,19 +198,17 @@ def _read_csv(con, entity: Entity, path: Path, table: str, work_dir: Path) -> So
     malformed, blank = _malformed_lines(con, rejects)
     accepted = con.execute(f"select count(*) from {table}_read").fetchone()[0]
     line_of = _line_numbers_sql(header_line, [m[0] for m in malformed], blank)
+    # A view, not a copy: at 20M rows every copy of the text costs seconds (and disk, spilled).
+    first_rowid = con.execute(f"select min(rowid) from {table}_read").fetchone()[0] or 0
+    blank = _blank_row_sql(len(headers))
     con.execute(
         f"""
-        create or replace temp table {table} as
-        with numbered as (
-            select rowid - (select min(rowid) from {table}_read) as _ordinal, * from {table}_read
-        )
-        select {line_of} as _line, * exclude (_ordinal) from numbered
+        create or replace temp view {table} as
+        with numbered as (select rowid - {first_rowid} as _ordinal, * from {table}_read)
+        select {line_of} as _line, * exclude (_ordinal) from numbered where not ({blank})
         """
     )
-    blank_rows = con.execute(
-        f"delete from {table} where {_blank_row_sql(len(headers))}"
-    ).fetchone()[0]
-    con.execute(f"drop table {table}_read")
+    blank_rows = con.execute(f"select count(*) from {table}_read where {blank}").fetchone()[0]
     return SourceTable(
         entity=entity.name,
         path=path,
@@ -257,6 +255,15 @@ def _line_numbers_sql(header_line: int, rejected: list[int], blank: list[int]) -
     # that comes before its slot.
     slots_before = [line - first - i for i, line in enumerate(skipped)]
     return f"(_ordinal + {first} + len(list_filter({slots_before}, lambda s: s <= _ordinal)))"
+
+
+def drop_source(con: duckdb.DuckDBPyConnection, src: SourceTable) -> None:
+    """Free what `read_source` created."""
+    if src.path.suffix.lower() == ".csv":
+        con.execute(f"drop view {src.table}")
+        con.execute(f"drop table {src.table}_read")
+    else:
+        con.execute(f"drop table {src.table}")
 
 
 def _blank_row_sql(width: int) -> str:

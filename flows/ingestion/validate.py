@@ -189,7 +189,7 @@ def check(
         if extras
         else "cast(null as json) as _extras"
     )
-    con.execute(f"create or replace temp table {t}_clean as select {', '.join(cleaned)} from {t} s")
+    cleaned_sql = f"(select {', '.join(cleaned)} from {t} s)"
 
     # Stage 2: type.
     typed, joins = [], []
@@ -197,7 +197,7 @@ def check(
         value = f"{column.name}__raw"
         python_phone = "null"
         if column.type == "phone":
-            _python_phones(con, column.name, f"{t}_clean", f"{t}_phones")
+            _python_phones(con, column.name, cleaned_sql, f"{t}_phones")
             alias = f"p_{column.name}"
             joins.append(f"left join {t}_phones {alias} on {alias}.raw = c.{column.name}__raw")
             value, python_phone = f"c.{column.name}__digits", f"{alias}.e164"
@@ -207,9 +207,8 @@ def check(
     star = f"c.* exclude ({', '.join(drop)})" if drop else "c.*"
     con.execute(
         f"create or replace temp table {t}_typed as select {star}, {', '.join(typed)} "
-        f"from {t}_clean c {' '.join(joins)}"
+        f"from {cleaned_sql} c {' '.join(joins)}"
     )
-    con.execute(f"drop table {t}_clean")
     con.execute(f"drop table if exists {t}_phones")
 
     extra_cols, fk_joins, flags, outcomes = [], [], [], []
