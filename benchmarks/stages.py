@@ -20,10 +20,8 @@ def duckdb_read(source: Path, db: Path) -> None:
     con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
     con.execute(f"set threads = {settings.duckdb_threads}")
     for name in ENTITIES:
-        con.execute(
-            f"create or replace table {name} as select * from read_csv(?)",
-            [str(source / f"{name}.csv")],
-        )
+        con.execute(f"set variable {name}_csv = ?", [str(source / f"{name}.csv")])
+    con.execute((Path(__file__).parent / "sql" / "duckdb_read.sql").read_text())
     con.close()
 
 
