@@ -188,7 +188,8 @@ def demo(
         f"\nNext: the tables are in {db} (schema raw, and quarantine), e.g.\n"
         f'  .venv/bin/python -c "import duckdb; '
         f"duckdb.connect('{db}').sql('from quarantine limit 5').show()\"\n"
-        f"and the validation report is {settings.data_docs_dir / 'index.html'}"
+        f"and the validation report is {settings.data_docs_dir / 'index.html'}",
+        soft_wrap=True,  # a command to copy must not be wrapped
     )
 
 
