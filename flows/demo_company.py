@@ -257,12 +257,19 @@ _EVENT_TYPES = [
     "course_stage_completed",
     "course_refund",
     "lead_created",
+    "lead_stage",
     "opt_out",
 ]
 _LOGIN_SHARE = 0.45  # of the login/visit stream, the rest are visits
 _TICKET_SHARE = 0.025  # of the login/visit stream that is a support ticket instead
 _COMPLAINT_SHARE = 0.006  # ... or a complaint
 _RESOLVED_SHARE = 0.93  # of tickets and complaints that get resolved (unless as_of comes first)
+_LEAD_INTENTS = ["A", "B", "C"]
+_WEB_FORM_SOURCES = [_SOURCE_CHANNELS.index("官网"), _SOURCE_CHANNELS.index("百度")]
+_LEAD_INTENT_WEIGHTS = [0.25, 0.45, 0.30]
+_LEAD_STAGES = ["needs_analysis", "proposal", "won", "lost"]
+# (stage, share of the previous stage's leads that reach it, median days after the previous one)
+_LEAD_STEPS = [("needs_analysis", 0.7, 2.0), ("proposal", 0.6, 5.0), ("won", 0.5, 9.0)]
 _DEVICES = ["ios", "android", "web", "mini_program", "pc"]
 _DEVICE_WEIGHTS = [0.38, 0.34, 0.10, 0.12, 0.06]
 _TICKET_CATEGORIES = ["功能", "服务", "价格", "物流", "其他"]
@@ -1316,11 +1323,7 @@ def _build_events(
         contracts.ids.gather(live),
     )
 
-    # Leads, recorded a little before the customer was created.
-    lead = np.flatnonzero(rng.random(n) < np.asarray(_SOURCE_LEAD_SHARE)[cust.source])
-    lead_at = cust.created[lead] - rng.lognormal(np.log(2 * DAY), 1.0, len(lead)).astype(np.int64)
-    source_code = parts.words(_json_strings("source", _SOURCE_CHANNELS))
-    parts.add("lead_created", lead, lead_at, source_code + cust.source[lead])
+    _add_leads(rng, parts, cust, end)
 
     # Opt-outs explain some of the missing consents.
     refused = ~cust.consent_sms | ~cust.consent_email
@@ -1333,6 +1336,66 @@ def _build_events(
 
     _add_activity(rng, parts, cust, orders, clock, n * per_customer - parts.count())
     return parts.frame(cust.ids)
+
+
+def _add_leads(rng: np.random.Generator, parts: _EventParts, cust: _Customers, end: int) -> None:
+    """Leads, recorded a little before the customer was created, and their way through the
+    sales funnel: lead_created -> needs_analysis -> proposal -> won or lost, as `lead_stage`
+    events naming the lead. Stages that would fall after as_of have not happened yet."""
+    n = len(cust.created)
+    lead = np.flatnonzero(rng.random(n) < np.asarray(_SOURCE_LEAD_SHARE)[cust.source])
+    k = len(lead)
+    lead_at = cust.created[lead] - rng.lognormal(np.log(2 * DAY), 1.0, k).astype(np.int64)
+    lead_ids = _sequential_ids("L", k, _id_width(k, 8))
+    intent = _pick(_LEAD_INTENTS, _draw(rng, _LEAD_INTENT_WEIGHTS, k))
+    source = cust.source[lead]
+    form = pl.Series(np.where(np.isin(source, _WEB_FORM_SOURCES), "web", "other"))
+    created_json = pl.select(
+        pl.concat_str(
+            pl.lit('{"lead_id": "'),
+            pl.lit(lead_ids),
+            pl.lit('", "source": "'),
+            _pick(_SOURCE_CHANNELS, source),
+            pl.lit('", "intent": "'),
+            pl.lit(intent),
+            pl.lit('", "form": "'),
+            pl.lit(form),
+            pl.lit('"}'),
+        )
+    ).to_series()
+    parts.add("lead_created", lead, lead_at, parts.words(created_json) + np.arange(k))
+
+    # Each stage is reached by a share of the leads that reached the one before; intent A
+    # leads move on more often.
+    boost = np.where(intent.to_numpy() == "A", 1.25, np.where(intent.to_numpy() == "C", 0.7, 1.0))
+    at = lead_at.copy()
+    alive = np.ones(k, dtype=bool)
+    stage_words = parts.words(
+        pl.concat(
+            [
+                pl.select(
+                    pl.concat_str(
+                        pl.lit('{"lead_id": "'), pl.lit(lead_ids), pl.lit(f'", "stage": "{stage}"}}')
+                    )
+                ).to_series()
+                for stage in _LEAD_STAGES
+            ]
+        )
+    )
+    for i, (stage, share, median_days) in enumerate(_LEAD_STEPS):
+        at = at + rng.lognormal(np.log(median_days * DAY), 0.6, k).astype(np.int64)
+        moves = alive & (rng.random(k) < np.minimum(share * boost, 0.95)) & (at < end)
+        if stage == "won":
+            # Leads that got a proposal and did not win are lost, when that is known.
+            lost = alive & ~moves & (at < end)
+            _add_stage(parts, lead, at, lost, stage_words + _LEAD_STAGES.index("lost") * k)
+        _add_stage(parts, lead, at, moves, stage_words + _LEAD_STAGES.index(stage) * k)
+        alive = moves
+
+
+def _add_stage(parts: _EventParts, lead: np.ndarray, at: np.ndarray, mask: np.ndarray, code0: int):
+    rows = np.flatnonzero(mask)
+    parts.add("lead_stage", lead[rows], at[rows], code0 + rows)
 
 
 def _add_activity(

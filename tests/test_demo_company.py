@@ -30,6 +30,7 @@ KNOWN_EVENT_TYPES = {
     "course_stage_completed",
     "course_refund",
     "lead_created",
+    "lead_stage",
     "opt_out",
 }
 # The loaded-table expectations (expectations/customers.json) check emails with this pattern.
