@@ -1,0 +1,35 @@
+{#- The run's date. `--as-of D` means the morning of D: data up to the end of D-1 is complete.
+    Nothing in the models reads the wall clock. -#}
+
+{% macro as_of_value() -%}
+    {%- set value = var('as_of', none) -%}
+    {%- if value is none and execute -%}
+        {{ exceptions.raise_compiler_error(
+            "this project needs the run's date: dbt build --vars '{as_of: YYYY-MM-DD}'"
+        ) }}
+    {%- endif -%}
+    {{ return(value or '1970-01-01') }}
+{%- endmacro %}
+
+{% macro as_of_date() -%}
+    cast('{{ as_of_value() }}' as date)
+{%- endmacro %}
+
+{#- The first instant of the as-of day in the business timezone: every fact at or after it is
+    in the future for this run. -#}
+{% macro as_of_start() -%}
+    {{ local_midnight("'" ~ as_of_value() ~ "'") }}
+{%- endmacro %}
+
+{#- `as_of_start()` moved by a number of hours (negative: earlier). -#}
+{% macro hours_before_as_of(hours) -%}
+    {{ dbt.dateadd('hour', -hours, as_of_start()) }}
+{%- endmacro %}
+
+{% macro days_before_as_of(days) -%}
+    cast({{ dbt.dateadd('day', -days, as_of_date()) }} as date)
+{%- endmacro %}
+
+{% macro months_before_as_of(months) -%}
+    cast({{ dbt.dateadd('month', -months, as_of_date()) }} as date)
+{%- endmacro %}

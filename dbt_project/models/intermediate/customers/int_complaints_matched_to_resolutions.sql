@@ -1,0 +1,46 @@
+{#- Each complaint with the first resolution of its ticket that came after it (if any, before
+    the as-of morning). A complaint without a ticket id cannot be matched and stays open. -#}
+with
+
+events as (
+    select * from {{ ref('int_events_filtered_to_as_of') }}
+),
+
+complaints as (
+    select
+        event_key as complaint_key,
+        customer_id,
+        ticket_id,
+        occurred_at as complained_at
+    from events
+    where event_type = 'complaint'
+),
+
+resolutions as (
+    select
+        ticket_id,
+        occurred_at as resolved_at
+    from events
+    where event_type = 'ticket_resolved' and ticket_id is not null
+),
+
+matched as (
+    select
+        complaints.complaint_key,
+        complaints.customer_id,
+        complaints.ticket_id,
+        complaints.complained_at,
+        min(resolutions.resolved_at) as resolved_at
+    from complaints
+    left join resolutions
+        on
+            complaints.ticket_id = resolutions.ticket_id
+            and resolutions.resolved_at >= complaints.complained_at
+    group by
+        complaints.complaint_key,
+        complaints.customer_id,
+        complaints.ticket_id,
+        complaints.complained_at
+)
+
+select * from matched

@@ -1,0 +1,159 @@
+{#- Rule tags as of the run's morning, each with the instant it began, plus manual tags from
+    the `tags` input. A tag both a rule and a person gave is listed once, as manual. -#}
+with
+
+customers as (
+    select * from {{ ref('customer_360') }}
+),
+
+rfm as (
+    select * from {{ ref('customer_rfm') }}
+),
+
+leads as (
+    select * from {{ ref('fct_leads') }}
+),
+
+manual_tags as (
+    select * from {{ ref('stg_raw__tags') }}
+),
+
+activity as (
+    select
+        customer_id,
+        case
+            when last_order_date is null then {{ local_date('last_interaction_at') }}
+            when last_interaction_at is null then last_order_date
+            when {{ local_date('last_interaction_at') }} > last_order_date
+                then {{ local_date('last_interaction_at') }}
+            else last_order_date
+        end as last_active_date
+    from customers
+),
+
+rule_tags as (
+    select customer_id, 'new_buyer' as tag, first_paid_order_at as since
+    from customers
+    where first_order_date >= {{ days_before_as_of(var('new_buyer_days')) }}
+
+    union all
+    select customer_id, 'repeat_buyer', second_paid_order_at
+    from customers
+    where order_count >= 2
+
+    union all
+    select
+        customer_id,
+        'dormant_{{ var("dormant_days") }}d',
+        {{ local_midnight(dbt.dateadd('day', var('dormant_days'), 'last_active_date')) }}
+    from activity
+    where last_active_date <= {{ days_before_as_of(var('dormant_days')) }}
+
+    union all
+    select
+        customer_id,
+        'churn_warning',
+        {{ dbt.dateadd('day', var('churn_warning_no_login_days'), 'last_login_at') }}
+    from customers
+    where last_login_at < {{ local_midnight(days_before_as_of(var('churn_warning_no_login_days'))) }}
+
+    union all
+    select customer_id, 'complaint_open', first_open_complaint_at
+    from customers
+    where open_complaints > 0
+
+    union all
+    select customer_id, 'complaint_resolved_24h', last_complaint_resolved_at
+    from customers
+    where last_complaint_resolved_at >= {{ hours_before_as_of(var('resolved_window_hours')) }}
+
+    union all
+    select customer_id, 'refunded', last_refund_at
+    from customers
+    where last_refund_at >= {{ local_midnight(days_before_as_of(var('refund_window_days'))) }}
+
+    {% for days in var('renewal_due_days') %}
+    union all
+    select
+        customer_id,
+        'renewal_due_{{ days }}',
+        {{ dbt.dateadd('day', -days, 'next_contract_end_at') }}
+    from customers
+    where next_contract_end_at < {{ dbt.dateadd('day', days, as_of_start()) }}
+    {% endfor %}
+
+    {% set milestones = var('go_live_milestone_days') %}
+    {% for days in milestones %}
+    {% set until = milestones[loop.index] if not loop.last else days * 2 %}
+    union all
+    select
+        customer_id,
+        'go_live_{{ days }}d',
+        {{ dbt.dateadd('day', days, 'last_go_live_at') }}
+    from customers
+    where
+        last_go_live_at < {{ dbt.dateadd('day', -days, as_of_start()) }}
+        and last_go_live_at >= {{ dbt.dateadd('day', -until, as_of_start()) }}
+    {% endfor %}
+
+    union all
+    select customer_id, 'trial_class_24h', last_trial_class_at
+    from customers
+    where last_trial_class_at >= {{ hours_before_as_of(var('trial_class_window_hours')) }}
+
+    union all
+    select customer_id, 'course_stage_done', last_course_stage_at
+    from customers
+    where
+        last_course_stage_at
+        >= {{ local_midnight(days_before_as_of(var('course_stage_window_days'))) }}
+
+    union all
+    select customer_id, 'high_value', high_value_since
+    from rfm
+    where value_tier = 'high'
+
+    union all
+    select
+        customer_id,
+        'birthday_this_month',
+        {{ local_midnight(dbt.date_trunc('month', as_of_date())) }}
+    from customers
+    where extract(month from birthday) = extract(month from {{ as_of_date() }})
+
+    union all
+    select customer_id, 'lead_a', min(created_at)
+    from leads
+    where
+        outcome = 'open'
+        and lead_intent = '{{ var("lead_a_intent") }}'
+        and lead_form = '{{ var("lead_a_form") }}'
+        and created_at >= {{ local_midnight(days_before_as_of(var('lead_a_window_days'))) }}
+    group by customer_id
+),
+
+all_tags as (
+    select customer_id, tag, 'rule' as source, since from rule_tags
+    union all
+    select
+        manual_tags.customer_id,
+        manual_tags.tag,
+        'manual' as source,
+        coalesce(manual_tags.added_at, {{ as_of_start() }}) as since
+    from manual_tags
+    inner join customers on manual_tags.customer_id = customers.customer_id
+    where manual_tags.added_at is null or manual_tags.added_at < {{ as_of_start() }}
+),
+
+final as (
+    select
+        {{ as_of_date() }} as as_of_date,
+        customer_id,
+        tag,
+        min(source) as source,
+        min(since) as since
+    from all_tags
+    group by customer_id, tag
+)
+
+select * from final
