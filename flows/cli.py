@@ -84,6 +84,72 @@ def _run_ingest(source: Path | None, db: Path, as_of: dt.date | None, sources_fi
         raise
 
 
+def _run_daily(
+    source: Path | None,
+    db: Path,
+    as_of: dt.date,
+    sources_file: Path | None,
+    full_refresh: bool,
+):
+    _quiet_prefect()
+    from flows.build import BuildError
+    from flows.daily import daily_flow
+    from flows.ingestion.load import IngestError
+
+    try:
+        return daily_flow(
+            as_of=as_of,
+            source=source,
+            db=db,
+            sources_file=sources_file,
+            full_refresh=full_refresh,
+        )
+    except (IngestError, BuildError) as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        from adapters.sources.http_api import HttpSourceError
+
+        if isinstance(exc, HttpSourceError | ValueError | FileNotFoundError):
+            _fail(str(exc).splitlines()[0])
+        raise
+
+
+def print_models(db: Path) -> None:
+    """What the build wrote: the tables analysts read first."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        table = Table(title=f"Models in {db}")
+        for heading in ("table", "rows", "what"):
+            table.add_column(heading, justify="right" if heading == "rows" else "left")
+        for name, what in _MODEL_SUMMARIES.items():
+            n = con.execute(f"select count(*) from main.{name}").fetchone()[0]
+            table.add_row(name, f"{n:,}", what)
+        console.print(table)
+        tiers = con.execute(
+            """
+            select tier, count(*) as n from customer_rfm group by tier
+            order by case tier when 'diamond' then 1 when 'gold' then 2
+                when 'silver' then 3 else 4 end
+            """
+        ).fetchall()
+        console.print("tiers: " + ", ".join(f"{t} {n:,}" for t, n in tiers))
+    finally:
+        con.close()
+
+
+_MODEL_SUMMARIES = {
+    "customer_360": "one row per customer: purchases, interactions, complaints, contracts",
+    "customer_rfm": "RFM scores and segment, tier, value tier, four dimensions, lifetimes",
+    "customer_tags": "rule and manual tags with the time each began",
+    "customer_tier_history": "tier and value tier on every run date",
+    "tier_changes": "upgrades and downgrades since the previous run date",
+    "fct_leads": "one row per lead with the time it reached each stage",
+    "sales_funnel": "leads per stage and conversion, overall, per source channel and owner",
+}
+
+
 def print_report(report, db: Path) -> None:
     import duckdb
 
@@ -142,6 +208,40 @@ def ingest(
     db = db or Settings.from_env().db_path
     report = _run_ingest(source, db, _date(as_of), sources)
     print_report(report, db)
+
+
+@app.command()
+def run(
+    as_of: Annotated[str, typer.Option("--as-of", help="Run date YYYY-MM-DD (the morning of)")],
+    source: Annotated[
+        Path | None, typer.Option(help="Folder with customers.csv, orders.csv, …")
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
+    sources: Annotated[
+        Path | None, typer.Option(help="sources.yml naming HTTP API sources")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Nothing leaves the machine")] = False,
+    channels: Annotated[
+        Path | None, typer.Option(help="Channel settings (default: channels.yml, else outbox)")
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild the incremental facts from raw")
+    ] = False,
+) -> None:
+    """One daily cycle for a date: ingest and validate, then build the models."""
+    run_date = _date(as_of)
+    db = db or Settings.from_env().db_path
+    if source is None and sources is None and not db.exists():
+        _fail(f"{db} does not exist: give --source DIR to load data first")
+    result = _run_daily(source, db, run_date, sources, full_refresh)
+    if result.ingest is not None:
+        print_report(result.ingest, db)
+    build = result.build
+    console.print(
+        f"dbt build as of {run_date}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
+        f"({', '.join(f'{s} {n}' for s, n in sorted(build.counts.items()))})"
+    )
+    print_models(db)
 
 
 @app.command()

@@ -1375,14 +1375,16 @@ def _add_leads(rng: np.random.Generator, parts: _EventParts, cust: _Customers, e
             [
                 pl.select(
                     pl.concat_str(
-                        pl.lit('{"lead_id": "'), pl.lit(lead_ids), pl.lit(f'", "stage": "{stage}"}}')
+                        pl.lit('{"lead_id": "'),
+                        pl.lit(lead_ids),
+                        pl.lit(f'", "stage": "{stage}"}}'),
                     )
                 ).to_series()
                 for stage in _LEAD_STAGES
             ]
         )
     )
-    for i, (stage, share, median_days) in enumerate(_LEAD_STEPS):
+    for stage, share, median_days in _LEAD_STEPS:
         at = at + rng.lognormal(np.log(median_days * DAY), 0.6, k).astype(np.int64)
         moves = alive & (rng.random(k) < np.minimum(share * boost, 0.95)) & (at < end)
         if stage == "won":

@@ -254,12 +254,12 @@ tiered as (
                 (
                     dimensions.last_order_date is null
                     or dimensions.last_order_date
-                    < {{ days_before_as_of(var('churn_inactive_days')) }}
+                    <= {{ days_before_as_of(var('churn_inactive_days')) }}
                 )
                 and (
                     dimensions.last_interaction_at is null
                     or dimensions.last_interaction_at
-                    < {{ local_midnight(days_before_as_of(var('churn_inactive_days'))) }}
+                    < {{ local_midnight(days_before_as_of(var('churn_inactive_days') - 1)) }}
                 )
                 then 'churned'
             when dimensions.spend_6m >= {{ var('value_tier_high_min_spend') }} then 'high'

@@ -1,0 +1,163 @@
+"""The `build` flow: the dbt project in `dbt_project/` for one run date, one Prefect task per dbt
+node (prefect-dbt's `PrefectDbtRunner`).
+
+The models read the raw tables the ingest flow wrote and compute everything as of `as_of`
+(a dbt var): nothing in them reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.settings import PROJECT_ROOT, Settings
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+class BuildError(RuntimeError):
+    """dbt failed; the message names the first failing node and its error in one line."""
+
+
+@dataclass
+class NodeResult:
+    name: str
+    resource_type: str
+    status: str
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class BuildReport:
+    as_of: dt.date
+    full_refresh: bool
+    seconds: float = 0.0
+    nodes: list[NodeResult] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(node.status for node in self.nodes)
+
+
+def dbt_vars(as_of: dt.date, settings: Settings) -> dict:
+    return {"as_of": as_of.isoformat(), "business_tz": settings.business_tz}
+
+
+@contextmanager
+def _dbt_environment(db_path: Path, settings: Settings):
+    """The profile in dbt_project/profiles.yml reads these; set them for this invocation only."""
+    values = {
+        "FOLLOWUP_DB": str(db_path.resolve()),
+        "FOLLOWUP_DUCKDB_MEMORY": settings.duckdb_memory_limit,
+        "FOLLOWUP_DUCKDB_THREADS": str(settings.duckdb_threads),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_dbt(args: list[str], db_path: Path, as_of: dt.date, settings: Settings) -> list[NodeResult]:
+    """Invoke dbt through prefect-dbt; inside a flow each node becomes a Prefect task."""
+    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+
+    runner = PrefectDbtRunner(
+        settings=PrefectDbtSettings(
+            project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=Path("target")
+        ),
+        raise_on_failure=False,
+    )
+    full_args = [*args, "--vars", json.dumps(dbt_vars(as_of, settings))]
+    with _dbt_environment(db_path, settings):
+        try:
+            result = runner.invoke(full_args)
+        except ValueError as exc:  # dbt could not run at all (bad project, profile, SQL)
+            raise BuildError(f"dbt {args[0]}: {str(exc).splitlines()[-1]}") from exc
+        finally:
+            _release_database()
+    nodes = [
+        NodeResult(
+            name=r.node.name,
+            resource_type=str(r.node.resource_type),
+            status=str(r.status),
+            seconds=float(r.execution_time or 0.0),
+            message=(r.message or "").strip(),
+        )
+        for r in (result.result.results if result.result is not None else [])
+    ]
+    if not result.success:
+        failed = [n for n in nodes if n.status in ("error", "fail", "runtime error")]
+        if failed:
+            first = failed[0]
+            detail = " ".join(first.message.split())[:300]
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            what = f"{first.resource_type} {first.name} {first.status}"
+            raise BuildError(f"dbt: {what}: {detail}{more}")
+        raise BuildError(f"dbt {args[0]} failed: {result.exception}")
+    return nodes
+
+
+def _release_database() -> None:
+    """dbt-duckdb keeps its DuckDB connection open for the life of the process; close it so the
+    file is free for the next step (DuckDB takes one writer, and one configuration, per file)."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # another engine's adapter
+        return
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()
+
+
+def summary_markdown(report: BuildReport) -> str:
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(report.counts.items()))
+    lines = [
+        f"# dbt build as of {report.as_of}{' (full refresh)' if report.full_refresh else ''}",
+        "",
+        f"{len(report.nodes)} nodes in {report.seconds:.1f} s: {counts}",
+        "",
+        "| node | type | status | seconds |",
+        "|---|---|---|---:|",
+    ]
+    slowest = sorted(report.nodes, key=lambda n: n.seconds, reverse=True)
+    lines += [f"| {n.name} | {n.resource_type} | {n.status} | {n.seconds:.2f} |" for n in slowest]
+    return "\n".join(lines)
+
+
+@flow(name="build", log_prints=True)
+def build_flow(as_of: dt.date, db: Path | None = None, full_refresh: bool = False) -> BuildReport:
+    """Build and test every dbt model, seed, snapshot and unit test as of `as_of`.
+
+    Order and event facts are incremental on their keys; `full_refresh` rebuilds them (the tier
+    history is never wiped).
+    """
+    settings = Settings.from_env()
+    db_path = Path(db) if db else settings.db_path
+    args = ["build", *(["--full-refresh"] if full_refresh else [])]
+    started = dt.datetime.now(dt.UTC)
+    nodes = run_dbt(args, db_path, as_of, settings)
+    report = BuildReport(
+        as_of=as_of,
+        full_refresh=full_refresh,
+        seconds=(dt.datetime.now(dt.UTC) - started).total_seconds(),
+        nodes=nodes,
+    )
+    get_run_logger().info("dbt build: %d nodes in %.1f s", len(nodes), report.seconds)
+    create_markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
+    return report
