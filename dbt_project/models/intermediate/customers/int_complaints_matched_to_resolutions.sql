@@ -35,7 +35,7 @@ matched as (
     left join resolutions
         on
             complaints.ticket_id = resolutions.ticket_id
-            and resolutions.resolved_at >= complaints.complained_at
+            and complaints.complained_at <= resolutions.resolved_at
     group by
         complaints.complaint_key,
         complaints.customer_id,

@@ -49,12 +49,18 @@ order_summary as (
         count(*) as order_count,
         sum(amount) as total_amount,
         sum(
-            case when order_date >= {{ months_before_as_of(var('recent_spend_months')) }}
-            then amount else 0 end
+            case
+                when order_date >= {{ months_before_as_of(var('recent_spend_months')) }}
+                    then amount
+                else 0
+            end
         ) as spend_6m,
         sum(
-            case when order_date >= {{ months_before_as_of(var('recent_spend_months')) }}
-            then 1 else 0 end
+            case
+                when order_date >= {{ months_before_as_of(var('recent_spend_months')) }}
+                    then 1
+                else 0
+            end
         ) as orders_6m,
         count(distinct product_category) as category_count,
         {{ sorted_distinct_list('product_category') }} as categories_bought,
@@ -78,8 +84,11 @@ event_summary as (
         max(occurred_at) as last_interaction_at,
         max(case when event_type = 'login' then occurred_at end) as last_login_at,
         sum(
-            case when event_date >= {{ days_before_as_of(var('activity_window_days')) }}
-            then 1 else 0 end
+            case
+                when event_date >= {{ days_before_as_of(var('activity_window_days')) }}
+                    then 1
+                else 0
+            end
         ) as interactions_30d,
         max(
             case when event_type in ('refund', 'course_refund') then occurred_at end
@@ -99,9 +108,15 @@ active_days as (
         customer_id,
         count(*) as active_days
     from (
-        select customer_id, order_date as active_date from orders
+        select
+            customer_id,
+            order_date as active_date
+        from orders
         union
-        select customer_id, event_date as active_date from events
+        select
+            customer_id,
+            event_date as active_date
+        from events
     ) as days_with_activity
     group by customer_id
 ),
@@ -156,29 +171,29 @@ joined as (
         order_summary.last_paid_order_at,
         order_summary.first_order_date,
         order_summary.last_order_date,
+        order_summary.categories_bought,
+        order_summary.last_product_category,
+        event_summary.last_interaction_at,
+        event_summary.last_login_at,
+        event_summary.last_refund_at,
+        event_summary.last_trial_class_at,
+        event_summary.last_course_stage_at,
+        event_summary.last_opt_out_at,
+        complaint_summary.first_open_complaint_at,
+        complaint_summary.last_complaint_resolved_at,
+        contract_summary.next_contract_end_at,
         coalesce(order_summary.order_count, 0) as order_count,
         coalesce(order_summary.total_amount, 0) as total_amount,
         coalesce(order_summary.spend_6m, 0) as spend_6m,
         coalesce(order_summary.orders_6m, 0) as orders_6m,
         order_summary.total_amount / order_summary.order_count as avg_order_value,
         coalesce(order_summary.category_count, 0) as category_count,
-        order_summary.categories_bought,
-        order_summary.last_product_category,
         coalesce(refunds_from_orders.refunded_order_count, 0) as refunded_order_count,
         coalesce(active_days.active_days, 0) as active_days,
-        event_summary.last_interaction_at,
-        event_summary.last_login_at,
         coalesce(event_summary.interactions_30d, 0) as interactions_30d,
-        event_summary.last_refund_at,
-        event_summary.last_trial_class_at,
-        event_summary.last_course_stage_at,
-        event_summary.last_opt_out_at,
         coalesce(complaint_summary.open_complaints, 0) as open_complaints,
-        complaint_summary.first_open_complaint_at,
-        complaint_summary.last_complaint_resolved_at,
         coalesce(contract_summary.contract_count, 0) as contract_count,
         coalesce(contract_summary.live_contracts, 0) as live_contracts,
-        contract_summary.next_contract_end_at,
         case
             when
                 contract_summary.last_contract_go_live_at is null

@@ -15,7 +15,8 @@ segments as (
 ),
 
 paid_orders as (
-    select * from orders where is_paid
+    select * from orders
+    where is_paid
 ),
 
 -- lifetimes.utils.summary_data_from_transaction_data(freq='D', observation_period_end=as_of - 1):

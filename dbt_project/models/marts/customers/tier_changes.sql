@@ -16,14 +16,20 @@ history as (
 ),
 
 today as (
-    select * from history where as_of_date = {{ as_of_date() }}
+    select * from history
+    where as_of_date = {{ as_of_date() }}
+),
+
+previous_run as (
+    select max(as_of_date) as previous_as_of_date
+    from history
+    where as_of_date < {{ as_of_date() }}
 ),
 
 previous as (
-    select * from history
-    where as_of_date = (
-        select max(as_of_date) from history where as_of_date < {{ as_of_date() }}
-    )
+    select history.*
+    from history
+    inner join previous_run on history.as_of_date = previous_run.previous_as_of_date
 ),
 
 pairs as (
@@ -40,10 +46,10 @@ pairs as (
     select
         today.as_of_date,
         today.customer_id,
-        previous.as_of_date,
-        'value_tier',
-        previous.value_tier,
-        today.value_tier
+        previous.as_of_date as previous_as_of_date,
+        'value_tier' as dimension,
+        previous.value_tier as from_value,
+        today.value_tier as to_value
     from today
     inner join previous on today.customer_id = previous.customer_id
 ),

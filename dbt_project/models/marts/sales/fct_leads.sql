@@ -41,13 +41,13 @@ joined as (
         created.lead_id,
         created.customer_id,
         customers.owner_id,
-        coalesce(created.lead_source, customers.source_channel, 'unknown') as source_channel,
         created.lead_intent,
         created.lead_form,
         created.created_at,
         stages.needs_analysis_at,
         stages.proposal_at,
         stages.won_at,
+        coalesce(created.lead_source, customers.source_channel, 'unknown') as source_channel,
         case when stages.won_at is null then stages.lost_at end as lost_at
     from created
     left join stages on created.lead_id = stages.lead_id

@@ -8,12 +8,30 @@ leads as (
 ),
 
 breakdowns as (
-    select 'all' as breakdown, 'all' as breakdown_value, leads.* from leads
+    select
+        'all' as breakdown,
+        'all' as breakdown_value,
+        leads.*
+    from leads
     union all
-    select 'source_channel', source_channel, leads.* from leads
+    select
+        'source_channel' as breakdown,
+        source_channel as breakdown_value,
+        leads.*
+    from leads
     union all
-    select 'owner', coalesce(owner_id, 'unassigned'), leads.* from leads
+    select
+        'owner' as breakdown,
+        coalesce(owner_id, 'unassigned') as breakdown_value,
+        leads.*
+    from leads
 ),
+
+{%- set stage_steps = [
+    ('needs_analysis', 'created_at'),
+    ('proposal', 'coalesce(needs_analysis_at, created_at)'),
+    ('won', 'coalesce(proposal_at, needs_analysis_at, created_at)'),
+] %}
 
 stage_rows as (
     select
@@ -26,42 +44,19 @@ stage_rows as (
         furthest_stage,
         outcome
     from breakdowns
-    union all
-    select
-        breakdown,
-        breakdown_value,
-        2,
-        'needs_analysis',
-        has_reached_needs_analysis,
-        {{ dbt.datediff('created_at', 'needs_analysis_at', 'minute') }} / 1440.0,
-        furthest_stage,
-        outcome
-    from breakdowns
-    union all
-    select
-        breakdown,
-        breakdown_value,
-        3,
-        'proposal',
-        has_reached_proposal,
-        {{ dbt.datediff('coalesce(needs_analysis_at, created_at)', 'proposal_at', 'minute') }}
-        / 1440.0,
-        furthest_stage,
-        outcome
-    from breakdowns
-    union all
-    select
-        breakdown,
-        breakdown_value,
-        4,
-        'won',
-        has_reached_won,
-        {{ dbt.datediff(
-            'coalesce(proposal_at, needs_analysis_at, created_at)', 'won_at', 'minute'
-        ) }} / 1440.0,
-        furthest_stage,
-        outcome
-    from breakdowns
+    {%- for stage, previous_at in stage_steps %}
+        union all
+        select
+            breakdown,
+            breakdown_value,
+            {{ loop.index + 1 }} as stage_order,
+            '{{ stage }}' as stage,
+            has_reached_{{ stage }} as has_reached,
+            {{ dbt.datediff(previous_at, stage ~ '_at', 'minute') }} / 1440.0 as days_from_previous,
+            furthest_stage,
+            outcome
+        from breakdowns
+    {%- endfor %}
 ),
 
 per_stage as (

@@ -7,9 +7,9 @@ source as (
 renamed as (
     select
         customer_id,
-        lower(trim(tag)) as tag,
         added_at,
-        added_by
+        added_by,
+        lower(trim(tag)) as tag
     from source
 )
 
