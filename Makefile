@@ -11,7 +11,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench docs clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==0.13.8; }
@@ -20,6 +20,12 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 demo: $(VENV)/.synced
 	$(BIN)/followup demo
+
+# The dbt models' documentation (lineage, every column), as one static page.
+docs: $(VENV)/.synced
+	cd dbt_project && FOLLOWUP_DB=$(abspath $(or $(FOLLOWUP_DB),var/followup.duckdb)) \
+		../$(BIN)/dbt docs generate --static --quiet --vars '{as_of: $(or $(AS_OF),$(shell date +%F))}'
+	@echo "dbt docs: $(CURDIR)/dbt_project/target/static_index.html"
 
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .

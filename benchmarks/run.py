@@ -8,6 +8,7 @@ the process's own, read from `wait4`. Results go to `docs/benchmarks.json` and t
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
@@ -101,8 +102,13 @@ def main() -> None:
         results[stage] = median_of(runs)
         print(f"{stage}: {results[stage]}", flush=True)
 
+    results.update(dbt_stages(source, work, env, options.runs))
     ratio = (
         results["ingest + validate"]["wall_s"] / results["duckdb_read_csv (reference)"]["wall_s"]
+    )
+    incremental = (
+        results["dbt build, one new day (incremental)"]["wall_s"]
+        / results["dbt build, full refresh"]["wall_s"]
     )
     record = {
         "size": options.size,
@@ -112,14 +118,50 @@ def main() -> None:
         "machine": machine(),
         "runs": options.runs,
         "stages": results,
-        "ratios": {"ingest / duckdb_read_csv": round(ratio, 2)},
+        "ratios": {
+            "ingest / duckdb_read_csv": round(ratio, 2),
+            "dbt incremental / full": round(incremental, 3),
+        },
     }
     out = ROOT / "docs" / "benchmarks.json"
     existing = json.loads(out.read_text()) if out.exists() else {}
     existing[options.size] = record
     out.write_text(json.dumps(existing, indent=2, ensure_ascii=False) + "\n")
     write_markdown(existing, ROOT / "docs" / "benchmarks.md")
-    print(f"ingest / DuckDB read_csv = {ratio:.2f}x (target ≤ 2x); written to docs/benchmarks.md")
+    print(f"ingest / DuckDB read_csv = {ratio:.2f}x (target ≤ 2x)")
+    print(f"dbt one-new-day incremental / full = {incremental:.1%} (target < 15%)")
+    print("written to docs/benchmarks.md")
+
+
+def dbt_stages(source: Path, work: Path, env: dict[str, str], runs: int) -> dict[str, dict]:
+    """The dbt build as of the day after the generated history, on the data of that morning:
+    a full refresh, and the incremental run that follows yesterday's build and one new day of
+    orders and events. Each run starts from a copy of the same prepared database."""
+    next_day = (dt.date.fromisoformat(AS_OF) + dt.timedelta(days=1)).isoformat()
+    base = work / "built.duckdb"
+    base.unlink(missing_ok=True)
+    new_day = work / "new_day"
+    shutil.rmtree(new_day, ignore_errors=True)
+    # yesterday's state: the history ingested and built as of AS_OF; then the new day arrives
+    measure(["ingest_core", str(source), str(base), AS_OF], env)
+    measure(["dbt_build", str(base), AS_OF], env)
+    measure(["new_day", str(source), str(new_day), AS_OF], env)
+    measure(["ingest_core", str(new_day), str(base), next_day, "orders", "events"], env)
+    results = {}
+    for stage, extra in (
+        ("dbt build, full refresh", ["--full-refresh"]),
+        ("dbt build, one new day (incremental)", []),
+    ):
+        timings = []
+        for _ in range(runs):
+            db = work / "bench.duckdb"
+            shutil.copy(base, db)
+            timings.append(measure(["dbt_build", str(db), next_day, *extra], env))
+            db.unlink()
+        results[stage] = median_of(timings)
+        print(f"{stage}: {results[stage]}", flush=True)
+    base.unlink()
+    return results
 
 
 def write_markdown(all_results: dict, path: Path) -> None:

@@ -25,7 +25,7 @@ def duckdb_read(source: Path, db: Path) -> None:
     con.close()
 
 
-def ingest_core(source: Path, db: Path, as_of: str) -> None:
+def ingest_core(source: Path, db: Path, as_of: str, entities: tuple[str, ...] = ENTITIES) -> None:
     """Our ingest without Prefect or Data Docs: read, type, validate, quarantine, upsert."""
     from flows.ingestion.load import ingest
     from flows.settings import Settings
@@ -35,8 +35,39 @@ def ingest_core(source: Path, db: Path, as_of: str) -> None:
         source,
         settings=Settings.from_env(),
         as_of=dt.date.fromisoformat(as_of),
-        entities=ENTITIES,
+        entities=entities,
     )
+
+
+def dbt_build(db: Path, as_of: str, full_refresh: bool) -> None:
+    """The daily dbt build (models, seeds, data tests) through prefect-dbt, outside a flow."""
+    from flows.build import build_args, run_dbt
+    from flows.settings import Settings
+
+    run_dbt(build_args(full_refresh), db, dt.date.fromisoformat(as_of), Settings.from_env())
+
+
+def new_day(source: Path, out: Path, as_of: str) -> None:
+    """One more day of orders and events: the last day's rows again, a day later, new keys."""
+    import duckdb
+
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    for name, key, at in (
+        ("orders", "order_id", "ordered_at"),
+        ("events", "event_id", "occurred_at"),
+    ):
+        con.execute(
+            f"""
+            copy (
+                select * replace ('N' || {key} as {key}, {at} + interval 1 day as {at})
+                from read_csv(?, all_varchar = true, types = {{'{at}': 'timestamp'}})
+                where {at} >= cast(? as date) - interval 1 day
+            ) to '{out / f"{name}.csv"}' (header)
+            """,
+            [str(source / f"{name}.csv"), as_of],
+        )
+    con.close()
 
 
 def generate(source: Path, customers: int, as_of: str) -> None:
@@ -50,7 +81,11 @@ if __name__ == "__main__":
     if stage == "duckdb_read":
         duckdb_read(Path(args[0]), Path(args[1]))
     elif stage == "ingest_core":
-        ingest_core(Path(args[0]), Path(args[1]), args[2])
+        ingest_core(Path(args[0]), Path(args[1]), args[2], *([tuple(args[3:])] if args[3:] else []))
+    elif stage == "dbt_build":
+        dbt_build(Path(args[0]), args[1], full_refresh="--full-refresh" in args[2:])
+    elif stage == "new_day":
+        new_day(Path(args[0]), Path(args[1]), args[2])
     elif stage == "generate":
         generate(Path(args[0]), int(args[1]), args[2])
     else:

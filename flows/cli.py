@@ -242,6 +242,7 @@ def run(
         f"({', '.join(f'{s} {n}' for s, n in sorted(build.counts.items()))})"
     )
     print_models(db)
+    _silence_teardown()
 
 
 @app.command()
@@ -269,7 +270,7 @@ def demo(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
 ) -> None:
-    """Generate a demo company and load it into the embedded database."""
+    """Generate a demo company, load it, and run the daily build a month ago and today."""
     from flows.demo_company import generate_company
 
     settings = Settings.from_env()
@@ -284,13 +285,23 @@ def demo(
     console.print("  " + ", ".join(f"{n:,} {e}" for e, n in counts.items()))
     report = _run_ingest(source, db, run_date, None)
     print_report(report, db)
+    # Two run dates four weeks apart, so the tier history has a month to compare (tier_changes).
+    for day in (run_date - dt.timedelta(days=28), run_date):
+        build = _run_daily(None, db, day, None, full_refresh=False).build
+        console.print(
+            f"dbt build as of {day}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
+            f"({', '.join(f'{s} {n}' for s, n in sorted(build.counts.items()))})"
+        )
+    print_models(db)
     console.print(
-        f"\nNext: the tables are in {db} (schema raw, and quarantine), e.g.\n"
+        f"\nNext: the tables are in {db} (raw.*, quarantine, and the models above), e.g.\n"
         f'  .venv/bin/python -c "import duckdb; '
-        f"duckdb.connect('{db}').sql('from quarantine limit 5').show()\"\n"
-        f"and the validation report is {settings.data_docs_dir / 'index.html'}",
+        f"duckdb.connect('{db}', read_only=True).sql('from customer_rfm limit 5').show()\"\n"
+        f"the validation report is {settings.data_docs_dir / 'index.html'}; "
+        f"the models' documentation: make docs",
         soft_wrap=True,  # a command to copy must not be wrapped
     )
+    _silence_teardown()
 
 
 def main() -> None:  # pragma: no cover - console entry point
