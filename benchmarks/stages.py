@@ -41,10 +41,10 @@ def ingest_core(source: Path, db: Path, as_of: str, entities: tuple[str, ...] = 
 
 def dbt_build(db: Path, as_of: str, full_refresh: bool) -> None:
     """The daily dbt build (models, seeds, data tests) through prefect-dbt, outside a flow."""
-    from flows.build import build_args, run_dbt
+    from flows.build import build
     from flows.settings import Settings
 
-    run_dbt(build_args(full_refresh), db, dt.date.fromisoformat(as_of), Settings.from_env())
+    build(db, dt.date.fromisoformat(as_of), Settings.from_env(), full_refresh=full_refresh)
 
 
 def new_day(source: Path, out: Path, as_of: str) -> None:

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from flows.settings import PROJECT_ROOT, Settings
 
@@ -160,6 +161,36 @@ def summary_markdown(report: BuildReport) -> str:
     return "\n".join(lines)
 
 
+def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None = None) -> int:
+    """Validate every playbook declaration (a bad one stops the run here, before anything is
+    built) and write them, with the working-day calendar, as the `config` tables the models read.
+    Returns the number of playbooks."""
+    import duckdb
+
+    from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
+    from flows.planning.tables import write_planning_tables
+
+    playbooks = load_playbooks(playbook_dir or PLAYBOOK_DIR)
+    con = duckdb.connect(str(db_path))
+    try:
+        write_planning_tables(con, playbooks, as_of)
+    finally:
+        con.close()
+    return len(playbooks)
+
+
+def build(
+    db_path: Path,
+    as_of: dt.date,
+    settings: Settings,
+    full_refresh: bool = False,
+    playbook_dir: Path | None = None,
+) -> list[NodeResult]:
+    """The build without a flow around it: declarations, then dbt."""
+    declare_playbooks(db_path, as_of, playbook_dir)
+    return run_dbt(build_args(full_refresh), db_path, as_of, settings)
+
+
 def build_args(full_refresh: bool = False) -> list[str]:
     """A daily build: every model, seed and data test. The unit tests are the code's tests, not
     the data's: `make test` runs them, the daily run does not repeat them."""
@@ -171,6 +202,12 @@ def build_args(full_refresh: bool = False) -> list[str]:
     ]
 
 
+@task(name="declare-playbooks", cache_policy=NO_CACHE)
+def declare_playbooks_task(db_path: Path, as_of: dt.date) -> int:
+    """Validate the playbooks and write them, with the calendar, for the models."""
+    return declare_playbooks(db_path, as_of)
+
+
 @flow(name="build", log_prints=True)
 def build_flow(as_of: dt.date, db: Path | None = None, full_refresh: bool = False) -> BuildReport:
     """Build every dbt model and seed as of `as_of`, each followed by its data tests.
@@ -180,9 +217,10 @@ def build_flow(as_of: dt.date, db: Path | None = None, full_refresh: bool = Fals
     """
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
-    args = build_args(full_refresh)
     started = dt.datetime.now(dt.UTC)
-    nodes = run_dbt(args, db_path, as_of, settings)
+    playbooks = declare_playbooks_task(db_path, as_of)
+    get_run_logger().info("%d playbooks declared", playbooks)
+    nodes = run_dbt(build_args(full_refresh), db_path, as_of, settings)
     report = BuildReport(
         as_of=as_of,
         full_refresh=full_refresh,

@@ -33,3 +33,8 @@
 {% macro months_before_as_of(months) -%}
     cast({{ dbt.dateadd('month', -months, as_of_date()) }} as date)
 {%- endmacro %}
+
+{#- 'HH:MM' as minutes after midnight (a compile-time number). -#}
+{% macro clock_minutes(clock) -%}
+    {{ (clock.split(':')[0] | int) * 60 + (clock.split(':')[1] | int) }}
+{%- endmacro %}

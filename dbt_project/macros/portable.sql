@@ -83,3 +83,60 @@
 {% macro spark__value_at_max(expr, order_by) -%}
     max_by({{ expr }}, {{ order_by }})
 {%- endmacro %}
+
+{% macro value_at_min(expr, order_by) -%}
+    {{ return(adapter.dispatch('value_at_min', 'followup')(expr, order_by)) }}
+{%- endmacro %}
+
+{% macro default__value_at_min(expr, order_by) -%}
+    arg_min({{ expr }}, {{ order_by }})
+{%- endmacro %}
+
+{% macro spark__value_at_min(expr, order_by) -%}
+    min_by({{ expr }}, {{ order_by }})
+{%- endmacro %}
+
+{#- An instant as wall-clock time in a time zone given per row (a column). -#}
+{% macro to_local(ts, tz) -%}
+    {{ return(adapter.dispatch('to_local', 'followup')(ts, tz)) }}
+{%- endmacro %}
+
+{% macro default__to_local(ts, tz) -%}
+    timezone({{ tz }}, {{ ts }})
+{%- endmacro %}
+
+{% macro spark__to_local(ts, tz) -%}
+    from_utc_timestamp({{ ts }}, {{ tz }})
+{%- endmacro %}
+
+{#- Wall-clock time in a time zone given per row, as an instant. -#}
+{% macro from_local(local_ts, tz) -%}
+    {{ return(adapter.dispatch('from_local', 'followup')(local_ts, tz)) }}
+{%- endmacro %}
+
+{% macro default__from_local(local_ts, tz) -%}
+    timezone({{ tz }}, cast({{ local_ts }} as timestamp))
+{%- endmacro %}
+
+{% macro spark__from_local(local_ts, tz) -%}
+    to_utc_timestamp({{ local_ts }}, {{ tz }})
+{%- endmacro %}
+
+{#- A stable number in [0, 1) from text: the first 32 bits of its MD5, the same on every engine
+    and every run (experiment assignment, cadence phase). -#}
+{% macro hash_unit(expr) -%}
+    {{ return(adapter.dispatch('hash_unit', 'followup')(expr)) }}
+{%- endmacro %}
+
+{% macro default__hash_unit(expr) -%}
+    (cast(('0x' || substr(md5(cast({{ expr }} as varchar)), 1, 8)) as ubigint) / 4294967296.0)
+{%- endmacro %}
+
+{% macro spark__hash_unit(expr) -%}
+    (cast(conv(substr(md5(cast({{ expr }} as string)), 1, 8), 16, 10) as bigint) / 4294967296.0)
+{%- endmacro %}
+
+{#- Minutes since local midnight of a wall-clock timestamp. -#}
+{% macro minute_of_day(local_ts) -%}
+    (extract(hour from {{ local_ts }}) * 60 + extract(minute from {{ local_ts }}))
+{%- endmacro %}

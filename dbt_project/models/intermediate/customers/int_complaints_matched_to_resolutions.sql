@@ -1,5 +1,6 @@
 {#- Each complaint with the first resolution of its ticket that came after it (if any, before
-    the as-of morning). A complaint without a ticket id cannot be matched and stays open. -#}
+    the as-of morning), and the first time the ticket was opened again after that resolution.
+    A complaint without a ticket id cannot be matched and stays open. -#}
 with
 
 events as (
@@ -41,6 +42,35 @@ matched as (
         complaints.customer_id,
         complaints.ticket_id,
         complaints.complained_at
+),
+
+reopenings as (
+    select
+        ticket_id,
+        occurred_at as reopened_at
+    from events
+    where event_type in ('ticket_opened', 'complaint') and ticket_id is not null
+),
+
+with_reopening as (
+    select
+        matched.complaint_key,
+        matched.customer_id,
+        matched.ticket_id,
+        matched.complained_at,
+        matched.resolved_at,
+        min(reopenings.reopened_at) as reopened_at
+    from matched
+    left join reopenings
+        on
+            matched.ticket_id = reopenings.ticket_id
+            and matched.resolved_at < reopenings.reopened_at
+    group by
+        matched.complaint_key,
+        matched.customer_id,
+        matched.ticket_id,
+        matched.complained_at,
+        matched.resolved_at
 )
 
-select * from matched
+select * from with_reopening

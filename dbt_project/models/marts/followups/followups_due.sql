@@ -1,0 +1,426 @@
+{#- Every follow-up a playbook's trigger makes due on the run date, before consent, caps and
+    arbitration (each one's fate is its ledger row). Due times are the customer's local send
+    time moved into the channel's send window, and onto a working day for calls and visits.
+    A run replaces its own date only; earlier dates stay for the diff against the last run. -#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='as_of_date',
+        incremental_strategy='delete+insert',
+        full_refresh=false,
+    )
+}}
+
+{%- set lookback = var('planning_lookback_days') -%}
+{%- set windows = var('send_windows') -%}
+
+with
+
+steps as (
+    select * from {{ ref('stg_config__playbook_steps') }}
+),
+
+variants as (
+    select * from {{ ref('stg_config__playbook_variants') }}
+),
+
+calendar as (
+    select * from {{ ref('stg_config__calendar_days') }}
+),
+
+anchors as (
+    select * from {{ ref('int_followup_anchors') }}
+),
+
+customers as (
+    select * from {{ ref('customer_360') }}
+),
+
+rfm as (
+    select * from {{ ref('customer_rfm') }}
+),
+
+tags as (
+    select * from {{ ref('customer_tags') }}
+),
+
+feedback as (
+    select * from {{ source('raw', 'feedback') }}
+),
+
+replies as (
+    select
+        customer_id,
+        max(responded_at) as last_reply_at
+    from feedback
+    where response_type = 'reply' and responded_at < {{ as_of_start() }}
+    group by customer_id
+),
+
+next_workdays as (
+    select
+        calendar_date,
+        min(case when is_workday then calendar_date end) over (
+            order by calendar_date rows between current row and unbounded following
+        ) as next_workday
+    from calendar
+),
+
+-- after / before: the step's offset from each anchor of its kind
+anchored as (
+    select
+        anchors.customer_id,
+        anchors.anchor_kind,
+        anchors.anchor_id,
+        anchors.anchor_at,
+        anchors.reopened_at,
+        steps.playbook,
+        steps.step,
+        customers.timezone,
+        case
+            when steps.send_at_minutes is null
+                then {{ to_local(dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at'),
+                    'customers.timezone') }}
+            else {{ dbt.dateadd(
+                'minute',
+                'steps.offset_minutes + steps.send_at_minutes',
+                'cast(cast(' ~ to_local('anchors.anchor_at', 'customers.timezone')
+                ~ ' as date) as ' ~ dbt.type_timestamp() ~ ')'
+            ) }}
+        end as planned_local
+    from anchors
+    inner join steps
+        on
+            anchors.anchor_kind = steps.anchor
+            and steps.trigger_kind in ('after', 'before')
+            and (steps.where_intent is null or anchors.lead_intent = steps.where_intent)
+            and (steps.where_form is null or anchors.lead_form = steps.where_form)
+            and (steps.where_source is null or anchors.lead_source = steps.where_source)
+            and (
+                steps.where_product_category is null
+                or anchors.product_category = steps.where_product_category
+            )
+    inner join customers on anchors.customer_id = customers.customer_id
+    -- a cheap bound before any time zone work: due within the look-back, give or take a day
+    where
+        {{ dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at') }}
+        >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
+        and {{ dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at') }}
+        < {{ dbt.dateadd('day', 2, as_of_start()) }}
+),
+
+-- re-entry: `never` keeps a customer's first anchor of the kind, `after_days` skips an anchor
+-- that follows an earlier one within the days
+earlier_anchors as (
+    select
+        anchored.customer_id,
+        anchored.playbook,
+        anchored.step,
+        anchored.anchor_id,
+        count(anchors.anchor_id) as earlier_count,
+        max(anchors.anchor_at) as last_earlier_at
+    from anchored
+    inner join anchors
+        on
+            anchored.customer_id = anchors.customer_id
+            and anchored.anchor_kind = anchors.anchor_kind
+            and anchors.anchor_at < anchored.anchor_at
+    group by anchored.customer_id, anchored.playbook, anchored.step, anchored.anchor_id
+),
+
+after_candidates as (
+    select
+        anchored.customer_id,
+        anchored.playbook,
+        anchored.step,
+        anchored.anchor_kind,
+        anchored.anchor_id,
+        anchored.anchor_at,
+        anchored.reopened_at,
+        anchored.timezone,
+        anchored.planned_local
+    from anchored
+    inner join steps on anchored.playbook = steps.playbook and anchored.step = steps.step
+    left join earlier_anchors
+        on
+            anchored.customer_id = earlier_anchors.customer_id
+            and anchored.playbook = earlier_anchors.playbook
+            and anchored.step = earlier_anchors.step
+            and anchored.anchor_id = earlier_anchors.anchor_id
+    where
+        not (steps.reentry_rule = 'never' and coalesce(earlier_anchors.earlier_count, 0) > 0)
+        and not (
+            steps.reentry_rule = 'after_days'
+            and earlier_anchors.last_earlier_at
+            > {{ dbt.dateadd('day', '-steps.reentry_days', 'anchored.anchor_at') }}
+        )
+),
+
+-- states: due the day the state began (plus the offset), and every `reentry_days` after while
+-- it lasts when the playbook re-enters after days
+state_starts as (
+    select
+        anchors.customer_id,
+        anchors.anchor_kind,
+        anchors.anchor_id,
+        anchors.anchor_at,
+        steps.playbook,
+        steps.step,
+        steps.reentry_rule,
+        steps.reentry_days,
+        coalesce(steps.send_at_minutes, 0) as send_at_minutes,
+        customers.timezone,
+        cast({{ dbt.dateadd(
+            'day',
+            'cast(floor(steps.offset_minutes / 1440) as integer)',
+            'cast(' ~ to_local('anchors.anchor_at', 'customers.timezone') ~ ' as date)'
+        ) }} as date) as first_due_date
+    from anchors
+    inner join steps
+        on anchors.anchor_kind = steps.state and steps.trigger_kind = 'state'
+    inner join customers on anchors.customer_id = customers.customer_id
+),
+
+state_occurrences as (
+    select
+        *,
+        case
+            when reentry_rule = 'after_days'
+                then cast(floor(
+                    {{ dbt.datediff('first_due_date', as_of_date(), 'day') }} / reentry_days
+                ) as integer)
+            else 0
+        end as occurrence
+    from state_starts
+    where first_due_date <= {{ as_of_date() }}
+),
+
+state_candidates as (
+    select
+        customer_id,
+        playbook,
+        step,
+        anchor_kind,
+        anchor_id || ':' || cast(first_due_date as {{ dbt.type_string() }})
+        || ':' || cast(occurrence as {{ dbt.type_string() }}) as anchor_id,
+        anchor_at,
+        cast(null as {{ dbt.type_timestamp() }}) as reopened_at,
+        timezone,
+        {{ dbt.dateadd(
+            'minute',
+            'send_at_minutes',
+            'cast(' ~ dbt.dateadd('day', 'occurrence * coalesce(reentry_days, 0)', 'first_due_date')
+            ~ ' as ' ~ dbt.type_timestamp() ~ ')'
+        ) }} as planned_local
+    from state_occurrences
+),
+
+-- cadence by tier: every N days, on a day of the cycle fixed per customer (a stable hash), so
+-- the load spreads evenly and re-runs agree
+cadence_cycles as (
+    select
+        rfm.customer_id,
+        steps.playbook,
+        steps.step,
+        rfm.tier,
+        customers.timezone,
+        coalesce(steps.send_at_minutes, 0) as send_at_minutes,
+        case rfm.tier
+            when 'diamond' then steps.every_days_diamond
+            when 'gold' then steps.every_days_gold
+            when 'silver' then steps.every_days_silver
+            when 'basic' then steps.every_days_basic
+        end as every_days
+    from rfm
+    inner join steps on steps.trigger_kind = 'cadence'
+    inner join customers on rfm.customer_id = customers.customer_id
+),
+
+cadence_days as (
+    select
+        *,
+        cast({{ dbt.dateadd(
+            'day',
+            '-mod(' ~ dbt.datediff("cast('1970-01-01' as date)", as_of_date(), 'day')
+            ~ ' + cast(floor(' ~ hash_unit("playbook || ':' || customer_id")
+            ~ ' * every_days) as integer), every_days)',
+            as_of_date()
+        ) }} as date) as cycle_date
+    from cadence_cycles
+    where every_days is not null
+),
+
+cadence_candidates as (
+    select
+        customer_id,
+        playbook,
+        step,
+        'cadence' as anchor_kind,
+        'cadence:' || tier || ':' || cast(cycle_date as {{ dbt.type_string() }}) as anchor_id,
+        {{ local_midnight('cycle_date') }} as anchor_at,
+        cast(null as {{ dbt.type_timestamp() }}) as reopened_at,
+        timezone,
+        {{ dbt.dateadd(
+            'minute', 'send_at_minutes', 'cast(cycle_date as ' ~ dbt.type_timestamp() ~ ')'
+        ) }} as planned_local
+    from cadence_days
+),
+
+candidates as (
+    select * from after_candidates
+    union all
+    select * from state_candidates
+    union all
+    select * from cadence_candidates
+),
+
+-- into the channel's send window, then onto a working day where the channel needs one
+windowed as (
+    select
+        candidates.*,
+        steps.channel,
+        case steps.channel
+            {%- for channel, window in windows.items() %}
+                when '{{ channel }}' then {{ clock_minutes(window[0]) }}
+            {%- endfor %}
+        end as window_start,
+        case steps.channel
+            {%- for channel, window in windows.items() %}
+                when '{{ channel }}' then {{ clock_minutes(window[1]) }}
+            {%- endfor %}
+        end as window_end
+    from candidates
+    inner join steps on candidates.playbook = steps.playbook and candidates.step = steps.step
+    where cast(candidates.planned_local as date) >= {{ days_before_as_of(lookback) }}
+),
+
+in_window as (
+    select
+        *,
+        case
+            when {{ minute_of_day('planned_local') }} < window_start
+                then {{ dbt.dateadd(
+                    'minute', 'window_start',
+                    'cast(cast(planned_local as date) as ' ~ dbt.type_timestamp() ~ ')'
+                ) }}
+            when {{ minute_of_day('planned_local') }} >= window_end
+                then {{ dbt.dateadd(
+                    'minute', 'window_start + 1440',
+                    'cast(cast(planned_local as date) as ' ~ dbt.type_timestamp() ~ ')'
+                ) }}
+            else planned_local
+        end as windowed_local
+    from windowed
+),
+
+on_working_day as (
+    select
+        in_window.*,
+        case
+            when
+                in_window.channel in ('{{ var("workday_channels") | join("', '") }}')
+                and next_workdays.next_workday > cast(in_window.windowed_local as date)
+                then {{ dbt.dateadd(
+                    'minute', 'in_window.window_start',
+                    'cast(next_workdays.next_workday as ' ~ dbt.type_timestamp() ~ ')'
+                ) }}
+            else in_window.windowed_local
+        end as due_local
+    from in_window
+    left join next_workdays
+        on cast(in_window.windowed_local as date) = next_workdays.calendar_date
+),
+
+due_today as (
+    select *
+    from on_working_day
+    where cast(due_local as date) = {{ as_of_date() }}
+),
+
+-- exits and audience, as of the run's morning
+eligible as (
+    select
+        due_today.*,
+        customers.owner_id
+    from due_today
+    inner join steps on due_today.playbook = steps.playbook and due_today.step = steps.step
+    inner join customers on due_today.customer_id = customers.customer_id
+    inner join rfm on due_today.customer_id = rfm.customer_id
+    left join replies on due_today.customer_id = replies.customer_id
+    where
+        not (steps.exit_ordered_again and customers.last_paid_order_at > due_today.anchor_at)
+        and not (steps.exit_replied and replies.last_reply_at > due_today.anchor_at)
+        and not (steps.exit_ticket_reopened and due_today.reopened_at is not null)
+        and (
+            steps.audience_customer_type is null
+            or steps.audience_customer_type like '%,' || customers.customer_type || ',%'
+        )
+        and (
+            steps.audience_industry is null
+            or steps.audience_industry like '%,' || customers.industry || ',%'
+        )
+        and (steps.audience_tier is null or steps.audience_tier like '%,' || rfm.tier || ',%')
+        and (
+            steps.audience_value_tier is null
+            or steps.audience_value_tier like '%,' || rfm.value_tier || ',%'
+        )
+        and (
+            steps.audience_tags_any is null
+            or exists (
+                select 1 from tags
+                where
+                    tags.customer_id = due_today.customer_id
+                    and steps.audience_tags_any like '%,' || tags.tag || ',%'
+            )
+        )
+        and (
+            steps.audience_tags_none is null
+            or not exists (
+                select 1 from tags
+                where
+                    tags.customer_id = due_today.customer_id
+                    and steps.audience_tags_none like '%,' || tags.tag || ',%'
+            )
+        )
+),
+
+assigned as (
+    select
+        eligible.*,
+        variants.variant
+    from eligible
+    inner join variants
+        on
+            eligible.playbook = variants.playbook
+            and eligible.step = variants.step
+            and {{ hash_unit("eligible.playbook || '.' || eligible.step || ':' || eligible.customer_id") }}
+            >= variants.bucket_low
+            and {{ hash_unit("eligible.playbook || '.' || eligible.step || ':' || eligible.customer_id") }}
+            < variants.bucket_high
+),
+
+final as (
+    select
+        {{ as_of_date() }} as as_of_date,
+        assigned.customer_id,
+        assigned.playbook,
+        assigned.step,
+        assigned.anchor_id,
+        assigned.channel,
+        {{ from_local('assigned.due_local', 'assigned.timezone') }} as due_at,
+        steps.priority,
+        assigned.owner_id,
+        assigned.variant,
+        steps.purpose,
+        assigned.anchor_kind,
+        assigned.anchor_at,
+        steps.step_order,
+        steps.is_task,
+        steps.fallback_channels,
+        assigned.timezone,
+        {{ from_local('assigned.planned_local', 'assigned.timezone') }} as planned_at
+    from assigned
+    inner join steps on assigned.playbook = steps.playbook and assigned.step = steps.step
+)
+
+select * from final

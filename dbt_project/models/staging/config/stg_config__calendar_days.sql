@@ -1,0 +1,7 @@
+with
+
+source as (
+    select * from {{ source('config', 'calendar_days') }}
+)
+
+select * from source

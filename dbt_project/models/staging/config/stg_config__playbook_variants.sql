@@ -1,0 +1,7 @@
+with
+
+source as (
+    select * from {{ source('config', 'playbook_variants') }}
+)
+
+select * from source

@@ -1,0 +1,1 @@
+"""Planning: playbook declarations, the calendar, and today's follow-ups."""
