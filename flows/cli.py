@@ -90,6 +90,7 @@ def _run_daily(
     as_of: dt.date,
     sources_file: Path | None,
     full_refresh: bool,
+    dry_run: bool = True,
 ):
     _quiet_prefect()
     from flows.build import BuildError
@@ -103,6 +104,7 @@ def _run_daily(
             db=db,
             sources_file=sources_file,
             full_refresh=full_refresh,
+            dry_run=dry_run,
         )
     except (IngestError, BuildError) as exc:
         _fail(str(exc))
@@ -147,6 +149,8 @@ _MODEL_SUMMARIES = {
     "tier_changes": "upgrades and downgrades since the previous run date",
     "fct_leads": "one row per lead with the time it reached each stage",
     "sales_funnel": "leads per stage and conversion, overall, per source channel and owner",
+    "followups_due": "follow-ups the playbooks' triggers make due, per run date",
+    "message_ledger": "every follow-up's fate: planned, deferred, suppressed, held out",
 }
 
 
@@ -228,12 +232,12 @@ def run(
         bool, typer.Option("--full-refresh", help="Rebuild the incremental facts from raw")
     ] = False,
 ) -> None:
-    """One daily cycle for a date: ingest and validate, then build the models."""
+    """One daily cycle for a date: ingest and validate, build the models, plan the follow-ups."""
     run_date = _date(as_of)
     db = db or Settings.from_env().db_path
     if source is None and sources is None and not db.exists():
         _fail(f"{db} does not exist: give --source DIR to load data first")
-    result = _run_daily(source, db, run_date, sources, full_refresh)
+    result = _run_daily(source, db, run_date, sources, full_refresh, dry_run)
     if result.ingest is not None:
         print_report(result.ingest, db)
     build = result.build
@@ -242,7 +246,32 @@ def run(
         f"({', '.join(f'{s} {n}' for s, n in sorted(build.counts.items()))})"
     )
     print_models(db)
+    print_plan(result.plan)
+    if not dry_run and result.plan.counts.get("pending"):
+        console.print(
+            f"{result.plan.counts['pending']:,} messages are pending in message_ledger; "
+            "dispatching them to channels is not built yet, so nothing was sent."
+        )
     _silence_teardown()
+
+
+def print_plan(report) -> None:
+    mode = "dry run: nothing leaves the machine" if report.dry_run else "for dispatch"
+    table = Table(title=f"Follow-ups for {report.as_of} ({mode}); vs the previous run")
+    headings = ("playbook", "new", "carried", "planned", "deferred", "suppressed", "held out")
+    for heading in (*headings, "dropped"):
+        table.add_column(heading, justify="left" if heading == "playbook" else "right")
+    keys = ("new", "carried", "planned", "deferred", "suppressed", "held_out", "dropped")
+    for row in report.diff:
+        table.add_row(row["playbook"], *(f"{row[k]:,}" for k in keys))
+    if not report.diff:
+        table.add_row("nothing due", *("0" for _ in keys))
+    console.print(table)
+    console.print(
+        "ledger: "
+        + (", ".join(f"{s} {n:,}" for s, n in sorted(report.counts.items())) or "no rows")
+        + " (table message_ledger; the diff is in plan_diff)"
+    )
 
 
 @app.command()
@@ -287,12 +316,14 @@ def demo(
     print_report(report, db)
     # Two run dates four weeks apart, so the tier history has a month to compare (tier_changes).
     for day in (run_date - dt.timedelta(days=28), run_date):
-        build = _run_daily(None, db, day, None, full_refresh=False).build
+        result = _run_daily(None, db, day, None, full_refresh=False, dry_run=True)
+        build = result.build
         console.print(
             f"dbt build as of {day}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
             f"({', '.join(f'{s} {n}' for s, n in sorted(build.counts.items()))})"
         )
     print_models(db)
+    print_plan(result.plan)
     console.print(
         f"\nNext: the tables are in {db} (raw.*, quarantine, and the models above), e.g.\n"
         f'  .venv/bin/python -c "import duckdb; '

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from lifetimes.utils import summary_data_from_transaction_data
 
-from flows.build import BuildError, build_flow, run_dbt
+from flows.build import BuildError, build, build_flow, run_dbt
 from flows.demo_company import generate_company
 from flows.ingestion.load import ingest
 from flows.settings import Settings
@@ -214,7 +214,7 @@ def test_one_new_day_incremental_equals_a_full_refresh(built: Path, tmp_path: Pa
 def test_a_failing_model_is_one_line_naming_it(tmp_path: Path) -> None:
     empty = tmp_path / "empty.duckdb"
     with pytest.raises(BuildError) as caught:
-        run_dbt(["build"], empty, AS_OF, Settings.from_env())
+        build(empty, AS_OF, Settings.from_env())
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("dbt: ")

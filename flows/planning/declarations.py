@@ -254,9 +254,10 @@ def load_playbook(path: Path, root: Path | None = None) -> Playbook:
 
 
 def load_playbooks(root: Path = PLAYBOOK_DIR) -> list[Playbook]:
-    """Every enabled playbook declared in `root/*.yml`, validated; names are unique."""
+    """Every enabled playbook declared in `root/*.yml` (files starting with `_` are settings, not
+    playbooks), validated; names are unique."""
     playbooks: dict[str, tuple[Path, Playbook]] = {}
-    for path in sorted(root.glob("*.yml")):
+    for path in sorted(p for p in root.glob("*.yml") if not p.name.startswith("_")):
         playbook = load_playbook(path, root)
         if playbook.name in playbooks:
             raise PlaybookError(

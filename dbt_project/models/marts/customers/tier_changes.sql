@@ -6,6 +6,11 @@
         unique_key=['as_of_date', 'customer_id', 'dimension'],
         incremental_strategy='delete+insert',
         full_refresh=false,
+        pre_hook=(
+            "{% if is_incremental() %}"
+            "delete from {{ this }} where as_of_date = {{ as_of_date() }}"
+            "{% endif %}"
+        ),
     )
 }}
 

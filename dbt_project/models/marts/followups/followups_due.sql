@@ -8,6 +8,11 @@
         unique_key='as_of_date',
         incremental_strategy='delete+insert',
         full_refresh=false,
+        pre_hook=(
+            "{% if is_incremental() %}"
+            "delete from {{ this }} where as_of_date = {{ as_of_date() }}"
+            "{% endif %}"
+        ),
     )
 }}
 

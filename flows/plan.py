@@ -1,0 +1,39 @@
+"""The `plan` flow: today's follow-ups get their fate in `message_ledger` (planned, deferred,
+suppressed, held out), and the change against the previous run goes to `plan_diff`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.planning.plan import PlanReport, plan
+from flows.settings import Settings
+
+
+@task(name="arbitrate-and-record", cache_policy=NO_CACHE)
+def plan_task(db_path: Path, as_of: dt.date, dry_run: bool) -> PlanReport:
+    """Consent, opt-outs, holdouts, caps and owners, in priority order; one transaction."""
+    return plan(db_path, as_of, dry_run=dry_run, business_tz=Settings.from_env().business_tz)
+
+
+def summary_markdown(report: PlanReport) -> str:
+    mode = "dry run" if report.dry_run else "for dispatch"
+    counts = ", ".join(f"{status} {n:,}" for status, n in sorted(report.counts.items()))
+    return f"# Plan for {report.as_of} ({mode})\n\n{counts or 'nothing due'}"
+
+
+@flow(name="plan", log_prints=True)
+def plan_flow(as_of: dt.date, db: Path | None = None, dry_run: bool = True) -> PlanReport:
+    """Decide today's follow-ups from `followups_due` (built by the `build` flow)."""
+    db_path = Path(db) if db else Settings.from_env().db_path
+    report = plan_task(db_path, as_of, dry_run)
+    get_run_logger().info("plan %s: %s", as_of, report.counts)
+    create_markdown_artifact(summary_markdown(report), key="plan-summary")
+    if report.diff:
+        rows = [{**row, "as_of_date": str(row["as_of_date"])} for row in report.diff]
+        create_table_artifact(rows, key="plan-diff", description="per playbook vs the last run")
+    return report

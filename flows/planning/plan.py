@@ -1,0 +1,484 @@
+"""Today's plan: every follow-up due (and every one deferred to today) gets its fate as a row in
+`message_ledger`: suppressed (no consent, opted out, no contact, deferred too long), held out (the
+experiment's control group that gets nothing), deferred (over a frequency cap or its owner's
+capacity, to the next allowed day), or planned (`dry_run`, or `pending` for dispatch).
+
+Re-planning a date is idempotent: the decisions an earlier run made for that date and that were
+not sent are made again from the same inputs; a message keeps its idempotency key for life.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import duckdb
+import polars as pl
+import yaml
+
+from flows.planning import calendar
+from flows.planning.declarations import PLAYBOOK_DIR, TASK_CHANNELS
+
+CONTACT_STATUSES = ("sent", "pending", "dry_run")  # a contact, for the caps
+_NAMESPACE = uuid.UUID("0f6b1a52-52c1-4a8e-9b66-6f6c3e0a4d11")
+
+LEDGER_DDL = """
+create table if not exists message_ledger (
+    message_id varchar primary key,
+    idempotency_key varchar not null unique,
+    customer_id varchar not null,
+    playbook varchar not null,
+    step varchar not null,
+    anchor_id varchar not null,
+    variant varchar,
+    channel varchar,
+    purpose varchar not null,
+    priority integer not null,
+    owner_id varchar,
+    first_due_date date not null,
+    planned_for date not null,
+    decided_on date not null,
+    due_at timestamptz,
+    status varchar not null,
+    reason varchar,
+    attempts integer not null default 0,
+    created_at timestamptz not null,
+    updated_at timestamptz not null,
+    next_attempt_at timestamptz,
+    sent_at timestamptz,
+    provider_message_id varchar,
+    error varchar
+)
+"""
+DIFF_DDL = """
+create table if not exists plan_diff (
+    as_of_date date not null,
+    playbook varchar not null,
+    new bigint not null,
+    carried bigint not null,
+    planned bigint not null,
+    deferred bigint not null,
+    suppressed bigint not null,
+    held_out bigint not null,
+    dropped bigint not null
+)
+"""
+
+
+@dataclass(frozen=True)
+class Cap:
+    max: int
+    days: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    caps: dict[str, tuple[Cap, ...]]
+    channel_caps: dict[str, tuple[Cap, ...]]
+    consent: dict[str, str]
+    max_deferral_days: int = 14
+    assign_roles: tuple[str, ...] = ("sales", "service")
+
+    @classmethod
+    def load(cls, path: Path = PLAYBOOK_DIR / "_policy.yml") -> Policy:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+        def caps(block: dict) -> dict[str, tuple[Cap, ...]]:
+            return {
+                k: tuple(Cap(int(c["max"]), int(c["days"])) for c in v) for k, v in block.items()
+            }
+
+        return cls(
+            caps=caps(data.get("caps", {})),
+            channel_caps=caps(data.get("channel_caps", {})),
+            consent=dict(data.get("consent", {})),
+            max_deferral_days=int(data.get("max_deferral_days", 14)),
+            assign_roles=tuple(data.get("assign_roles", ("sales", "service"))),
+        )
+
+
+def idempotency_key(playbook: str, step: str, customer_id: str, anchor_id: str) -> str:
+    raw = "\x1f".join((playbook, step, customer_id, anchor_id))
+    return "fu1-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def message_id(key: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, key))
+
+
+@dataclass
+class PlanReport:
+    as_of: dt.date
+    dry_run: bool
+    counts: dict[str, int] = field(default_factory=dict)  # status -> n
+    diff: list[dict] = field(default_factory=list)  # per playbook
+
+
+def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
+    """Today's due follow-ups, and the ledger's deferred ones that come back today, with what
+    the decisions need to know about their customers."""
+    return con.sql(
+        """
+        with due as (
+            select customer_id, playbook, step, anchor_id, variant, channel, purpose, priority,
+                owner_id, due_at, fallback_channels, is_task, as_of_date as first_due_date,
+                false as carried
+            from followups_due where as_of_date = $as_of
+        ),
+        carried as (
+            select l.customer_id, l.playbook, l.step, l.anchor_id, l.variant, l.channel,
+                l.purpose, l.priority, l.owner_id,
+                l.due_at + to_days(cast(datediff('day', l.first_due_date, $as_of) as integer)),
+                s.fallback_channels, s.is_task, l.first_due_date, true as carried
+            from message_ledger l
+            left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
+            where l.status = 'deferred' and l.planned_for <= $as_of and l.decided_on < $as_of
+        ),
+        both_kinds as (
+            select * from due
+            union all
+            select * from carried
+        )
+        select
+            b.*,
+            c.phone is not null as has_phone,
+            c.email is not null as has_email,
+            c.has_consent_sms as consent_sms,
+            c.has_consent_email as consent_email,
+            c.has_consent_phone as consent_phone,
+            c.industry
+        from both_kinds b
+        left join customer_360 c on b.customer_id = c.customer_id
+        """,
+        params={"as_of": as_of},
+    ).pl()
+
+
+def _opt_outs(
+    con: duckdb.DuckDBPyConnection, start: dt.datetime
+) -> dict[str, dict[str, dt.datetime]]:
+    rows = con.execute(
+        """
+        select customer_id, coalesce(lower(opt_out_channel), 'all') as channel,
+            min(occurred_at) as at
+        from fct_events where event_type = 'opt_out' and occurred_at < ?
+        group by all
+        """,
+        [start],
+    ).fetchall()
+    out: dict[str, dict[str, dt.datetime]] = defaultdict(dict)
+    for customer, channel, at in rows:
+        out[customer][channel] = at
+    return out
+
+
+def _history(con: duckdb.DuckDBPyConnection, as_of: dt.date, days: int) -> pl.DataFrame:
+    """Contacts made or planned on earlier days, within the longest cap window."""
+    return con.sql(
+        f"""
+        select customer_id, purpose, channel, planned_for
+        from message_ledger
+        where status in {CONTACT_STATUSES}
+            and (decided_on < $as_of or attempts > 0)
+            and planned_for > $as_of - to_days($days) and planned_for <= $as_of
+        """,
+        params={"as_of": as_of, "days": days},
+    ).pl()
+
+
+def _staff(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return con.sql(
+        "select staff_id, role, industries, coalesce(daily_capacity, 0) as daily_capacity "
+        "from staging.stg_raw__staff order by staff_id"
+    ).pl()
+
+
+class _Caps:
+    """Contacts per customer by day, checked against rolling-window caps."""
+
+    def __init__(self, history: pl.DataFrame, policy: Policy) -> None:
+        self.policy = policy
+        self.by_purpose: dict[tuple[str, str], list[dt.date]] = defaultdict(list)
+        self.by_channel: dict[tuple[str, str], list[dt.date]] = defaultdict(list)
+        for row in history.iter_rows(named=True):
+            self.add(row["customer_id"], row["purpose"], row["channel"], row["planned_for"])
+
+    def add(self, customer: str, purpose: str, channel: str, day: dt.date) -> None:
+        self.by_purpose[(customer, purpose)].append(day)
+        self.by_channel[(customer, channel)].append(day)
+
+    def _over(self, days: list[dt.date], caps, day: dt.date) -> Cap | None:
+        for cap in caps:
+            start = day - dt.timedelta(days=cap.days - 1)
+            if sum(1 for d in days if start <= d <= day) >= cap.max:
+                return cap
+        return None
+
+    def blocking(self, customer: str, purpose: str, channel: str, day: dt.date) -> str | None:
+        cap = self._over(
+            self.by_purpose[(customer, purpose)], self.policy.caps.get(purpose, ()), day
+        )
+        if cap:
+            return f"cap: {purpose} at most {cap.max} per {cap.days} days"
+        cap = self._over(
+            self.by_channel[(customer, channel)], self.policy.channel_caps.get(channel, ()), day
+        )
+        if cap:
+            return f"cap: {channel} at most {cap.max} per {cap.days} days"
+        return None
+
+    def next_allowed(self, customer: str, purpose: str, channel: str, day: dt.date) -> dt.date:
+        candidate = day + dt.timedelta(days=1)
+        while self.blocking(customer, purpose, channel, candidate):
+            candidate += dt.timedelta(days=1)
+        return candidate
+
+
+class _Owners:
+    """Daily capacity per owner, and round-robin assignment by industry for unowned customers."""
+
+    def __init__(self, staff: pl.DataFrame, policy: Policy) -> None:
+        self.capacity = {r["staff_id"]: r["daily_capacity"] for r in staff.iter_rows(named=True)}
+        self.used: dict[str, int] = defaultdict(int)
+        eligible = staff.filter(pl.col("role").is_in(list(policy.assign_roles)))
+        self.by_industry: dict[str, list[str]] = defaultdict(list)
+        self.anyone = eligible["staff_id"].to_list()
+        for row in eligible.iter_rows(named=True):
+            for industry in (row["industries"] or "").split(";"):
+                if industry.strip():
+                    self.by_industry[industry.strip()].append(row["staff_id"])
+        self.turn: dict[str, int] = defaultdict(int)
+
+    def take(self, owner: str | None, industry: str | None) -> tuple[str | None, str | None]:
+        """(owner, None) when someone has room today, else (owner or None, reason)."""
+        if owner is not None:
+            if owner not in self.capacity:
+                return owner, None  # an owner missing from staff: no capacity known, trust them
+            if self.used[owner] < self.capacity[owner]:
+                self.used[owner] += 1
+                return owner, None
+            return owner, f"owner {owner} at daily capacity {self.capacity[owner]}"
+        pool = self.by_industry.get(industry or "", []) or self.anyone
+        if not pool:
+            return None, "no staff to assign the task to"
+        key = industry or ""
+        for i in range(len(pool)):
+            staff_id = pool[(self.turn[key] + i) % len(pool)]
+            if self.used[staff_id] < self.capacity.get(staff_id, 0):
+                self.used[staff_id] += 1
+                self.turn[key] = (self.turn[key] + i + 1) % len(pool)
+                return staff_id, None
+        return None, f"every {industry or 'assignable'} owner at daily capacity"
+
+
+def _channel(
+    row: dict, policy: Policy, opt_outs: dict, start: dt.datetime
+) -> tuple[str | None, str]:
+    """The first of the step's channel and its fallbacks that may reach the customer, or why
+    none may."""
+    channels = [
+        row["channel"],
+        *((row["fallback_channels"] or "").split(",") if row["fallback_channels"] else []),
+    ]
+    reasons = []
+    for channel in channels:
+        why = _blocked(row, channel, policy, opt_outs.get(row["customer_id"], {}), start)
+        if why is None:
+            return channel, ""
+        reasons.append(why)
+    return None, "; ".join(reasons)
+
+
+def _blocked(
+    row: dict, channel: str, policy: Policy, opted: dict, start: dt.datetime
+) -> str | None:
+    for scope in (channel, "all"):
+        at = opted.get(scope)
+        if at is not None and at < start:
+            return f"opted out of {scope} at {at:%Y-%m-%d %H:%M}"
+    if channel in ("sms", "call", "visit") and not row["has_phone"]:
+        return f"no phone for {channel}"
+    if channel == "email" and not row["has_email"]:
+        return "no email"
+    if row["purpose"] == "marketing":
+        flag = policy.consent.get(channel)
+        if flag and not row.get(flag):
+            return f"no {flag} for marketing by {channel}"
+    return None
+
+
+def decide(
+    candidates: pl.DataFrame,
+    history: pl.DataFrame,
+    staff: pl.DataFrame,
+    opt_outs: dict,
+    as_of: dt.date,
+    start: dt.datetime,
+    policy: Policy,
+    dry_run: bool,
+) -> list[dict]:
+    """One decision per candidate, highest priority first within each customer's day."""
+    caps = _Caps(history, policy)
+    owners = _Owners(staff, policy)
+    ordered = candidates.sort(
+        ["priority", "due_at", "playbook", "step", "customer_id", "anchor_id"],
+        descending=[True, False, False, False, False, False],
+        nulls_last=True,
+    )
+    decisions = []
+    for row in ordered.iter_rows(named=True):
+        decision = dict(row)
+        decision["planned_for"] = as_of
+        late = (as_of - row["first_due_date"]).days
+        channel, why = _channel(row, policy, opt_outs, start)
+        decision["channel"] = channel or row["channel"]
+        if late > policy.max_deferral_days:
+            decision.update(status="suppressed", reason=f"deferred {late} days, beyond the limit")
+        elif channel is None:
+            decision.update(status="suppressed", reason=why)
+        elif row["variant"] == "holdout":
+            decision.update(status="held_out", reason="experiment holdout: no message")
+        elif blocking := caps.blocking(row["customer_id"], row["purpose"], channel, as_of):
+            later = caps.next_allowed(row["customer_id"], row["purpose"], channel, as_of)
+            decision.update(status="deferred", reason=blocking, planned_for=later)
+        else:
+            reason = ""
+            if channel in TASK_CHANNELS:
+                owner, full = owners.take(row["owner_id"], row["industry"])
+                decision["owner_id"] = owner
+                if full:
+                    later = calendar.next_workday(as_of + dt.timedelta(days=1))
+                    decision.update(status="deferred", reason=full, planned_for=later)
+                    decisions.append(decision)
+                    continue
+                if row["owner_id"] is None:
+                    reason = f"assigned to {owner} by industry"
+            caps.add(row["customer_id"], row["purpose"], channel, as_of)
+            decision.update(status="dry_run" if dry_run else "pending", reason=reason or None)
+        decisions.append(decision)
+    return decisions
+
+
+def plan(
+    db_path: Path, as_of: dt.date, *, dry_run: bool, business_tz: str, policy: Policy | None = None
+) -> PlanReport:
+    """Decide today's follow-ups and write them to the ledger, in one transaction."""
+    policy = policy or Policy.load()
+    start = dt.datetime.combine(as_of, dt.time(), tzinfo=ZoneInfo(business_tz))
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute(LEDGER_DDL)
+        con.execute(DIFF_DDL)
+        con.execute("begin")
+        known = {k for (k,) in con.execute("select idempotency_key from message_ledger").fetchall()}
+        # Re-planning a date: this date's unsent decisions are made again.
+        earlier = con.execute(
+            "select idempotency_key, playbook, status from message_ledger "
+            "where decided_on = ? and attempts = 0 and status <> 'sent'",
+            [as_of],
+        ).fetchall()
+        con.execute(
+            "delete from message_ledger where decided_on = ? and attempts = 0 and status <> 'sent'",
+            [as_of],
+        )
+        candidates = _candidates(con, as_of)
+        longest = max((c.days for caps in policy.caps.values() for c in caps), default=1)
+        longest = max([longest, *(c.days for caps in policy.channel_caps.values() for c in caps)])
+        history = _history(con, as_of, longest)
+        decisions = decide(
+            candidates, history, _staff(con), _opt_outs(con, start), as_of, start, policy, dry_run
+        )
+        rows = _ledger_rows(decisions, as_of, start)
+        con.execute(
+            "delete from message_ledger where idempotency_key in (select unnest(?))",
+            [[r["idempotency_key"] for r in rows]],
+        )
+        if rows:
+            frame = pl.DataFrame(rows).drop("carried")  # noqa: F841 - read by the insert below
+            con.execute("insert into message_ledger by name select * from frame")
+        report = _report(as_of, dry_run, rows, earlier, known)
+        con.execute("delete from plan_diff where as_of_date = ?", [as_of])
+        if report.diff:
+            diff = pl.DataFrame(report.diff)  # noqa: F841
+            con.execute("insert into plan_diff by name select * from diff")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.close()
+    return report
+
+
+def _ledger_rows(decisions: list[dict], as_of: dt.date, start: dt.datetime) -> list[dict]:
+    rows = []
+    for d in decisions:
+        key = idempotency_key(d["playbook"], d["step"], d["customer_id"], d["anchor_id"])
+        rows.append(
+            {
+                "message_id": message_id(key),
+                "idempotency_key": key,
+                "customer_id": d["customer_id"],
+                "playbook": d["playbook"],
+                "step": d["step"],
+                "anchor_id": d["anchor_id"],
+                "variant": d["variant"],
+                "channel": d["channel"],
+                "purpose": d["purpose"],
+                "priority": d["priority"],
+                "owner_id": d["owner_id"],
+                "first_due_date": d["first_due_date"],
+                "planned_for": d["planned_for"],
+                "decided_on": as_of,
+                "due_at": d["due_at"],
+                "status": d["status"],
+                "reason": d["reason"],
+                "attempts": 0,
+                "created_at": start,
+                "updated_at": start,
+                "carried": d["carried"],
+            }
+        )
+    return rows
+
+
+def _report(as_of, dry_run, rows, earlier, known) -> PlanReport:
+    counts: dict[str, int] = defaultdict(int)
+    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    now_keys = {r["idempotency_key"] for r in rows}
+    for r in rows:
+        counts[r["status"]] += 1
+        p = per[r["playbook"]]
+        if r["carried"]:
+            p["carried"] += 1
+        elif r["idempotency_key"] not in known:
+            p["new"] += 1
+        p[{"dry_run": "planned", "pending": "planned"}.get(r["status"], r["status"])] += 1
+    for key, playbook, _status in earlier:
+        if key not in now_keys:
+            per[playbook]["dropped"] += 1
+    diff = [
+        {
+            "as_of_date": as_of,
+            "playbook": playbook,
+            **{
+                k: int(v.get(k, 0))
+                for k in (
+                    "new",
+                    "carried",
+                    "planned",
+                    "deferred",
+                    "suppressed",
+                    "held_out",
+                    "dropped",
+                )
+            },
+        }
+        for playbook, v in sorted(per.items())
+    ]
+    return PlanReport(as_of=as_of, dry_run=dry_run, counts=dict(counts), diff=diff)
