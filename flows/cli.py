@@ -19,7 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Customer follow-up (回访) automation: ingest, validate, model, plan, dispatch, learn.",
 )
-console = Console()
+# Wide enough for the tables when the output is a file or a pipe (rich falls back to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 
