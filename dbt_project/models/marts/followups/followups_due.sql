@@ -129,7 +129,7 @@ earlier_anchors as (
         on
             anchored.customer_id = anchors.customer_id
             and anchored.anchor_kind = anchors.anchor_kind
-            and anchors.anchor_at < anchored.anchor_at
+            and anchored.anchor_at > anchors.anchor_at
     group by anchored.customer_id, anchored.playbook, anchored.step, anchored.anchor_id
 ),
 
