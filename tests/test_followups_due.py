@@ -263,6 +263,10 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build_company(root, root / "source", root / "playbooks", RUN_DATES)
 
 
+# a complaint anchor is the ticket and the resolution it is a follow-up of
+M1_TICKET = "T-M1@2026-11-19 22:30:00+08"
+
+
 def _due(db: Path, as_of: dt.date, playbook: str) -> list[tuple]:
     """(customer, step, anchor, channel, due time in Asia/Shanghai) of the named customers."""
     return query(
@@ -338,13 +342,13 @@ def test_complaint_call_moves_into_the_call_window_and_onto_a_working_day(db: Pa
     # M1 resolved Thu 22:30: call 24 h later is Fri 22:30, after 18:00 -> Sat 09:00 -> Mon 09:00;
     # the SMS survey 72 h later is Sun 22:30, after 20:00 -> Mon 09:00
     assert _due(db, MONDAY, "t_complaint") == [
-        ("M1", "call", "T-M1", "call", "2026-11-23 09:00"),
-        ("M1", "survey", "T-M1", "sms", "2026-11-23 09:00"),
+        ("M1", "call", M1_TICKET, "call", "2026-11-23 09:00"),
+        ("M1", "survey", M1_TICKET, "sms", "2026-11-23 09:00"),
     ]
     # M3 resolved Wed 23:00: the survey (Sat 23:00) goes out on Sunday morning, an SMS needs no
     # working day; M4's ticket was opened again, so its survey (Sun 10:00) is not due
     assert _due(db, SUNDAY, "t_complaint") == [
-        ("M3", "survey", "T-M3", "sms", "2026-11-22 09:00"),
+        ("M3", "survey", "T-M3@2026-11-18 23:00:00+08", "sms", "2026-11-22 09:00"),
     ]
     assert _due(db, TUESDAY, "t_complaint") == []
 
@@ -355,7 +359,7 @@ def test_a_complaint_call_due_on_national_day_moves_to_the_first_working_day_aft
     # H1 resolved 09-30 10:00: 24 h later is 10-01, National Day (1-7 October); chinese-calendar
     # makes Thursday 10-08 the first working day after it
     assert _due(db, NATIONAL_DAY_CALL, "t_complaint") == [
-        ("H1", "call", "T-H1", "call", "2026-10-08 09:00"),
+        ("H1", "call", "T-H1@2026-09-30 10:00:00+08", "call", "2026-10-08 09:00"),
     ]
     planned = query(
         db,
@@ -368,7 +372,7 @@ def test_a_complaint_call_due_on_national_day_moves_to_the_first_working_day_aft
     assert planned == [("2026-10-01 10:00",)]
     # ... and on the make-up Saturday, 10-10, a call is due (H2 resolved Fri 10-09 11:00)
     assert _due(db, MAKE_UP_SATURDAY, "t_complaint") == [
-        ("H2", "call", "T-H2", "call", "2026-10-10 11:00"),
+        ("H2", "call", "T-H2@2026-10-09 11:00:00+08", "call", "2026-10-10 11:00"),
     ]
 
 
@@ -585,8 +589,10 @@ def test_no_follow_up_is_due_twice(db: Path) -> None:
 
 
 def test_nothing_from_the_run_morning_or_later_triggers_anything(db: Path) -> None:
-    # P1 ordered 23:55 the evening before: the 30-minute call moves into Monday's window
+    # P1 ordered 23:55 the evening before: the 30-minute call moves into Monday's window;
+    # J's order of Friday 10:00 was first seen on Saturday, so its call waited for Monday
     assert _due(db, MONDAY, "t_order_call") == [
+        ("J", "call", "J-2", "call", "2026-11-23 09:00"),
         ("P1", "call", "P1-1", "call", "2026-11-23 09:00"),
     ]
     # K2's order at 2026-11-23 00:05 is after the 11-23 run's morning: it triggers nothing then
@@ -609,12 +615,6 @@ def test_nothing_from_the_run_morning_or_later_triggers_anything(db: Path) -> No
     assert _due(db, MONDAY, "hot_lead") == [("L2", "call", "L-2", "call", "2026-11-23 09:00")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a step whose due time falls on the day before the run (e.g. 30 min after an order "
-    "or lead on a working day afternoon) is never due: the run that first sees the anchor only "
-    "keeps follow-ups whose due date equals as_of, and the one before could not see it",
-)
 def test_a_short_offset_follow_up_is_due_on_the_first_run_that_sees_its_anchor(
     db: Path,
 ) -> None:
@@ -628,7 +628,7 @@ def test_a_short_offset_follow_up_is_due_on_the_first_run_that_sees_its_anchor(
     assert rows == [("L1", "hot_lead"), ("P3", "t_order_call")]
 
 
-# --- known bugs, on a company of their own (so that the cases above stay exact) --------------
+# --- bugs found and fixed, on a company of their own (so that the cases above stay exact) ----
 
 
 @pytest.fixture(scope="module")
@@ -654,24 +654,13 @@ def bug_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build_company(root, root / "source", None, (MONDAY,))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="anchor_id of complaint_resolved is the ticket id: two complaints on one ticket "
-    "resolved together are two anchors with the same id, and each step is due twice",
-)
 def test_two_complaints_on_one_ticket_give_one_call_and_one_survey(bug_db: Path) -> None:
     assert _due(bug_db, MONDAY, "complaint_recovery") == [
-        ("CD", "call", "T-CD", "call", "2026-11-23 09:00"),
-        ("CD", "survey", "T-CD", "sms", "2026-11-23 09:00"),
+        ("CD", "call", "T-CD@2026-11-19 22:30:00+08", "call", "2026-11-23 09:00"),
+        ("CD", "survey", "T-CD@2026-11-19 22:30:00+08", "sms", "2026-11-23 09:00"),
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a state's first due day is the local date (customer's time zone) of the instant it "
-    "began, midnight in Shanghai: for a customer behind Shanghai that is the day before the "
-    "first run that sees the state, so the follow-up is never due then",
-)
 def test_dormancy_of_a_new_york_customer_is_due_on_the_day_it_began(bug_db: Path) -> None:
     # KN's last order was 08-25, as K's: dormant from 11-23, as K is
     since = query(bug_db, "select since from customer_tags where customer_id = 'KN'")
@@ -680,12 +669,6 @@ def test_dormancy_of_a_new_york_customer_is_due_on_the_day_it_began(bug_db: Path
     assert due == [("KN", "offer", "sms", "2026-11-23 23:00")]  # 10:00 in New York
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="churn_warning begins (`since`) 30 days after the last login, but the tag is first "
-    "seen the run after that day; the state's due day has passed, so the first care message "
-    "comes only `reentry.days` (30) later",
-)
 def test_churn_warning_care_is_due_on_the_first_run_that_sees_the_warning(bug_db: Path) -> None:
     tags = query(
         bug_db,

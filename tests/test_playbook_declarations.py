@@ -217,15 +217,10 @@ def test_non_yaml_is_one_line_naming_the_file(tmp_path: Path) -> None:
         load_playbooks(tmp_path)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"{path}: not YAML: ")
+    assert message.startswith(f"{path}: playbook complaint_recovery: not YAML: ")
     assert "line 11" in message  # where the parser gave up
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a non-YAML file's error is 'file: not YAML: ...' without the 'playbook <name>:' part "
-    "every other PlaybookError has (the name in the file, or at least the file's stem, is known)",
-)
 def test_non_yaml_error_names_the_playbook_like_every_other_error(tmp_path: Path) -> None:
     path = _copy_shipped(tmp_path, "complaint_recovery")
     _break_yaml(path)

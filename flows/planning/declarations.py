@@ -235,7 +235,8 @@ def load_playbook(path: Path, root: Path | None = None) -> Playbook:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise PlaybookError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+        problem = " ".join(str(exc).split())
+        raise PlaybookError(f"{path}: playbook {path.stem}: not YAML: {problem}") from None
     name = data.get("name", path.stem) if isinstance(data, dict) else path.stem
     if not isinstance(data, dict):
         raise PlaybookError(f"{path}: playbook {name}: a playbook is a mapping of fields")

@@ -1,7 +1,8 @@
 {#- Everything a playbook can be anchored on, one row per anchor: the entity's time, its id (so
     one customer can be in several journeys at once: two contracts, two complaints), and the
-    attributes a trigger's `where` can narrow by. States are the rule tags, anchored on the
-    time each began. -#}
+    attributes a trigger's `where` can narrow by, and `visible_at`: when the anchor became
+    known (the first run that can see it is the next morning). States are the rule tags,
+    anchored on the time each began. -#}
 with
 
 orders as (
@@ -49,7 +50,8 @@ anchors as (
         cast(null as {{ dbt.type_string() }}) as lead_form,
         cast(null as {{ dbt.type_string() }}) as lead_source,
         product_category,
-        cast(null as {{ dbt.type_timestamp() }}) as reopened_at
+        cast(null as {{ dbt.type_timestamp() }}) as reopened_at,
+        ordered_at as visible_at
     from first_orders
 
     union all
@@ -62,7 +64,8 @@ anchors as (
         null as lead_form,
         null as lead_source,
         product_category,
-        null as reopened_at
+        null as reopened_at,
+        ordered_at as visible_at
     from paid_orders
 
     union all
@@ -75,7 +78,8 @@ anchors as (
         null as lead_form,
         null as lead_source,
         null as product_category,
-        null as reopened_at
+        null as reopened_at,
+        signed_at as visible_at
     from contracts
     where signed_at is not null
 
@@ -89,7 +93,8 @@ anchors as (
         null as lead_form,
         null as lead_source,
         null as product_category,
-        null as reopened_at
+        null as reopened_at,
+        go_live_at as visible_at
     from contracts
     where go_live_at is not null
 
@@ -103,21 +108,26 @@ anchors as (
         null as lead_form,
         null as lead_source,
         null as product_category,
-        null as reopened_at
+        null as reopened_at,
+        -- a contract without a signing date has always been known
+        coalesce(signed_at, {{ local_midnight("'1970-01-01'") }}) as visible_at
     from contracts
     where contract_state <> 'expired'
 
+    -- one anchor per resolution of a ticket, however many complaints it carried
     union all
-    select
+    select distinct
         customer_id,
         'complaint_resolved' as anchor_kind,
-        coalesce(ticket_id, complaint_key) as anchor_id,
+        coalesce(ticket_id, complaint_key) || '@' || cast(resolved_at as {{ dbt.type_string() }})
+            as anchor_id,
         resolved_at as anchor_at,
         null as lead_intent,
         null as lead_form,
         null as lead_source,
         null as product_category,
-        reopened_at
+        reopened_at,
+        resolved_at as visible_at
     from complaints
     where resolved_at is not null
 
@@ -139,7 +149,8 @@ anchors as (
         lead_form,
         lead_source,
         null as product_category,
-        null as reopened_at
+        null as reopened_at,
+        occurred_at as visible_at
     from events
     where
         event_type in (
@@ -165,7 +176,8 @@ anchors as (
         null as lead_form,
         null as lead_source,
         null as product_category,
-        null as reopened_at
+        null as reopened_at,
+        since as visible_at
     from tags
     where
         source = 'rule'

@@ -79,6 +79,7 @@ anchored as (
         anchors.anchor_id,
         anchors.anchor_at,
         anchors.reopened_at,
+        anchors.visible_at,
         steps.playbook,
         steps.step,
         customers.timezone,
@@ -106,10 +107,14 @@ anchored as (
                 or anchors.product_category = steps.where_product_category
             )
     inner join customers on anchors.customer_id = customers.customer_id
-    -- a cheap bound before any time zone work: due within the look-back, give or take a day
+    -- a cheap bound before any time zone work: due within the look-back (or first seen in it),
+    -- give or take a day
     where
-        {{ dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at') }}
-        >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
+        (
+            {{ dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at') }}
+            >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
+            or anchors.visible_at >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
+        )
         and {{ dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at') }}
         < {{ dbt.dateadd('day', 2, as_of_start()) }}
 ),
@@ -142,6 +147,7 @@ after_candidates as (
         anchored.anchor_id,
         anchored.anchor_at,
         anchored.reopened_at,
+        anchored.visible_at,
         anchored.timezone,
         anchored.planned_local
     from anchored
@@ -169,6 +175,7 @@ state_starts as (
         anchors.anchor_kind,
         anchors.anchor_id,
         anchors.anchor_at,
+        anchors.visible_at,
         steps.playbook,
         steps.step,
         steps.reentry_rule,
@@ -210,6 +217,7 @@ state_candidates as (
         || ':' || cast(occurrence as {{ dbt.type_string() }}) as anchor_id,
         anchor_at,
         cast(null as {{ dbt.type_timestamp() }}) as reopened_at,
+        visible_at,
         timezone,
         {{ dbt.dateadd(
             'minute',
@@ -264,6 +272,7 @@ cadence_candidates as (
         'cadence:' || tier || ':' || cast(cycle_date as {{ dbt.type_string() }}) as anchor_id,
         {{ local_midnight('cycle_date') }} as anchor_at,
         cast(null as {{ dbt.type_timestamp() }}) as reopened_at,
+        cast(null as {{ dbt.type_timestamp() }}) as visible_at,
         timezone,
         {{ dbt.dateadd(
             'minute', 'send_at_minutes', 'cast(cycle_date as ' ~ dbt.type_timestamp() ~ ')'
@@ -271,12 +280,70 @@ cadence_candidates as (
     from cadence_days
 ),
 
-candidates as (
+all_candidates as (
     select * from after_candidates
     union all
     select * from state_candidates
     union all
     select * from cadence_candidates
+),
+
+-- A follow-up cannot be due before the first run that can see its anchor: the next morning
+-- after the anchor (a state seen from the midnight it began, that morning), e.g. a call 30
+-- minutes after a lead that came in yesterday afternoon.
+first_runs as (
+    select
+        all_candidates.*,
+        steps.send_at_minutes,
+        case
+            when
+                all_candidates.visible_at
+                = {{ local_midnight(local_date('all_candidates.visible_at')) }}
+                then all_candidates.visible_at
+            else {{ local_midnight(dbt.dateadd('day', 1, local_date('all_candidates.visible_at'))) }}
+        end as first_run_at
+    from all_candidates
+    inner join steps
+        on all_candidates.playbook = steps.playbook and all_candidates.step = steps.step
+),
+
+first_run_local as (
+    select
+        *,
+        {{ to_local('first_run_at', 'timezone') }} as first_run_local
+    from first_runs
+),
+
+-- planned before that run: on its day at the declared local send time (the next day's, if the
+-- run comes later than that), or at once without one
+candidates as (
+    select
+        customer_id,
+        playbook,
+        step,
+        anchor_kind,
+        anchor_id,
+        anchor_at,
+        reopened_at,
+        timezone,
+        case
+            when first_run_local is null or planned_local >= first_run_local then planned_local
+            when send_at_minutes is null then first_run_local
+            when
+                {{ dbt.dateadd(
+                    'minute', 'send_at_minutes',
+                    'cast(cast(first_run_local as date) as ' ~ dbt.type_timestamp() ~ ')'
+                ) }} >= first_run_local
+                then {{ dbt.dateadd(
+                    'minute', 'send_at_minutes',
+                    'cast(cast(first_run_local as date) as ' ~ dbt.type_timestamp() ~ ')'
+                ) }}
+            else {{ dbt.dateadd(
+                'minute', 'send_at_minutes + 1440',
+                'cast(cast(first_run_local as date) as ' ~ dbt.type_timestamp() ~ ')'
+            ) }}
+        end as planned_local
+    from first_run_local
 ),
 
 -- into the channel's send window, then onto a working day where the channel needs one
@@ -336,10 +403,11 @@ on_working_day as (
         on cast(in_window.windowed_local as date) = next_workdays.calendar_date
 ),
 
+-- due on the run's day in the business time zone (10:00 in New York is 23:00 in Shanghai)
 due_today as (
     select *
     from on_working_day
-    where cast(due_local as date) = {{ as_of_date() }}
+    where {{ local_date(from_local('due_local', 'timezone')) }} = {{ as_of_date() }}
 ),
 
 -- exits and audience, as of the run's morning
