@@ -41,10 +41,25 @@ def ingest_core(source: Path, db: Path, as_of: str, entities: tuple[str, ...] = 
 
 def dbt_build(db: Path, as_of: str, full_refresh: bool) -> None:
     """The daily dbt build (models, seeds, data tests) through prefect-dbt, outside a flow."""
+    import json
+
     from flows.build import build
     from flows.settings import Settings
 
-    build(db, dt.date.fromisoformat(as_of), Settings.from_env(), full_refresh=full_refresh)
+    nodes = build(db, dt.date.fromisoformat(as_of), Settings.from_env(), full_refresh=full_refresh)
+    # per-node seconds, for the share of the follow-up models in the build
+    timings = {f"{n.resource_type}:{n.name}": n.seconds for n in nodes}
+    db.with_suffix(".nodes.json").write_text(json.dumps(timings, indent=1))
+
+
+def plan(db: Path, as_of: str) -> None:
+    """The day's plan (consent, caps, owners) into the ledger, as a dry run."""
+    from flows.planning.plan import plan as plan_day
+    from flows.settings import Settings
+
+    plan_day(
+        db, dt.date.fromisoformat(as_of), dry_run=True, business_tz=Settings.from_env().business_tz
+    )
 
 
 def new_day(source: Path, out: Path, as_of: str) -> None:
@@ -84,6 +99,8 @@ if __name__ == "__main__":
         ingest_core(Path(args[0]), Path(args[1]), args[2], *([tuple(args[3:])] if args[3:] else []))
     elif stage == "dbt_build":
         dbt_build(Path(args[0]), args[1], full_refresh="--full-refresh" in args[2:])
+    elif stage == "plan":
+        plan(Path(args[0]), args[1])
     elif stage == "new_day":
         new_day(Path(args[0]), Path(args[1]), args[2])
     elif stage == "generate":
