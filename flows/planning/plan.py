@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -89,9 +90,13 @@ class Policy:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
         def caps(block: dict) -> dict[str, tuple[Cap, ...]]:
-            return {
+            out = {
                 k: tuple(Cap(int(c["max"]), int(c["days"])) for c in v) for k, v in block.items()
             }
+            for name, limits in out.items():
+                if any(cap.max < 1 or cap.days < 1 for cap in limits):
+                    raise ValueError(f"{path}: cap {name}: max and days must be at least 1")
+            return out
 
         return cls(
             caps=caps(data.get("caps", {})),
@@ -133,11 +138,18 @@ def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
         carried as (
             select l.customer_id, l.playbook, l.step, l.anchor_id, l.variant, l.channel,
                 l.purpose, l.priority, l.owner_id,
-                l.due_at + to_days(cast(datediff('day', l.first_due_date, $as_of) as integer)),
+                l.due_at + to_days(cast(datediff('day', l.decided_on, $as_of) as integer)),
                 s.fallback_channels, s.is_task, l.first_due_date, true as carried
             from message_ledger l
             left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
-            where l.status = 'deferred' and l.planned_for <= $as_of and l.decided_on < $as_of
+            where
+                -- deferred to today (or earlier) by an earlier day's run
+                (l.status = 'deferred' and l.planned_for <= $as_of and l.decided_on < $as_of)
+                -- or carried into today by an earlier run of today, now made again
+                or (
+                    l.decided_on = $as_of and l.first_due_date < $as_of
+                    and l.attempts = 0 and l.status <> 'sent'
+                )
         ),
         both_kinds as (
             select * from due
@@ -193,7 +205,7 @@ def _history(con: duckdb.DuckDBPyConnection, as_of: dt.date, days: int) -> pl.Da
 
 def _staff(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return con.sql(
-        "select staff_id, role, industries, coalesce(daily_capacity, 0) as daily_capacity "
+        "select staff_id, role, industries, daily_capacity "
         "from staging.stg_raw__staff order by staff_id"
     ).pl()
 
@@ -243,7 +255,11 @@ class _Owners:
     """Daily capacity per owner, and round-robin assignment by industry for unowned customers."""
 
     def __init__(self, staff: pl.DataFrame, policy: Policy) -> None:
-        self.capacity = {r["staff_id"]: r["daily_capacity"] for r in staff.iter_rows(named=True)}
+        # a staff member without a daily_capacity is not limited
+        self.capacity = {
+            r["staff_id"]: math.inf if r["daily_capacity"] is None else r["daily_capacity"]
+            for r in staff.iter_rows(named=True)
+        }
         self.used: dict[str, int] = defaultdict(int)
         eligible = staff.filter(pl.col("role").is_in(list(policy.assign_roles)))
         self.by_industry: dict[str, list[str]] = defaultdict(list)
@@ -281,10 +297,8 @@ def _channel(
 ) -> tuple[str | None, str]:
     """The first of the step's channel and its fallbacks that may reach the customer, or why
     none may."""
-    channels = [
-        row["channel"],
-        *((row["fallback_channels"] or "").split(",") if row["fallback_channels"] else []),
-    ]
+    fallbacks = [c.strip() for c in (row["fallback_channels"] or "").split(",") if c.strip()]
+    channels = [row["channel"], *fallbacks]
     reasons = []
     for channel in channels:
         why = _blocked(row, channel, policy, opt_outs.get(row["customer_id"], {}), start)
@@ -300,7 +314,7 @@ def _blocked(
     for scope in (channel, "all"):
         at = opted.get(scope)
         if at is not None and at < start:
-            return f"opted out of {scope} at {at:%Y-%m-%d %H:%M}"
+            return f"opted out of {scope} at {at.astimezone(start.tzinfo):%Y-%m-%d %H:%M}"
     if channel in ("sms", "call", "visit") and not row["has_phone"]:
         return f"no phone for {channel}"
     if channel == "email" and not row["has_email"]:
@@ -372,10 +386,12 @@ def plan(
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=ZoneInfo(business_tz))
     con = duckdb.connect(str(db_path))
     try:
+        con.execute("set TimeZone = ?", [business_tz])
         con.execute(LEDGER_DDL)
         con.execute(DIFF_DDL)
         con.execute("begin")
         known = {k for (k,) in con.execute("select idempotency_key from message_ledger").fetchall()}
+        candidates = _candidates(con, as_of)
         # Re-planning a date: this date's unsent decisions are made again.
         earlier = con.execute(
             "select idempotency_key, playbook, status from message_ledger "
@@ -386,7 +402,14 @@ def plan(
             "delete from message_ledger where decided_on = ? and attempts = 0 and status <> 'sent'",
             [as_of],
         )
-        candidates = _candidates(con, as_of)
+        # A follow-up already decided on another day, or sent, is not decided again.
+        kept = {k for (k,) in con.execute("select idempotency_key from message_ledger").fetchall()}
+        keys = [
+            idempotency_key(*key)
+            for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()
+        ]
+        fresh = [c or k not in kept for c, k in zip(candidates["carried"], keys, strict=True)]
+        candidates = candidates.filter(pl.Series(fresh, dtype=pl.Boolean))
         longest = max((c.days for caps in policy.caps.values() for c in caps), default=1)
         longest = max([longest, *(c.days for caps in policy.channel_caps.values() for c in caps)])
         history = _history(con, as_of, longest)
