@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -68,21 +69,27 @@ def _quiet_prefect() -> None:
                 handler.addFilter(lambda record: record.levelno < logging.ERROR)
 
 
+@contextmanager
+def _one_line_errors(*ours: type[Exception]):
+    """Our own errors are already one line; an API source, a playbook or a broken file gives
+    the first line of its message. Anything else is a bug and keeps its traceback."""
+    from adapters.sources.http_api import HttpSourceError
+
+    try:
+        yield
+    except ours as exc:
+        _fail(str(exc))
+    except (HttpSourceError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc).splitlines()[0])
+
+
 def _run_ingest(source: Path | None, db: Path, as_of: dt.date | None, sources_file: Path | None):
     _quiet_prefect()
     from flows.ingest import ingest_flow
     from flows.ingestion.load import IngestError
 
-    try:
+    with _one_line_errors(IngestError):
         return ingest_flow(source=source, db=db, as_of=as_of, sources_file=sources_file)
-    except IngestError as exc:
-        _fail(str(exc))
-    except Exception as exc:  # an API source or a broken file: still one line for the user
-        from adapters.sources.http_api import HttpSourceError
-
-        if isinstance(exc, HttpSourceError | ValueError | FileNotFoundError):
-            _fail(str(exc).splitlines()[0])
-        raise
 
 
 def _run_daily(
@@ -98,7 +105,7 @@ def _run_daily(
     from flows.daily import daily_flow
     from flows.ingestion.load import IngestError
 
-    try:
+    with _one_line_errors(IngestError, BuildError):
         return daily_flow(
             as_of=as_of,
             source=source,
@@ -107,14 +114,14 @@ def _run_daily(
             full_refresh=full_refresh,
             dry_run=dry_run,
         )
-    except (IngestError, BuildError) as exc:
-        _fail(str(exc))
-    except Exception as exc:
-        from adapters.sources.http_api import HttpSourceError
 
-        if isinstance(exc, HttpSourceError | ValueError | FileNotFoundError):
-            _fail(str(exc).splitlines()[0])
-        raise
+
+def print_build(build) -> None:
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(build.counts.items()))
+    console.print(
+        f"dbt build as of {build.as_of}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
+        f"({counts})"
+    )
 
 
 def print_models(db: Path) -> None:
@@ -241,11 +248,7 @@ def run(
     result = _run_daily(source, db, run_date, sources, full_refresh, dry_run)
     if result.ingest is not None:
         print_report(result.ingest, db)
-    build = result.build
-    console.print(
-        f"dbt build as of {run_date}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
-        f"({', '.join(f'{s} {n}' for s, n in sorted(build.counts.items()))})"
-    )
+    print_build(result.build)
     print_models(db)
     print_plan(result.plan)
     if not dry_run and result.plan.counts.get("pending"):
@@ -318,11 +321,7 @@ def demo(
     # Two run dates four weeks apart, so the tier history has a month to compare (tier_changes).
     for day in (run_date - dt.timedelta(days=28), run_date):
         result = _run_daily(None, db, day, None, full_refresh=False, dry_run=True)
-        build = result.build
-        console.print(
-            f"dbt build as of {day}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
-            f"({', '.join(f'{s} {n}' for s, n in sorted(build.counts.items()))})"
-        )
+        print_build(result.build)
     print_models(db)
     print_plan(result.plan)
     console.print(

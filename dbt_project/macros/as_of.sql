@@ -38,3 +38,13 @@
 {% macro clock_minutes(clock) -%}
     {{ (clock.split(':')[0] | int) * 60 + (clock.split(':')[1] | int) }}
 {%- endmacro %}
+
+{#- The start (edge 0) or end (edge 1) of a channel's send window, in minutes after local
+    midnight, for a channel column (var send_windows). -#}
+{% macro send_window_minutes(channel, edge) -%}
+    case {{ channel }}
+        {%- for name, window in var('send_windows').items() %}
+            when '{{ name }}' then {{ clock_minutes(window[edge]) }}
+        {%- endfor %}
+    end
+{%- endmacro %}

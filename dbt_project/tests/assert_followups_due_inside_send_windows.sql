@@ -1,6 +1,5 @@
 {#- Every follow-up due on the run date falls inside its channel's send window, in the
     customer's local time, and calls and visits fall on working days. -#}
-{%- set windows = var('send_windows') -%}
 
 with
 
@@ -28,16 +27,8 @@ checked as (
     select
         local_times.*,
         {{ minute_of_day('local_times.due_local') }} as due_minute,
-        case local_times.channel
-            {%- for channel, window in windows.items() %}
-                when '{{ channel }}' then {{ clock_minutes(window[0]) }}
-            {%- endfor %}
-        end as window_start,
-        case local_times.channel
-            {%- for channel, window in windows.items() %}
-                when '{{ channel }}' then {{ clock_minutes(window[1]) }}
-            {%- endfor %}
-        end as window_end,
+        {{ send_window_minutes('local_times.channel', 0) }} as window_start,
+        {{ send_window_minutes('local_times.channel', 1) }} as window_end,
         calendar.is_workday
     from local_times
     left join calendar on cast(local_times.due_local as date) = calendar.calendar_date

@@ -403,7 +403,7 @@ def plan(
             [as_of],
         )
         # A follow-up already decided on another day, or sent, is not decided again.
-        kept = {k for (k,) in con.execute("select idempotency_key from message_ledger").fetchall()}
+        kept = known - {key for key, _, _ in earlier}
         keys = [
             idempotency_key(*key)
             for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()

@@ -17,7 +17,6 @@
 }}
 
 {%- set lookback = var('planning_lookback_days') -%}
-{%- set windows = var('send_windows') -%}
 
 with
 
@@ -351,16 +350,8 @@ windowed as (
     select
         candidates.*,
         steps.channel,
-        case steps.channel
-            {%- for channel, window in windows.items() %}
-                when '{{ channel }}' then {{ clock_minutes(window[0]) }}
-            {%- endfor %}
-        end as window_start,
-        case steps.channel
-            {%- for channel, window in windows.items() %}
-                when '{{ channel }}' then {{ clock_minutes(window[1]) }}
-            {%- endfor %}
-        end as window_end
+        {{ send_window_minutes('steps.channel', 0) }} as window_start,
+        {{ send_window_minutes('steps.channel', 1) }} as window_end
     from candidates
     inner join steps on candidates.playbook = steps.playbook and candidates.step = steps.step
     where cast(candidates.planned_local as date) >= {{ days_before_as_of(lookback) }}
