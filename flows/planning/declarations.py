@@ -89,6 +89,8 @@ class Step(_Strict):
     channel: Literal["sms", "email", "im", "call", "visit"]
     fallback: tuple[Literal["sms", "email", "im", "call", "visit"], ...] = ()
     template: str | None = None  # default: templates/<playbook>/<step>[.<variant>].j2
+    subject: str | None = None  # email subject (a template string); default in flows/dispatching
+    coupon: str | None = None  # coupon code prefix; each message gets its own code from it
     variants: tuple[Variant, ...] = ()
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
@@ -166,6 +168,42 @@ class Reentry(_Strict):
         return self
 
 
+TIERS = ("diamond", "gold", "silver", "basic")
+MISSED_ACTIONS = {
+    "specialist_task": "a 1-to-1 task for a specialist (staff of the policy's specialist role)",
+    "sms_care": "an SMS care message (template templates/_escalation/care.j2)",
+    "flag_downgrade": "the manual tag downgrade_candidate, for the tier review",
+    "stop": "no more follow-ups from this playbook for the customer",
+}
+
+
+class Missed(_Strict):
+    after: Annotated[int, Field(gt=0)]
+    then: Literal["specialist_task", "sms_care", "flag_downgrade", "stop"]
+
+
+class Escalation(_Strict):
+    """What happens when follow-ups go unanswered, evaluated daily from the ledger and feedback.
+
+    - `reminder_after`: a message with no reply, click or survey answer within this long gets
+      one reminder on the same channel;
+    - `unreachable_days`: a customer whose calls went unanswered (no_answer, busy, failed) on this
+      many days in a row gets a task for their owner's manager;
+    - `missed`: per tier, after this many missed follow-ups in a row, one action.
+    """
+
+    reminder_after: str | None = None
+    unreachable_days: Annotated[int, Field(gt=0)] | None = None
+    missed: dict[Literal["diamond", "gold", "silver", "basic"], Missed] = {}
+
+    @field_validator("reminder_after")
+    @classmethod
+    def _after(cls, value: str | None) -> str | None:
+        if value is not None and offset_minutes(value) <= 0:
+            raise ValueError(f"reminder_after {value}: give a positive duration, e.g. 24h")
+        return value
+
+
 class Playbook(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
     description: str
@@ -178,6 +216,7 @@ class Playbook(_Strict):
     )
     reentry: Reentry = Reentry()
     audience: dict[str, tuple[str, ...]] = {}
+    escalation: Escalation = Escalation()
     enabled: bool = True
 
     @field_validator("audience")

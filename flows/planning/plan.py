@@ -23,39 +23,12 @@ import polars as pl
 import yaml
 
 from flows.planning import calendar
+from flows.dispatching.store import ensure_tables
 from flows.planning.declarations import PLAYBOOK_DIR, TASK_CHANNELS
 
 CONTACT_STATUSES = ("sent", "pending", "dry_run")  # a contact, for the caps
 _NAMESPACE = uuid.UUID("0f6b1a52-52c1-4a8e-9b66-6f6c3e0a4d11")
 
-LEDGER_DDL = """
-create table if not exists message_ledger (
-    message_id varchar primary key,
-    idempotency_key varchar not null unique,
-    customer_id varchar not null,
-    playbook varchar not null,
-    step varchar not null,
-    anchor_id varchar not null,
-    variant varchar,
-    channel varchar,
-    purpose varchar not null,
-    priority integer not null,
-    owner_id varchar,
-    first_due_date date not null,
-    planned_for date not null,
-    decided_on date not null,
-    due_at timestamptz,
-    status varchar not null,
-    reason varchar,
-    attempts integer not null default 0,
-    created_at timestamptz not null,
-    updated_at timestamptz not null,
-    next_attempt_at timestamptz,
-    sent_at timestamptz,
-    provider_message_id varchar,
-    error varchar
-)
-"""
 DIFF_DDL = """
 create table if not exists plan_diff (
     as_of_date date not null,
@@ -387,7 +360,7 @@ def plan(
     con = duckdb.connect(str(db_path))
     try:
         con.execute("set TimeZone = ?", [business_tz])
-        con.execute(LEDGER_DDL)
+        ensure_tables(con)
         con.execute(DIFF_DDL)
         con.execute("begin")
         known = {k for (k,) in con.execute("select idempotency_key from message_ledger").fetchall()}
@@ -395,11 +368,12 @@ def plan(
         # Re-planning a date: this date's unsent decisions are made again.
         earlier = con.execute(
             "select idempotency_key, playbook, status from message_ledger "
-            "where decided_on = ? and attempts = 0 and status <> 'sent'",
+            "where decided_on = ? and attempts = 0 and status <> 'sent' and origin = 'plan'",
             [as_of],
         ).fetchall()
         con.execute(
-            "delete from message_ledger where decided_on = ? and attempts = 0 and status <> 'sent'",
+            "delete from message_ledger "
+            "where decided_on = ? and attempts = 0 and status <> 'sent' and origin = 'plan'",
             [as_of],
         )
         # A follow-up already decided on another day, or sent, is not decided again.

@@ -1,0 +1,82 @@
+"""Channel settings: `channels.yml` (or the embedded default, a local outbox for every channel).
+
+A value may be written `${ENV_VAR}` (read from the environment) or `${secret:block-name}` (a
+Prefect Secret block), so secrets never need to sit in the file. A reference that cannot be
+resolved stops the run with one line naming the channel and the variable, never the value.
+Relative paths (`out`) are relative to the settings file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adapters.channels import KINDS, ChannelConfigError
+
+CHANNEL_NAMES = ("sms", "email", "im", "call", "visit")
+_REFERENCE = re.compile(r"\$\{(secret:)?([A-Za-z0-9_.:-]+)\}")
+
+
+def default_channels(outbox: Path) -> dict[str, dict[str, Any]]:
+    """The embedded default: every message goes to a local outbox folder, nothing leaves."""
+    return {name: {"kind": "file", "out": str(outbox)} for name in CHANNEL_NAMES}
+
+
+def load_channels(path: Path | None, outbox: Path) -> dict[str, dict[str, Any]]:
+    """Channel name -> settings, references resolved. Channels the file does not name keep the
+    embedded default (the outbox)."""
+    channels = default_channels(outbox)
+    if path is None:
+        return channels
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ChannelConfigError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ChannelConfigError(f"{path}: a mapping of channel name to settings")
+    for name, settings in data.items():
+        if not isinstance(settings, dict):
+            raise ChannelConfigError(f"{path}: channel {name}: settings are a mapping")
+        if settings.get("kind") not in KINDS:
+            raise ChannelConfigError(
+                f"{path}: channel {name}: kind {settings.get('kind')!r} "
+                f"is not one of {', '.join(KINDS)}"
+            )
+        resolved = {k: _resolve(path, name, k, v) for k, v in settings.items()}
+        if "out" in resolved:
+            resolved["out"] = str((Path(path).parent / resolved["out"]).resolve())
+        channels[str(name)] = resolved
+    return channels
+
+
+def _resolve(path: Path, channel: str, key: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match) -> str:
+        name = match[2]
+        if match[1]:
+            return _secret(path, channel, key, name)
+        if name not in os.environ:
+            raise ChannelConfigError(
+                f"{path}: channel {channel}: {key} needs the environment variable {name}"
+            )
+        return os.environ[name]
+
+    return _REFERENCE.sub(lookup, value)
+
+
+def _secret(path: Path, channel: str, key: str, block: str) -> str:
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(block).get())
+    except Exception as exc:  # the block is missing, or the API is unreachable
+        raise ChannelConfigError(
+            f"{path}: channel {channel}: {key} needs the Prefect Secret block {block!r} "
+            f"({type(exc).__name__})"
+        ) from None

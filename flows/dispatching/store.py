@@ -1,0 +1,89 @@
+"""The tables dispatch shares with planning and analysis: `message_ledger` (one row per message,
+written before it is sent and updated after), `manual_followups` (tasks for people) and
+`escalations` (what the escalation rules decided, once each)."""
+
+from __future__ import annotations
+
+import duckdb
+
+LEDGER_DDL = """
+create table if not exists message_ledger (
+    message_id varchar primary key,
+    idempotency_key varchar not null unique,
+    customer_id varchar not null,
+    playbook varchar not null,
+    step varchar not null,
+    anchor_id varchar not null,
+    variant varchar,
+    channel varchar,
+    purpose varchar not null,
+    priority integer not null,
+    owner_id varchar,
+    first_due_date date not null,
+    planned_for date not null,
+    decided_on date not null,
+    due_at timestamptz,
+    status varchar not null,
+    reason varchar,
+    attempts integer not null default 0,
+    created_at timestamptz not null,
+    updated_at timestamptz not null,
+    next_attempt_at timestamptz,
+    sent_at timestamptz,
+    provider_message_id varchar,
+    error varchar,
+    origin varchar not null default 'plan',  -- plan, or escalation (reminders, care messages)
+    subject varchar,
+    body varchar,
+    segments integer
+)
+"""
+
+MANUAL_DDL = """
+create table if not exists manual_followups (
+    task_id varchar primary key,
+    customer_id varchar not null,
+    owner_id varchar,
+    reason varchar not null,
+    priority integer not null,
+    created_at timestamptz not null,
+    due_by timestamptz,
+    status varchar not null,  -- open, done, cancelled
+    kind varchar not null,  -- call, visit, manager_escalation, specialist
+    playbook varchar,
+    step varchar,
+    message_id varchar,  -- the ledger's message, for a call or visit task
+    script varchar
+)
+"""
+
+ESCALATIONS_DDL = """
+create table if not exists escalations (
+    escalation_id varchar primary key,
+    as_of_date date not null,
+    customer_id varchar not null,
+    playbook varchar not null,
+    rule varchar not null,  -- reminder, unreachable, missed
+    action varchar not null,  -- reminder, manager_task, specialist_task, sms_care, flag_downgrade, stop
+    tier varchar,
+    source_message_id varchar,
+    detail varchar,
+    created_at timestamptz not null
+)
+"""
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(LEDGER_DDL)
+    # a ledger from before dispatch existed gains the dispatch columns
+    have = {r[0] for r in con.execute("describe message_ledger").fetchall()}
+    for column, kind in (
+        ("origin", "varchar default 'plan'"),
+        ("subject", "varchar"),
+        ("body", "varchar"),
+        ("segments", "integer"),
+    ):
+        if column not in have:
+            con.execute(f"alter table message_ledger add column {column} {kind}")
+    con.execute(MANUAL_DDL)
+    con.execute(ESCALATIONS_DDL)
