@@ -103,6 +103,7 @@ def main() -> None:
         print(f"{stage}: {results[stage]}", flush=True)
 
     results.update(dbt_stages(source, work, env, options.runs))
+    results.update(dispatch_stages(work, env, options.runs))
     ratio = (
         results["ingest + validate"]["wall_s"] / results["duckdb_read_csv (reference)"]["wall_s"]
     )
@@ -181,6 +182,57 @@ def dbt_stages(source: Path, work: Path, env: dict[str, str], runs: int) -> dict
     print(f"plan: {results['plan (dry run: consent, caps, owners, ledger)']}", flush=True)
     full.unlink()
     base.unlink()
+    return results
+
+
+def dispatch_stages(work: Path, env: dict[str, str], runs: int) -> dict[str, dict]:
+    """Messages per second through `http_json`, ledger on, to a local gateway that answers at
+    once (its own process), for 10k and 100k pending messages."""
+    import socket
+
+    from benchmarks.dispatch_data import seed_pending
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.gateway", "--port", str(port)], cwd=ROOT, env=env
+    )
+    results = {}
+    try:
+        for _ in range(50):  # wait for the port
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        for n in (10_000, 100_000):
+            timings, inner = [], []
+            for run in range(runs):
+                db = work / "dispatch.duckdb"
+                db.unlink(missing_ok=True)
+                # a new range of customers each run: the gateway remembers every key it accepted
+                seed_pending(db, n, dt.date.fromisoformat(AS_OF), first=(run + 1) * 1_000_000)
+                timings.append(
+                    measure(["dispatch", str(db), f"http://127.0.0.1:{port}/send", AS_OF, "2"], env)
+                )
+                inner.append(json.loads(db.with_suffix(".dispatch.json").read_text()))
+                if inner[-1]["sent"] != n:
+                    raise SystemExit(f"dispatch sent {inner[-1]['sent']} of {n}")
+                db.unlink()
+            stage = f"dispatch {n // 1000}k messages (http_json, ledger on)"
+            results[stage] = median_of(timings)
+            seconds = statistics.median(r["seconds"] for r in inner)
+            results[stage]["messages_per_s"] = round(n / seconds)
+            results[stage]["worker_peak_rss_mib"] = max(r["worker_peak_rss_mib"] for r in inner)
+            print(
+                f"{stage}: {results[stage]['messages_per_s']:,} messages/s "
+                f"(target ≥ 2,000), peak RSS {results[stage]['peak_rss_mib']:.0f} MiB, "
+                f"workers {results[stage]['worker_peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
+    finally:
+        gateway.terminate()
+        gateway.wait()
     return results
 
 

@@ -85,6 +85,35 @@ def new_day(source: Path, out: Path, as_of: str) -> None:
     con.close()
 
 
+def dispatch(db: Path, url: str, as_of: str, processes: int) -> None:
+    """Send every pending message of the day through `http_json` to the gateway at `url`, with
+    the ledger on; writes the engine's own time and the peak memory of it and its workers."""
+    import json
+    import resource
+    import time
+
+    from flows.dispatching.dispatch import dispatch as send_day
+
+    channels = {"sms": {"kind": "http_json", "url": url, "processes": processes, "concurrency": 4}}
+    started = time.perf_counter()
+    report = send_day(
+        db, dt.date.fromisoformat(as_of), channels=channels, business_tz="Asia/Shanghai"
+    )
+    seconds = time.perf_counter() - started
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    db.with_suffix(".dispatch.json").write_text(
+        json.dumps(
+            {
+                "sent": report.counts["sms"]["sent"],
+                "seconds": seconds,
+                "peak_rss_mib": round(own, 1),
+                "worker_peak_rss_mib": round(workers, 1),
+            }
+        )
+    )
+
+
 def generate(source: Path, customers: int, as_of: str) -> None:
     from flows.demo_company import generate_company
 
@@ -103,6 +132,8 @@ if __name__ == "__main__":
         plan(Path(args[0]), args[1])
     elif stage == "new_day":
         new_day(Path(args[0]), Path(args[1]), args[2])
+    elif stage == "dispatch":
+        dispatch(Path(args[0]), args[1], args[2], int(args[3]))
     elif stage == "generate":
         generate(Path(args[0]), int(args[1]), args[2])
     else:

@@ -99,6 +99,7 @@ def _run_daily(
     sources_file: Path | None,
     full_refresh: bool,
     dry_run: bool = True,
+    channels: Path | None = None,
 ):
     _quiet_prefect()
     from flows.build import BuildError
@@ -113,6 +114,7 @@ def _run_daily(
             sources_file=sources_file,
             full_refresh=full_refresh,
             dry_run=dry_run,
+            channels=channels,
         )
 
 
@@ -158,7 +160,8 @@ _MODEL_SUMMARIES = {
     "fct_leads": "one row per lead with the time it reached each stage",
     "sales_funnel": "leads per stage and conversion, overall, per source channel and owner",
     "followups_due": "follow-ups the playbooks' triggers make due, per run date",
-    "message_ledger": "every follow-up's fate: planned, deferred, suppressed, held out",
+    "message_ledger": "every follow-up's fate: sent, failed, deferred, suppressed, held out",
+    "manual_followups": "call and visit tasks, and escalations, for staff",
 }
 
 
@@ -240,23 +243,39 @@ def run(
         bool, typer.Option("--full-refresh", help="Rebuild the incremental facts from raw")
     ] = False,
 ) -> None:
-    """One daily cycle for a date: ingest and validate, build the models, plan the follow-ups."""
+    """One daily cycle for a date: ingest and validate, build the models, plan the follow-ups and
+    send them (with --dry-run, nothing leaves the machine)."""
     run_date = _date(as_of)
     db = db or Settings.from_env().db_path
     if source is None and sources is None and not db.exists():
         _fail(f"{db} does not exist: give --source DIR to load data first")
-    result = _run_daily(source, db, run_date, sources, full_refresh, dry_run)
+    result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
     if result.ingest is not None:
         print_report(result.ingest, db)
     print_build(result.build)
     print_models(db)
     print_plan(result.plan)
-    if not dry_run and result.plan.counts.get("pending"):
-        console.print(
-            f"{result.plan.counts['pending']:,} messages are pending in message_ledger; "
-            "dispatching them to channels is not built yet, so nothing was sent."
-        )
+    print_dispatch(result.dispatch)
     _silence_teardown()
+
+
+def print_dispatch(report) -> None:
+    mode = "dry run: rendered, nothing sent" if report.dry_run else "sent"
+    table = Table(title=f"Dispatch for {report.as_of} ({mode})")
+    statuses = sorted({s for counts in report.counts.values() for s in counts})
+    for heading in ("channel", *statuses):
+        table.add_column(heading, justify="left" if heading == "channel" else "right")
+    for channel, counts in sorted(report.counts.items()):
+        table.add_row(channel, *(f"{counts.get(s, 0):,}" for s in statuses))
+    if not report.counts:
+        table.add_column("messages", justify="right")
+        table.add_row("nothing due", "0")
+    console.print(table)
+    console.print(
+        f"{report.templates_checked} templates rendered against a sample before sending; "
+        f"{report.handed_over:,} outcomes in {report.seconds:.1f} s"
+        + (f"; {report.expired:,} expired" if report.expired else "")
+    )
 
 
 def print_plan(report) -> None:
@@ -303,7 +322,8 @@ def demo(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
 ) -> None:
-    """Generate a demo company, load it, and run the daily build a month ago and today."""
+    """Generate a demo company, load it, and run the daily cycle a month ago and today; messages
+    go to the local outbox (nothing leaves the machine)."""
     from flows.demo_company import generate_company
 
     settings = Settings.from_env()
@@ -320,10 +340,12 @@ def demo(
     print_report(report, db)
     # Two run dates four weeks apart, so the tier history has a month to compare (tier_changes).
     for day in (run_date - dt.timedelta(days=28), run_date):
-        result = _run_daily(None, db, day, None, full_refresh=False, dry_run=True)
+        result = _run_daily(None, db, day, None, full_refresh=False, dry_run=False)
         print_build(result.build)
     print_models(db)
     print_plan(result.plan)
+    print_dispatch(result.dispatch)
+    console.print(f"messages: {settings.outbox_dir}/<channel>.jsonl; call lists: manual_followups")
     console.print(
         f"\nNext: the tables are in {db} (raw.*, quarantine, and the models above), e.g.\n"
         f'  .venv/bin/python -c "import duckdb; '

@@ -1,7 +1,6 @@
 """The `daily` flow: one daily cycle for a run date, the steps in order, each its own flow run.
 
-Today it ingests, builds the models and plans the day's follow-ups into the ledger; dispatch joins
-it when it is built.
+It ingests, builds the models, plans the day's follow-ups into the ledger and dispatches them.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from pathlib import Path
 from prefect import flow
 
 from flows.build import BuildReport, build_flow
+from flows.dispatch import dispatch_flow
+from flows.dispatching.dispatch import DispatchReport
 from flows.ingest import ingest_flow
 from flows.ingestion.load import IngestReport
 from flows.plan import plan_flow
@@ -26,6 +27,7 @@ class DailyReport:
     ingest: IngestReport | None
     build: BuildReport
     plan: PlanReport
+    dispatch: DispatchReport
 
 
 @flow(name="daily", log_prints=True)
@@ -36,13 +38,16 @@ def daily_flow(
     sources_file: Path | None = None,
     full_refresh: bool = False,
     dry_run: bool = True,
+    channels: Path | None = None,
 ) -> DailyReport:
-    """Ingest and validate the sources (if any), build every model as of `as_of`, and plan the
-    day's follow-ups (`dry_run`: planned messages are recorded as `dry_run`)."""
+    """Ingest and validate the sources (if any), build every model as of `as_of`, plan the day's
+    follow-ups and send them through the channels (`dry_run`: planned messages are recorded as
+    `dry_run` and rendered, and nothing is sent)."""
     db_path = Path(db) if db else Settings.from_env().db_path
     ingested = None
     if source is not None or sources_file is not None:
         ingested = ingest_flow(source=source, db=db_path, as_of=as_of, sources_file=sources_file)
     built = build_flow(as_of=as_of, db=db_path, full_refresh=full_refresh)
     planned = plan_flow(as_of=as_of, db=db_path, dry_run=dry_run)
-    return DailyReport(as_of=as_of, ingest=ingested, build=built, plan=planned)
+    sent = dispatch_flow(as_of=as_of, db=db_path, channels=channels, dry_run=dry_run)
+    return DailyReport(as_of=as_of, ingest=ingested, build=built, plan=planned, dispatch=sent)

@@ -27,6 +27,7 @@ class Settings:
     duckdb_memory_limit: str
     duckdb_threads: int
     data_docs_dir: Path
+    outbox_dir: Path
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,4 +38,5 @@ class Settings:
             duckdb_memory_limit=os.environ.get("FOLLOWUP_DUCKDB_MEMORY", "1536MB"),
             duckdb_threads=int(os.environ.get("FOLLOWUP_DUCKDB_THREADS", str(os.cpu_count() or 2))),
             data_docs_dir=Path(os.environ.get("FOLLOWUP_DATA_DOCS", "var/data_docs")),
+            outbox_dir=Path(os.environ.get("FOLLOWUP_OUTBOX", "var/outbox")),
         )

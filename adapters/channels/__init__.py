@@ -102,9 +102,7 @@ def open_channel(name: str, settings: dict[str, Any]) -> Channel:
     """The channel `name` configured by `settings` (its `kind` picks the module)."""
     kind = settings.get("kind")
     if kind not in KINDS:
-        raise ChannelConfigError(
-            f"channel {name}: kind {kind!r} is not one of {', '.join(KINDS)}"
-        )
+        raise ChannelConfigError(f"channel {name}: kind {kind!r} is not one of {', '.join(KINDS)}")
     module = importlib.import_module(f"{__name__}.{kind}")
     options = {k: v for k, v in settings.items() if k != "kind" and k not in DISPATCH_OPTIONS}
     try:

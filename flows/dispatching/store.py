@@ -64,7 +64,8 @@ create table if not exists escalations (
     customer_id varchar not null,
     playbook varchar not null,
     rule varchar not null,  -- reminder, unreachable, missed
-    action varchar not null,  -- reminder, manager_task, specialist_task, sms_care, flag_downgrade, stop
+    -- reminder, manager_task, specialist_task, sms_care, flag_downgrade, stop
+    action varchar not null,
     tier varchar,
     source_message_id varchar,
     detail varchar,

@@ -1,0 +1,80 @@
+"""The `dispatch` flow: the ledger's pending messages for a day go to their channels (rendered,
+rate limited, retried, each exactly once), and the day's escalations are recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from adapters.channels.config import load_channels
+from flows.dispatching.dispatch import DispatchReport, dispatch
+from flows.settings import Settings
+
+
+def channels_file(path: Path | None) -> Path | None:
+    """The channel settings: the given file, else `channels.yml` in the working folder, else
+    none (the embedded default: a local outbox)."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such channel settings file")
+        return Path(path)
+    local = Path("channels.yml")
+    return local if local.is_file() else None
+
+
+@task(name="send", cache_policy=NO_CACHE)
+def dispatch_task(
+    db_path: Path, as_of: dt.date, channels_path: Path | None, dry_run: bool, realtime: bool
+) -> DispatchReport:
+    """Render, send in batches, record every outcome; one task for the whole day, not one per
+    message."""
+    settings = Settings.from_env()
+    channels = load_channels(channels_path, outbox=settings.outbox_dir)
+    return dispatch(
+        db_path,
+        as_of,
+        channels=channels,
+        business_tz=settings.business_tz,
+        dry_run=dry_run,
+        realtime=realtime,
+        log=get_run_logger().info,
+    )
+
+
+def summary_markdown(report: DispatchReport) -> str:
+    mode = "dry run: rendered, nothing sent" if report.dry_run else "sent"
+    lines = [
+        f"# Dispatch for {report.as_of} ({mode})",
+        "",
+        f"{report.templates_checked} templates checked before sending; "
+        f"{report.handed_over:,} outcomes in {report.seconds:.1f} s",
+    ]
+    if report.expired:
+        lines.append(f"\n{report.expired:,} pending messages expired (too late to send)")
+    return "\n".join(lines)
+
+
+@flow(name="dispatch", log_prints=True)
+def dispatch_flow(
+    as_of: dt.date,
+    db: Path | None = None,
+    channels: Path | None = None,
+    dry_run: bool = True,
+    realtime: bool = False,
+) -> DispatchReport:
+    """Send the day's pending messages (`dry_run`: render them only). `realtime`: send what is
+    due by now, for a deployment that runs through the day."""
+    db_path = Path(db) if db else Settings.from_env().db_path
+    report = dispatch_task(db_path, as_of, channels_file(channels), dry_run, realtime)
+    create_markdown_artifact(summary_markdown(report), key="dispatch-summary")
+    rows = [
+        {"channel": channel, **{k: int(v) for k, v in counts.items()}}
+        for channel, counts in sorted(report.counts.items())
+    ]
+    if rows:
+        create_table_artifact(rows, key="dispatch-by-channel", description="outcomes per channel")
+    return report

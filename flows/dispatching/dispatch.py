@@ -1,0 +1,473 @@
+"""Dispatch: the ledger's pending messages go to their channels, each exactly once.
+
+The ledger is the truth. A message already has its row (status `pending`, a fixed idempotency
+key) before dispatch sees it. For each batch, dispatch
+
+1. renders it and records the rendering and one more attempt (commit), then
+2. hands it to the channel, then
+3. records each message's outcome (commit): `sent` (with the provider's id), `failed` (with the
+   error), or still `pending` with the error and the time of the next attempt.
+
+A crash (kill -9 at any point) leaves every message it had not recorded as sent still `pending`,
+so the next run sends it again with the same idempotency key and the far side drops the
+duplicate; nothing is ever sent under a new key, and nothing pending is forgotten. A message
+that keeps failing is retried, with growing pauses, until `max_attempts`, then `failed` for good.
+
+Every template a run will use is rendered against a sample first: a broken template stops the
+run before anything leaves.
+
+Time: with `realtime=False` (a run for a given `--as-of` day) dispatch plays the day through:
+each message goes out at its due time, a retry at its scheduled time, and those times are what
+the ledger records; nothing reads the clock. With `realtime=True` (a deployment sending what is
+due now) the clock decides what is due and the ledger records the real times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import duckdb
+import polars as pl
+import yaml
+
+from adapters.channels import Message, Outcome, mask
+from flows.dispatching.store import ensure_tables
+from flows.dispatching.templates import Renderer, TemplateError
+from flows.dispatching.worker import InProcess, InWorkers
+from flows.planning.declarations import TASK_CHANNELS
+from flows.settings import PROJECT_ROOT
+
+RETRY_BASE_SECONDS = 60.0  # the first pause between attempts; it doubles each time
+RETRY_MAX_SECONDS = 6 * 3600.0
+SINGLE_WRITER_KINDS = ("file", "call_list")  # they write local files: one process only
+
+
+@dataclass
+class DispatchReport:
+    as_of: dt.date
+    dry_run: bool
+    templates_checked: int = 0
+    counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    expired: int = 0
+    seconds: float = 0.0
+
+    @property
+    def handed_over(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+
+@dataclass(frozen=True)
+class _Options:
+    max_attempts: int
+    batch_size: int
+    processes: int
+    rate_per_s: float | None
+
+
+def send_windows(path: Path = PROJECT_ROOT / "dbt_project" / "dbt_project.yml") -> dict:
+    """Channel -> (start, end) local clock times: the same `send_windows` the due times obey."""
+    windows = yaml.safe_load(path.read_text(encoding="utf-8"))["vars"]["send_windows"]
+    return {c: tuple(dt.time.fromisoformat(t) for t in w) for c, w in windows.items()}
+
+
+def dispatch(
+    db_path: Path,
+    as_of: dt.date,
+    *,
+    channels: dict[str, dict[str, Any]],
+    business_tz: str,
+    dry_run: bool = False,
+    realtime: bool = False,
+    renderer: Renderer | None = None,
+    max_attempts: int = 6,
+    batch_size: int = 500,
+    max_lateness_days: int = 14,
+    log=None,
+) -> DispatchReport:
+    """Send the pending messages due by the end of `as_of` (or, `realtime`, due by now).
+
+    With `dry_run`, the day's `dry_run` rows are rendered (body, subject, SMS segments) and
+    nothing is sent."""
+    started = time.perf_counter()
+    tz = ZoneInfo(business_tz)
+    start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
+    until = dt.datetime.now(tz) if realtime else start + dt.timedelta(days=1)
+    renderer = renderer or Renderer()
+    report = DispatchReport(as_of=as_of, dry_run=dry_run)
+    con = duckdb.connect(str(db_path))
+    senders: dict[str, Any] = {}
+    try:
+        con.execute("set TimeZone = ?", [business_tz])
+        ensure_tables(con)
+        if dry_run:
+            _render_dry_run(con, as_of, renderer, report)
+            return report
+        report.expired = _expire(con, as_of, start, max_lateness_days)
+        combos = con.execute(
+            f"select distinct playbook, step, variant, channel from ({_DUE}) order by all",
+            {"as_of": as_of, "until": until},
+        ).fetchall()
+        report.templates_checked = renderer.preflight(combos)
+        windows = send_windows()
+        rounds = 0
+        while rounds <= max_attempts:
+            due = con.execute(
+                f"select channel from ({_DUE}) group by channel order by channel",
+                {"as_of": as_of, "until": until},
+            ).fetchall()
+            if not due:
+                break
+            rounds += 1
+            for (channel,) in due:
+                settings = channels.get(channel)
+                if settings is None:
+                    raise ValueError(f"no settings for channel {channel} in the channel settings")
+                options = _options(channel, settings, max_attempts, batch_size)
+                if channel not in senders:
+                    senders[channel] = _sender(channel, settings, options)
+                params = {"as_of": as_of, "until": until, "channel": channel}
+                _send_channel(
+                    con, senders[channel], channel, params, options, renderer, windows,
+                    realtime=realtime, report=report,
+                )  # fmt: skip
+            if realtime:
+                break  # retries wait for their time; a later run picks them up
+        if log:
+            log(f"dispatch {as_of}: {_summary(report)}")
+    finally:
+        for sender in senders.values():
+            sender.close()
+        con.close()
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+# Pending messages whose time has come: planned for the day or earlier, due (or retrying) before
+# `until`.
+_DUE = """
+    select message_id, playbook, step, variant, channel, priority, due_at
+    from message_ledger
+    where status = 'pending' and planned_for <= $as_of
+        and coalesce(next_attempt_at, due_at) < $until
+"""
+
+# What a message needs to be rendered and sent, for one channel's due messages, in send order.
+_ROWS = """
+    select
+        l.message_id, l.idempotency_key, l.customer_id, l.playbook, l.step, l.variant,
+        l.anchor_id, l.channel, l.purpose, l.priority, l.owner_id, l.due_at, l.attempts,
+        l.next_attempt_at, l.reason,
+        c.customer_name, c.phone, c.email, c.last_product_category,
+        coalesce(c.timezone, current_setting('TimeZone')) as timezone,
+        r.tier, s.staff_name as owner_name
+    from ({selection}) chosen
+    inner join message_ledger l on chosen.message_id = l.message_id
+    left join customer_360 c on l.customer_id = c.customer_id
+    left join customer_rfm r on l.customer_id = r.customer_id
+    left join staging.stg_raw__staff s on l.owner_id = s.staff_id
+    {where}
+    order by l.priority desc, l.due_at, l.message_id
+"""
+_DRY_RUN = "select message_id from message_ledger where status = 'dry_run' and decided_on = $as_of"
+
+# A reminder repeats its original message's text.
+_ORIGINALS = """
+    select r.message_id, o.body
+    from message_ledger r
+    inner join message_ledger o
+        on o.playbook = r.playbook and o.customer_id = r.customer_id
+        and o.anchor_id = r.anchor_id and o.step = split_part(r.step, ':', 1)
+    where r.message_id in (select unnest($ids))
+"""
+
+
+def _fetch(cursor, size: int | None) -> list[dict]:
+    names = [d[0] for d in cursor.description]
+    values = cursor.fetchall() if size is None else cursor.fetchmany(size)
+    return [dict(zip(names, row, strict=True)) for row in values]
+
+
+def _with_originals(con, rows: list[dict]) -> list[dict]:
+    reminders = [r["message_id"] for r in rows if r["step"].endswith(":reminder")]
+    if reminders:
+        bodies = dict(con.execute(_ORIGINALS, {"ids": reminders}).fetchall())
+        for row in rows:
+            row["original_text"] = bodies.get(row["message_id"])
+    return rows
+
+
+def _options(channel: str, settings: dict, max_attempts: int, batch_size: int) -> _Options:
+    processes = int(settings.get("processes", 1))
+    if processes > 1 and settings.get("kind") in SINGLE_WRITER_KINDS:
+        raise ValueError(f"channel {channel}: a {settings['kind']} channel takes one process")
+    rate = settings.get("rate_per_s")
+    return _Options(
+        max_attempts=int(settings.get("max_attempts", max_attempts)),
+        batch_size=int(settings.get("batch_size", batch_size)),
+        processes=max(1, processes),
+        rate_per_s=float(rate) if rate else None,
+    )
+
+
+def _sender(channel: str, settings: dict, options: _Options):
+    if options.processes > 1:
+        return InWorkers(channel, settings, options.rate_per_s, options.processes)
+    return InProcess(channel, settings, options.rate_per_s)
+
+
+def _send_channel(con, sender, channel, params, options, renderer, windows, *, realtime, report):
+    """A channel's due messages, read in one pass (a second connection streams them while the
+    first records), in batches, up to two per process in flight; each recorded as it returns."""
+    in_flight: deque = deque()
+    limit = 2 * options.processes
+    reader = con.cursor()
+    reader.execute(_ROWS.format(selection=_DUE, where="where l.channel = $channel"), params)
+    while rows := _fetch(reader, options.batch_size):
+        batch = _prepare(con, _with_originals(con, rows), renderer, report, channel, realtime)
+        if batch is None:
+            continue
+        messages, rows = batch
+        in_flight.append((sender.submit(messages), rows))
+        while len(in_flight) >= limit:
+            _record(con, *in_flight.popleft(), options, windows, realtime, report, channel)
+    while in_flight:
+        _record(con, *in_flight.popleft(), options, windows, realtime, report, channel)
+    reader.close()
+
+
+def _prepare(con, rows, renderer, report, channel, realtime):
+    """Render a batch and record the rendering and the attempt before anything is sent."""
+    messages, claimed, broken = [], [], []
+    for row in rows:
+        try:
+            rendered = renderer.render(row, row["channel"])
+        except TemplateError as exc:
+            broken.append((row, str(exc)))
+            continue
+        row["scheduled_at"] = max(row["due_at"], row["next_attempt_at"] or row["due_at"])
+        row["body"] = rendered.text
+        claimed.append(
+            {
+                "message_id": row["message_id"],
+                "subject": rendered.subject,
+                "body": rendered.text,
+                "segments": rendered.segments,
+                "updated_at": dt.datetime.now(dt.UTC) if realtime else row["scheduled_at"],
+            }
+        )
+        messages.append(_message(row, rendered))
+    con.execute("begin")
+    if claimed:
+        frame = pl.DataFrame(claimed, schema_overrides={"segments": pl.Int32})  # noqa: F841
+        con.execute(
+            """
+            update message_ledger l set
+                attempts = l.attempts + 1, subject = f.subject, body = f.body,
+                segments = f.segments, updated_at = f.updated_at
+            from frame f where l.message_id = f.message_id
+            """
+        )
+    for row, error in broken:
+        con.execute(
+            "update message_ledger set status = 'failed', reason = 'template', error = ? "
+            "where message_id = ?",
+            [error, row["message_id"]],
+        )
+        report.counts[channel]["failed"] += 1
+    con.execute("commit")
+    if not messages:
+        return None
+    return messages, {r["message_id"]: r for r in rows}
+
+
+def _message(row: dict, rendered) -> Message:
+    channel = row["channel"]
+    to = row["email"] if channel == "email" else row["phone"] if channel != "im" else None
+    return Message(
+        message_id=row["message_id"],
+        idempotency_key=row["idempotency_key"],
+        customer_id=row["customer_id"],
+        playbook=row["playbook"],
+        step=row["step"],
+        variant=row["variant"],
+        channel=channel,
+        purpose=row["purpose"],
+        priority=row["priority"],
+        due_at=row["scheduled_at"],
+        text=rendered.text,
+        to=to,
+        subject=rendered.subject,
+        html=rendered.html,
+        customer_name=row["customer_name"],
+        owner_id=row["owner_id"],
+        owner_name=row["owner_name"],
+        unsubscribe_url=rendered.unsubscribe_url if row["purpose"] == "marketing" else None,
+    )
+
+
+def _record(con, future, rows, options, windows, realtime, report, channel) -> None:
+    """Each outcome of a batch into the ledger, and call and visit tasks into manual_followups,
+    in one transaction."""
+    try:
+        outcomes: list[Outcome] = future.result()
+    except Exception as exc:  # the channel itself broke: every message of the batch retries
+        error = f"channel {channel}: {type(exc).__name__}: {mask(str(exc).splitlines()[0])}"
+        outcomes = [Outcome(m, "retry", error=error[:300]) for m in rows]
+    updates, tasks = [], []
+    for outcome in outcomes:
+        row = rows[outcome.message_id]
+        at = dt.datetime.now(row["scheduled_at"].tzinfo) if realtime else row["scheduled_at"]
+        attempts = row["attempts"] + 1
+        update = {
+            "message_id": outcome.message_id,
+            "status": outcome.status,
+            "reason": row["reason"],
+            "error": outcome.error,
+            "sent_at": None,
+            "next_attempt_at": None,
+            "provider_message_id": outcome.provider_id,
+            "updated_at": at,
+        }
+        if outcome.status == "sent":
+            update["sent_at"] = at
+            update["error"] = None
+            if channel in TASK_CHANNELS:
+                tasks.append(_task(row, at))
+        elif outcome.status == "failed":
+            update["reason"] = "permanent failure"
+        elif attempts >= options.max_attempts:
+            update["status"] = "failed"
+            update["reason"] = f"gave up after {attempts} attempts"
+        else:
+            update["status"] = "pending"
+            update["next_attempt_at"] = _next_attempt(
+                at, attempts, outcome.retry_after, windows.get(channel), ZoneInfo(row["timezone"])
+            )
+        report.counts[channel][update["status"] if update["status"] != "pending" else "retry"] += 1
+        updates.append(update)
+    frame = pl.DataFrame(updates, schema=_UPDATE_SCHEMA)  # noqa: F841
+    con.execute("begin")
+    con.execute(
+        """
+        update message_ledger l set
+            status = f.status, reason = f.reason, error = f.error, sent_at = f.sent_at,
+            next_attempt_at = f.next_attempt_at, provider_message_id = f.provider_message_id,
+            updated_at = f.updated_at
+        from frame f where l.message_id = f.message_id
+        """
+    )
+    if tasks:
+        task_frame = pl.DataFrame(tasks)  # noqa: F841
+        con.execute("insert or ignore into manual_followups by name select * from task_frame")
+    con.execute("commit")
+
+
+_UPDATE_SCHEMA = {
+    "message_id": pl.Utf8,
+    "status": pl.Utf8,
+    "reason": pl.Utf8,
+    "error": pl.Utf8,
+    "sent_at": pl.Datetime("us", "UTC"),
+    "next_attempt_at": pl.Datetime("us", "UTC"),
+    "provider_message_id": pl.Utf8,
+    "updated_at": pl.Datetime("us", "UTC"),
+}
+
+
+def _task(row: dict, at: dt.datetime) -> dict:
+    due_day = row["due_at"].date()
+    end = dt.datetime.combine(due_day + dt.timedelta(days=1), dt.time(), row["due_at"].tzinfo)
+    return {
+        "task_id": row["message_id"],
+        "customer_id": row["customer_id"],
+        "owner_id": row["owner_id"],
+        "reason": f"{row['playbook']} / {row['step']}",
+        "priority": row["priority"],
+        "created_at": at,
+        "due_by": end,
+        "status": "open",
+        "kind": row["channel"],
+        "playbook": row["playbook"],
+        "step": row["step"],
+        "message_id": row["message_id"],
+        "script": row.get("body"),
+    }
+
+
+def _next_attempt(at, attempts, retry_after, window, tz) -> dt.datetime:
+    """Exponential backoff with full jitter (or the far side's Retry-After, if longer), moved
+    into the channel's send window in the customer's time zone."""
+    backoff = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1))
+    pause = max(retry_after or 0.0, random.uniform(backoff / 2, backoff))
+    later = (at + dt.timedelta(seconds=pause)).astimezone(tz)
+    if window:
+        opens, closes = window
+        if later.time() < opens:
+            later = later.replace(hour=opens.hour, minute=opens.minute, second=0, microsecond=0)
+        elif later.time() >= closes:
+            later = dt.datetime.combine(later.date() + dt.timedelta(days=1), opens, tz)
+    return later
+
+
+def _expire(con, as_of: dt.date, start: dt.datetime, days: int) -> int:
+    """Pending messages that never went out within `days` of their due day are failed, not sent
+    weeks late."""
+    (n,) = con.execute(
+        """
+        update message_ledger set status = 'failed', reason = 'expired',
+            error = 'not sent within ' || $days || ' days of its due day', updated_at = $start
+        where status = 'pending' and first_due_date < $as_of - to_days($days)
+        """,
+        {"as_of": as_of, "days": days, "start": start},
+    ).fetchone()
+    return n
+
+
+def _render_dry_run(con, as_of: dt.date, renderer: Renderer, report: DispatchReport) -> None:
+    """The day's would-be messages get their rendering; nothing is sent."""
+    cursor = con.execute(_ROWS.format(selection=_DRY_RUN, where=""), {"as_of": as_of})
+    rows = _with_originals(con, _fetch(cursor, None))
+    if not rows:
+        return
+    combos = sorted({(r["playbook"], r["step"], r["variant"], r["channel"]) for r in rows})
+    report.templates_checked = renderer.preflight(combos)
+    rendered, broken = [], []
+    for row in rows:
+        try:
+            r = renderer.render(row, row["channel"])
+        except TemplateError as exc:
+            broken.append({"message_id": row["message_id"], "error": str(exc)})
+            continue
+        rendered.append(
+            {"message_id": row["message_id"], "subject": r.subject, "body": r.text,
+             "segments": r.segments}
+        )  # fmt: skip
+        report.counts[row["channel"]]["dry_run"] += 1
+    con.execute("begin")
+    if rendered:
+        frame = pl.DataFrame(rendered, schema_overrides={"segments": pl.Int32})  # noqa: F841
+        con.execute(
+            "update message_ledger l set subject = f.subject, body = f.body, "
+            "segments = f.segments from frame f where l.message_id = f.message_id"
+        )
+    if broken:
+        errors = pl.DataFrame(broken)  # noqa: F841
+        con.execute(
+            "update message_ledger l set error = f.error, reason = 'template' "
+            "from errors f where l.message_id = f.message_id"
+        )
+    con.execute("commit")
+
+
+def _summary(report: DispatchReport) -> str:
+    parts = []
+    for channel, counts in sorted(report.counts.items()):
+        parts.append(f"{channel}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return "; ".join(parts) or "nothing due"

@@ -1,0 +1,200 @@
+"""Dispatch (flows/dispatching/dispatch.py) through the `http_json` channel against a real HTTP
+gateway on loopback (benchmarks/gateway.py): what the gateway receives, what the ledger records,
+faults, and crashes at random points."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from flows.dispatching.templates import TemplateError
+
+from adapters.channels.config import load_channels
+from benchmarks.dispatch_data import seed_pending
+from benchmarks.gateway import Faults, Gateway
+from flows.dispatching.dispatch import dispatch
+from tests.conftest import query
+
+AS_OF = dt.date(2026, 11, 23)
+TZ = "Asia/Shanghai"
+TOKEN = "t0ken-for-tests"
+
+
+def _channels(gateway: Gateway, tmp_path: Path, **options) -> dict:
+    sms = {"kind": "http_json", "url": gateway.url, "token": TOKEN, **options}
+    path = tmp_path / "channels.yml"
+    path.write_text(json.dumps({"sms": sms}), encoding="utf-8")
+    return load_channels(path, outbox=tmp_path / "outbox")
+
+
+def _statuses(db: Path) -> dict[str, int]:
+    return dict(query(db, "select status, count(*) from message_ledger group by all"))
+
+
+def test_the_gateway_receives_each_message_as_the_contract_states(tmp_path):
+    db = tmp_path / "f.duckdb"
+    keys = seed_pending(db, 3, AS_OF)
+    with Gateway(token=TOKEN, record=True) as gateway:
+        report = dispatch(db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ)
+        requests = list(gateway.stats.requests)
+    assert report.counts["sms"]["sent"] == 3
+    assert len(requests) == 3
+    rows = {
+        r[0]: r
+        for r in query(
+            db,
+            "select idempotency_key, message_id, body, status, provider_message_id, attempts, "
+            "sent_at = due_at, segments from message_ledger",
+        )
+    }
+    for headers, body in requests:
+        key = headers["idempotency-key"]
+        assert headers["content-type"] == "application/json"
+        assert headers["authorization"] == f"Bearer {TOKEN}"
+        sent = json.loads(body)
+        _, mid, text, status, provider_id, attempts, on_time, segments = rows[key]
+        assert sent == {"message_id": mid, "to": sent["to"], "text": text}
+        assert sent["to"].startswith("+86138") and len(sent["to"]) == 14
+        assert "?m=" + mid in text  # the survey link carries the message id
+        assert (status, attempts, on_time) == ("sent", 1, True)
+        assert provider_id.startswith("gw-")
+        assert segments >= 1
+    assert set(rows) == set(keys)
+
+
+def test_a_permanent_4xx_is_failed_with_the_answer_and_not_retried(tmp_path):
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 2, AS_OF)
+    with Gateway(token="another-token") as gateway:
+        dispatch(db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ)
+        posts = gateway.stats.posts
+    rows = query(db, "select status, reason, error, attempts from message_ledger")
+    assert posts == 2
+    assert all(r[0] == "failed" and r[1] == "permanent failure" for r in rows)
+    assert all(r[2].startswith("401") and "bad token" in r[2] and r[3] == 1 for r in rows)
+
+
+def test_a_second_run_sends_nothing_again(tmp_path):
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 20, AS_OF)
+    with Gateway(token=TOKEN) as gateway:
+        channels = _channels(gateway, tmp_path)
+        dispatch(db, AS_OF, channels=channels, business_tz=TZ)
+        again = dispatch(db, AS_OF, channels=channels, business_tz=TZ)
+        assert gateway.stats.posts == 20
+    assert again.handed_over == 0
+    assert _statuses(db) == {"sent": 20}
+
+
+def test_under_faults_every_message_ends_sent_or_failed_and_each_key_is_accepted_once(tmp_path):
+    n = 1500
+    db = tmp_path / "f.duckdb"
+    keys = seed_pending(db, n, AS_OF)
+    faults = Faults(
+        error_rate=0.20,
+        rate_limit_rate=0.05,
+        retry_after=0.02,
+        slow_rate=0.02,
+        slow_seconds=0.5,
+        drop_before_rate=0.02,
+        drop_after_rate=0.02,
+    )
+    with Gateway(token=TOKEN, faults=faults) as gateway:
+        channels = _channels(gateway, tmp_path, timeout=0.25, concurrency=8)
+        report = dispatch(db, AS_OF, channels=channels, business_tz=TZ, max_attempts=4)
+        stats = gateway.stats
+    # every kind of trouble happened
+    for kind in ("error", "rate_limit", "slow", "drop_before", "drop_after", "duplicate"):
+        assert stats.answers[kind] > 0, kind
+    statuses = _statuses(db)
+    assert set(statuses) <= {"sent", "failed"} and sum(statuses.values()) == n
+    failed = query(db, "select reason, error from message_ledger where status = 'failed'")
+    assert all(reason and error for reason, error in failed)
+    sent = {k for (k,) in query(db, "select idempotency_key from message_ledger "
+                                    "where status = 'sent'")}  # fmt: skip
+    assert max(stats.accepted.values()) == 1
+    assert sent <= set(stats.accepted) <= set(keys)
+    # retried messages went out later, inside the SMS send window
+    retried = query(
+        db,
+        "select count(*), min(sent_at) > min(due_at), "
+        "bool_and(hour(sent_at at time zone 'Asia/Shanghai') between 9 and 19) "
+        "from message_ledger where status = 'sent' and attempts > 1",
+    )[0]
+    assert retried[0] > 0 and retried[1] and retried[2]
+    assert report.counts["sms"]["retry"] > 0
+
+
+def _dispatch_child(db: str, url: str, outbox: str) -> None:
+    channels = {"sms": {"kind": "http_json", "url": url, "token": TOKEN, "rate_per_s": 1500}}
+    dispatch(Path(db), AS_OF, channels=channels, business_tz=TZ, batch_size=100)
+
+
+@pytest.mark.slow
+def test_killed_at_random_points_and_rerun_every_message_is_accepted_exactly_once(tmp_path):
+    db = tmp_path / "f.duckdb"
+    keys = seed_pending(db, 1500, AS_OF)
+    context = multiprocessing.get_context("fork")
+    rng = random.Random(11)
+    points = set()
+    kills = 0
+    with Gateway(token=TOKEN) as gateway:
+        while kills < 24:
+            child = context.Process(target=_dispatch_child, args=(str(db), gateway.url, ""))
+            child.start()
+            time.sleep(rng.uniform(0.05, 0.9))
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGKILL)
+                kills += 1
+            child.join()
+            progress = query(db, "select count(*) filter (status = 'sent'), sum(attempts) "
+                                 "from message_ledger")[0]  # fmt: skip
+            points.add((progress, gateway.stats.posts))
+            if progress[0] == len(keys):  # all out before enough kills: more to send
+                keys += seed_pending(db, 1000, AS_OF, first=len(keys))
+        child = context.Process(target=_dispatch_child, args=(str(db), gateway.url, ""))
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+        stats = gateway.stats
+    assert len(points) >= 20  # killed at at least 20 different points of the run
+    assert _statuses(db) == {"sent": len(keys)}  # none missing
+    assert set(stats.accepted) == set(keys)
+    assert max(stats.accepted.values()) == 1  # accepted exactly once
+    assert stats.duplicates > 0  # some were resent after a kill, and dropped by the gateway
+
+
+def test_a_broken_template_stops_the_run_before_anything_is_sent(tmp_path):
+    from flows.dispatching.templates import Renderer
+
+    from flows.planning.declarations import load_playbooks
+
+    root = tmp_path / "playbooks"
+    (root / "templates" / "new_buyer_satisfaction").mkdir(parents=True)
+    source = Path(__file__).resolve().parent.parent / "playbooks"
+    (root / "new_buyer_satisfaction.yml").write_text(
+        (source / "new_buyer_satisfaction.yml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    for variant in ("value_for_money", "after_sales"):
+        (root / "templates" / "new_buyer_satisfaction" / f"survey.{variant}.j2").write_text(
+            "{{ customer_name }}您好 {{ no_such_field }}", encoding="utf-8"
+        )
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 5, AS_OF)
+    renderer = Renderer(root=root, playbooks=load_playbooks(root))
+    with Gateway(token=TOKEN) as gateway:
+        with pytest.raises(TemplateError, match="no_such_field"):
+            dispatch(
+                db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ,
+                renderer=renderer,
+            )  # fmt: skip
+        assert gateway.stats.posts == 0
+    assert _statuses(db) == {"pending": 5}
+    assert query(db, "select max(attempts) from message_ledger") == [(0,)]
