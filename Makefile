@@ -41,7 +41,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(VENV)/.synced
-	$(BIN)/python -m benchmarks.run $(if $(BENCH_SIZE),--size $(BENCH_SIZE),)
+	$(BIN)/python -m benchmarks.run $(if $(BENCH_SIZE),--size $(BENCH_SIZE),) $(if $(BENCH_ONLY),--only $(BENCH_ONLY),)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -74,11 +74,18 @@ def main() -> None:
     parser.add_argument("--size", default="100k", choices=sorted(SIZES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument(
+        "--only", choices=["dispatch"], help="run one group of stages and print it (not saved)"
+    )
     options = parser.parse_args()
     customers = SIZES[options.size]
     work = options.work / options.size
-    source = work / "source"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if options.only == "dispatch":
+        work.mkdir(parents=True, exist_ok=True)
+        dispatch_stages(work, env, options.runs)
+        return
+    source = work / "source"
 
     results: dict[str, dict] = {}
     shutil.rmtree(source, ignore_errors=True)
@@ -262,6 +269,13 @@ def write_markdown(all_results: dict, path: Path) -> None:
                 f"| {stage} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | {m['peak_rss_mib']:.0f} |"
             )
         lines.append("")
+        for stage, m in record["stages"].items():
+            if "messages_per_s" in m:
+                lines.append(
+                    f"- {stage}: **{m['messages_per_s']:,} messages/s** (engine time), peak RSS "
+                    f"{m['peak_rss_mib']:.0f} MiB (dispatcher), {m['worker_peak_rss_mib']:.0f} MiB "
+                    "(largest worker)"
+                )
         for name, value in record["ratios"].items():
             lines.append(f"- {name}: **{value}×**")
         share = record["stages"].get("_followups_due share of the full build")

@@ -1,0 +1,182 @@
+"""Calls and visits are tasks for a person: each becomes a row of its owner's list for the day,
+`<out>/<YYYY-MM-DD>/<owner_id>.csv` and `.xlsx` (`unassigned` when nobody owns it).
+
+The day is the message's due date in its own time zone. A row holds what the caller needs:
+priority, local due time, customer, the FULL phone number (these lists are for staff making the
+calls, not for marketing), playbook and step, the script to read, and the message id. Rows are
+sorted by priority (highest first), then due time, then customer.
+
+A list grows over the day: every `send` merges its messages into the rows the owner's CSV already
+holds (a message id already there is not added again, so a re-run after a crash writes each task
+once) and rewrites both files, each through a temporary file in the same folder and `os.replace`,
+so a reader never sees half a file. The CSV is the list's record (UTF-8 with a BOM, which Excel
+needs to read Chinese); the XLSX is the same rows made comfortable to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import re
+import unicodedata
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import xlsxwriter
+
+from adapters.channels import Message, Outcome, mask
+
+# (column, Chinese label): the one header row reads "priority (优先级)".
+COLUMNS = (
+    ("priority", "优先级"),
+    ("due_at", "到期时间"),
+    ("customer_id", "客户编号"),
+    ("customer_name", "客户姓名"),
+    ("phone", "电话"),
+    ("playbook", "回访方案"),
+    ("step", "步骤"),
+    ("script", "话术"),
+    ("message_id", "消息编号"),
+)
+HEADER = [f"{name} ({label})" for name, label in COLUMNS]
+NAMES = [name for name, _ in COLUMNS]
+UNASSIGNED = "unassigned"
+_SCRIPT_WIDTH = 60  # characters; the script wraps within it
+_MAX_WIDTH = 40  # any other column
+_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]|^\.+')  # not in a file name, on any system
+
+Row = dict[str, str]
+
+
+class Channel:
+    kind: ClassVar[str] = "call_list"
+
+    def __init__(self, name: str, out: str = "call_lists") -> None:
+        self.name = name
+        self.out = Path(out)
+
+    def send(self, messages: Sequence[Message]) -> list[Outcome]:
+        lists: dict[Path, list[Message]] = defaultdict(list)
+        for m in messages:
+            lists[self._csv_path(m)].append(m)
+        outcomes: dict[str, Outcome] = {}
+        for path, tasks in lists.items():
+            provider_id = path.relative_to(self.out).as_posix()
+            try:
+                _merge(path, [_row(m) for m in tasks])
+            except Exception as exc:  # a disk full, a folder not writable, a damaged CSV
+                error = f"call list {provider_id}: {type(exc).__name__}: {exc}"
+                outcomes.update({m.message_id: Outcome.retry(m, mask(error)) for m in tasks})
+            else:
+                outcomes.update({m.message_id: Outcome.sent(m, provider_id) for m in tasks})
+        return [outcomes[m.message_id] for m in messages]
+
+    def close(self) -> None:
+        """Nothing stays open between calls: each list is written whole."""
+
+    def _csv_path(self, m: Message) -> Path:
+        owner = _UNSAFE.sub("_", (m.owner_id or "").strip()) or UNASSIGNED
+        return self.out / m.due_at.date().isoformat() / f"{owner}.csv"
+
+
+def _row(m: Message) -> Row:
+    return {
+        "priority": str(m.priority),
+        "due_at": m.due_at.strftime("%Y-%m-%d %H:%M"),
+        "customer_id": m.customer_id,
+        "customer_name": m.customer_name or "",
+        "phone": m.to or "",
+        "playbook": m.playbook,
+        "step": m.step,
+        "script": m.text,
+        "message_id": m.message_id,
+    }
+
+
+def _merge(csv_path: Path, new: list[Row]) -> None:
+    """The owner's day list = the rows it holds + the new tasks it does not, both files
+    rewritten."""
+    rows = {row["message_id"]: row for row in _read(csv_path)}
+    for row in new:
+        rows.setdefault(row["message_id"], row)
+    ordered = sorted(
+        rows.values(),
+        key=lambda r: (-int(r["priority"]), r["due_at"], r["customer_id"], r["message_id"]),
+    )
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    # The CSV first: it is what the next merge reads, so a crash between the two replaces
+    # leaves an XLSX one step behind that the next send for this list brings up to date.
+    _replace(csv_path, lambda tmp: _write_csv(tmp, ordered))
+    _replace(csv_path.with_suffix(".xlsx"), lambda tmp: _write_xlsx(tmp, ordered))
+
+
+def _read(csv_path: Path) -> list[Row]:
+    if not csv_path.exists():
+        return []
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return []
+        # match columns by their English name, so a changed label or order still reads
+        names = [h.split(" (", 1)[0].strip() for h in header]
+        missing = set(NAMES) - set(names)
+        if missing:
+            raise ValueError(f"{csv_path.name} lacks the columns {', '.join(sorted(missing))}")
+        return [{n: v for n, v in zip(names, line, strict=False)} for line in reader if line]
+
+
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` through a temporary file beside it, so it is always whole."""
+    # a fresh name rather than mkstemp, whose 0600 file would keep colleagues out of the list
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _write_csv(path: Path, rows: list[Row]) -> None:
+    with path.open("w", newline="", encoding="utf-8-sig") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        writer.writerows([row[n] for n in NAMES] for row in rows)
+
+
+def _write_xlsx(path: Path, rows: list[Row]) -> None:
+    workbook = xlsxwriter.Workbook(str(path))
+    try:
+        sheet = workbook.add_worksheet(path.parent.name)  # the day
+        bold = workbook.add_format({"bold": True, "valign": "top", "bottom": 1})
+        top = workbook.add_format({"valign": "top"})
+        wrap = workbook.add_format({"valign": "top", "text_wrap": True})
+        sheet.write_row(0, 0, HEADER, bold)
+        for r, row in enumerate(rows, start=1):
+            for c, name in enumerate(NAMES):
+                if name == "priority":
+                    sheet.write_number(r, c, int(row[name]), top)
+                else:  # as text, always: a phone or customer id is not a number to Excel
+                    sheet.write_string(r, c, row[name], wrap if name == "script" else top)
+        for c, name in enumerate(NAMES):
+            if name == "script":
+                sheet.set_column(c, c, _SCRIPT_WIDTH, wrap)
+            else:
+                widest = max(_width(v) for v in [HEADER[c], *(row[name] for row in rows)])
+                sheet.set_column(c, c, min(widest, _MAX_WIDTH) + 2)
+        sheet.freeze_panes(1, 0)
+        sheet.autofilter(0, 0, max(len(rows), 1), len(NAMES) - 1)
+    finally:
+        workbook.close()
+
+
+def _width(text: str) -> int:
+    """Display width: a Chinese character takes two columns."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
