@@ -71,6 +71,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[asyncio.Task] = set()
 
     @property
     def url(self) -> str:
@@ -102,11 +103,15 @@ class Gateway:
 
         async def shutdown() -> None:
             self._server.close()
+            for connection in list(self._connections):
+                connection.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def __enter__(self) -> Gateway:
         return self.start()
@@ -122,6 +127,8 @@ class Gateway:
     # --- HTTP ----------------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        me = asyncio.current_task()
+        self._connections.add(me)
         try:
             while True:
                 try:
@@ -151,9 +158,10 @@ class Gateway:
                 )
                 writer.write(head_out.encode() + payload)
                 await writer.drain()
-        except ConnectionError:
+        except (ConnectionError, asyncio.CancelledError):
             return
         finally:
+            self._connections.discard(me)
             writer.close()
 
     async def _answer(self, method: str, path: str, headers: dict, body: bytes):
