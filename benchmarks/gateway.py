@@ -143,7 +143,10 @@ class Gateway:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 length = int(headers.get("content-length", 0))
-                body = await reader.readexactly(length) if length else b""
+                try:
+                    body = await reader.readexactly(length) if length else b""
+                except asyncio.IncompleteReadError:  # the client went away mid-request
+                    return
                 answer = await self._answer(method, path, headers, body)
                 if answer is None:  # a dropped connection
                     writer.transport.abort()

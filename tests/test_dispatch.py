@@ -146,10 +146,15 @@ def test_killed_at_random_points_and_rerun_every_message_is_accepted_exactly_onc
     points = set()
     kills = 0
     with Gateway(token=TOKEN) as gateway:
-        while kills < 24:
+        while kills < 30:
             child = context.Process(target=_dispatch_child, args=(str(db), gateway.url, ""))
             child.start()
-            time.sleep(rng.uniform(0.05, 0.9))
+            if kills % 3 == 0:  # anywhere from start-up on: opening, rendering, claiming
+                time.sleep(rng.uniform(0.0, 0.6))
+            else:  # in the middle of sending: after a random number of further posts
+                target = gateway.stats.posts + rng.randint(1, 250)
+                while child.is_alive() and gateway.stats.posts < target:
+                    time.sleep(0.001)
             if child.is_alive():
                 os.kill(child.pid, signal.SIGKILL)
                 kills += 1
