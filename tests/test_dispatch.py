@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from flows.dispatching.templates import TemplateError
 
 from adapters.channels.config import load_channels
 from benchmarks.dispatch_data import seed_pending
 from benchmarks.gateway import Faults, Gateway
 from flows.dispatching.dispatch import dispatch
+from flows.dispatching.templates import TemplateError
 from tests.conftest import query
 
 AS_OF = dt.date(2026, 11, 23)
@@ -178,7 +178,6 @@ def test_killed_at_random_points_and_rerun_every_message_is_accepted_exactly_onc
 
 def test_a_broken_template_stops_the_run_before_anything_is_sent(tmp_path):
     from flows.dispatching.templates import Renderer
-
     from flows.planning.declarations import load_playbooks
 
     root = tmp_path / "playbooks"
