@@ -223,14 +223,27 @@ def _sender(channel: str, settings: dict, options: _Options):
 
 
 def _send_channel(con, sender, channel, params, options, renderer, windows, *, realtime, report):
-    """A channel's due messages, read in one pass (a second connection streams them while the
-    first records), in batches, up to two per process in flight; each recorded as it returns."""
+    """A channel's due messages, queued once (a temporary table in send order), sent in batches,
+    up to two per process in flight; each batch recorded as it returns. No read stays open
+    across the batches: an open read would keep every superseded ledger version in memory."""
+    query = _ROWS.format(selection=_DUE, where="where l.channel = $channel")
+    con.execute(
+        f"create or replace temp table dispatch_queue as "
+        "select row_number() over (order by priority desc, due_at, message_id) "
+        f"as queue_position, * from ({query})",
+        params,
+    )
+    (total,) = con.execute("select count(*) from dispatch_queue").fetchone()
     in_flight: deque = deque()
     limit = 2 * options.processes
-    reader = con.cursor()
-    reader.execute(_ROWS.format(selection=_DUE, where="where l.channel = $channel"), params)
-    while rows := _fetch(reader, options.batch_size):
-        batch = _prepare(con, _with_originals(con, rows), renderer, report, channel, realtime)
+    for first in range(0, total, options.batch_size):
+        cursor = con.execute(
+            "select * exclude (queue_position) from dispatch_queue "
+            "where queue_position > ? and queue_position <= ? order by queue_position",
+            [first, first + options.batch_size],
+        )
+        rows = _with_originals(con, _fetch(cursor, None))
+        batch = _prepare(con, rows, renderer, report, channel, realtime)
         if batch is None:
             continue
         messages, rows = batch
@@ -239,7 +252,7 @@ def _send_channel(con, sender, channel, params, options, renderer, windows, *, r
             _record(con, *in_flight.popleft(), options, windows, realtime, report, channel)
     while in_flight:
         _record(con, *in_flight.popleft(), options, windows, realtime, report, channel)
-    reader.close()
+    con.execute("drop table dispatch_queue")
 
 
 def _prepare(con, rows, renderer, report, channel, realtime):
