@@ -259,7 +259,8 @@ class Playbook(_Strict):
 def template_path(root: Path, playbook: Playbook, step: Step, variant: str | None) -> Path:
     if step.template:
         return root / "templates" / step.template
-    suffix = f".{variant}" if variant else ""
+    # a step without variants has the one variant `default`, and a template without a suffix
+    suffix = f".{variant}" if variant in {v.name for v in step.variants} else ""
     return root / "templates" / playbook.name / f"{step.name}{suffix}.j2"
 
 
