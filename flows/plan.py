@@ -1,5 +1,7 @@
-"""The `plan` flow: today's follow-ups get their fate in `message_ledger` (planned, deferred,
-suppressed, held out), and the change against the previous run goes to `plan_diff`."""
+"""The `plan` flow: first the escalation rules look at what went unanswered (reminders, tasks for
+managers and specialists, care messages, downgrade flags, stops), then today's follow-ups get their
+fate in `message_ledger` (planned, deferred, suppressed, held out), and the change against the
+previous run goes to `plan_diff`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.dispatching.escalation import EscalationReport, escalate
 from flows.planning.plan import PlanReport, plan
 from flows.settings import Settings
 
@@ -18,6 +21,12 @@ from flows.settings import Settings
 def plan_task(db_path: Path, as_of: dt.date, dry_run: bool) -> PlanReport:
     """Consent, opt-outs, holdouts, caps and owners, in priority order; one transaction."""
     return plan(db_path, as_of, dry_run=dry_run, business_tz=Settings.from_env().business_tz)
+
+
+@task(name="escalate", cache_policy=NO_CACHE)
+def escalate_task(db_path: Path, as_of: dt.date, dry_run: bool) -> EscalationReport:
+    """Yesterday's unanswered follow-ups, by the playbooks' escalation rules; once each."""
+    return escalate(db_path, as_of, business_tz=Settings.from_env().business_tz, dry_run=dry_run)
 
 
 def summary_markdown(report: PlanReport) -> str:
@@ -30,6 +39,8 @@ def summary_markdown(report: PlanReport) -> str:
 def plan_flow(as_of: dt.date, db: Path | None = None, dry_run: bool = True) -> PlanReport:
     """Decide today's follow-ups from `followups_due` (built by the `build` flow)."""
     db_path = Path(db) if db else Settings.from_env().db_path
+    escalated = escalate_task(db_path, as_of, dry_run)
+    get_run_logger().info("escalations %s: %s", as_of, dict(escalated.counts))
     report = plan_task(db_path, as_of, dry_run)
     get_run_logger().info("plan %s: %s", as_of, report.counts)
     create_markdown_artifact(summary_markdown(report), key="plan-summary")

@@ -172,7 +172,7 @@ TIERS = ("diamond", "gold", "silver", "basic")
 MISSED_ACTIONS = {
     "specialist_task": "a 1-to-1 task for a specialist (staff of the policy's specialist role)",
     "sms_care": "an SMS care message (template templates/_escalation/care.j2)",
-    "flag_downgrade": "the manual tag downgrade_candidate, for the tier review",
+    "flag_downgrade": "a row in `escalations` (action flag_downgrade), for the tier review",
     "stop": "no more follow-ups from this playbook for the customer",
 }
 

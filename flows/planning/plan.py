@@ -22,8 +22,8 @@ import duckdb
 import polars as pl
 import yaml
 
-from flows.planning import calendar
 from flows.dispatching.store import ensure_tables
+from flows.planning import calendar
 from flows.planning.declarations import PLAYBOOK_DIR, TASK_CHANNELS
 
 CONTACT_STATUSES = ("sent", "pending", "dry_run")  # a contact, for the caps
@@ -57,6 +57,7 @@ class Policy:
     consent: dict[str, str]
     max_deferral_days: int = 14
     assign_roles: tuple[str, ...] = ("sales", "service")
+    specialist_role: str = "service"  # who gets an escalation's 1-to-1 task (escalation.py)
 
     @classmethod
     def load(cls, path: Path = PLAYBOOK_DIR / "_policy.yml") -> Policy:
@@ -77,6 +78,7 @@ class Policy:
             consent=dict(data.get("consent", {})),
             max_deferral_days=int(data.get("max_deferral_days", 14)),
             assign_roles=tuple(data.get("assign_roles", ("sales", "service"))),
+            specialist_role=str(data.get("specialist_role", "service")),
         )
 
 
@@ -308,8 +310,11 @@ def decide(
     start: dt.datetime,
     policy: Policy,
     dry_run: bool,
+    stopped: dict[tuple[str, str], str] | None = None,
 ) -> list[dict]:
-    """One decision per candidate, highest priority first within each customer's day."""
+    """One decision per candidate, highest priority first within each customer's day.
+    `stopped`: (customer_id, playbook) -> tier, the escalations' `stop` actions."""
+    stopped = stopped or {}
     caps = _Caps(history, policy)
     owners = _Owners(staff, policy)
     ordered = candidates.sort(
@@ -326,6 +331,9 @@ def decide(
         decision["channel"] = channel or row["channel"]
         if late > policy.max_deferral_days:
             decision.update(status="suppressed", reason=f"deferred {late} days, beyond the limit")
+        elif (row["customer_id"], row["playbook"]) in stopped:
+            tier = stopped[(row["customer_id"], row["playbook"])]
+            decision.update(status="suppressed", reason=f"stopped by escalation: {tier} missed")
         elif channel is None:
             decision.update(status="suppressed", reason=why)
         elif row["variant"] == "holdout":
@@ -387,8 +395,24 @@ def plan(
         longest = max((c.days for caps in policy.caps.values() for c in caps), default=1)
         longest = max([longest, *(c.days for caps in policy.channel_caps.values() for c in caps)])
         history = _history(con, as_of, longest)
+        stopped = {
+            (customer, playbook): tier
+            for customer, playbook, tier in con.execute(
+                "select customer_id, playbook, coalesce(min(tier), 'unknown tier') "
+                "from escalations where action = 'stop' and as_of_date <= ? group by all",
+                [as_of],
+            ).fetchall()
+        }
         decisions = decide(
-            candidates, history, _staff(con), _opt_outs(con, start), as_of, start, policy, dry_run
+            candidates,
+            history,
+            _staff(con),
+            _opt_outs(con, start),
+            as_of,
+            start,
+            policy,
+            dry_run,
+            stopped=stopped,
         )
         rows = _ledger_rows(decisions, as_of, start)
         con.execute(
