@@ -23,8 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 KINDS = ("http_json", "smtp", "webhook", "call_list", "file")
@@ -124,3 +126,17 @@ def mask(text: str | None) -> str | None:
         return None
     text = _PHONE.sub(lambda m: f"{m[1]}{m[2]}****{m[4]}", text)
     return _EMAIL.sub(lambda m: f"{m[1]}***@{m[2]}", text)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

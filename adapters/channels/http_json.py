@@ -18,14 +18,13 @@ import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from adapters.channels import ChannelConfigError, Message, Outcome, mask
+from adapters.channels import ChannelConfigError, Message, Outcome, mask, retry_after_seconds
 
 
 class Channel:
@@ -116,26 +115,11 @@ class Channel:
             return Outcome.sent(m, None if provider_id is None else str(provider_id))
         answer = mask(response.text[:200].strip()) or response.reason
         if code == 429:
-            return Outcome.retry(
-                m, f"429 rate limited: {answer}", _retry_after(response.headers.get("Retry-After"))
-            )
+            pause = retry_after_seconds(response.headers.get("Retry-After"))
+            return Outcome.retry(m, f"429 rate limited: {answer}", pause)
         if code >= 500:
             return Outcome.retry(m, f"{code}: {answer}")
         return Outcome.failed(m, f"{code}: {answer}")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _first_line(exc: Exception) -> str:

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Sequence
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -42,7 +40,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from adapters.channels import ChannelConfigError, Message, Outcome, mask
+from adapters.channels import ChannelConfigError, Message, Outcome, mask, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +166,7 @@ class Channel:
         detail = self._scrub(mask(errmsg or response.reason or "") or "")[:200]
         error = f"{what}: {detail}" if detail else what
         if status == 429 or code in _RATE_LIMITED[self.flavor]:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             return Outcome.retry(m, f"rate limited ({error})", retry_after), False
         if status >= 500:
             return Outcome.retry(m, error), True
@@ -236,17 +234,3 @@ def _answer(response: requests.Response, flavor: str) -> tuple[int | None, str |
     except (TypeError, ValueError):
         code = None
     return code, None if message is None else str(message)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
