@@ -171,10 +171,16 @@ def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None =
     from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
     from flows.planning.tables import write_planning_tables
 
+    from flows.dispatching.store import ensure_tables
+    from flows.ingestion.load import ensure_schema
+
     playbooks = load_playbooks(playbook_dir or PLAYBOOK_DIR)
     con = duckdb.connect(str(db_path))
     try:
         write_planning_tables(con, playbooks, as_of)
+        # the models read the raw tables and the ledger, even before the first feedback or plan
+        ensure_schema(con)
+        ensure_tables(con)
     finally:
         con.close()
     return len(playbooks)

@@ -140,3 +140,21 @@
 {% macro minute_of_day(local_ts) -%}
     (extract(hour from {{ local_ts }}) * 60 + extract(minute from {{ local_ts }}))
 {%- endmacro %}
+
+{#- numerator / denominator as a fraction, NULL when the denominator is 0. -#}
+{% macro ratio(numerator, denominator) -%}
+    cast({{ numerator }} as double) / nullif({{ denominator }}, 0)
+{%- endmacro %}
+
+{#- The distinct values of a column within a group, sorted and joined, e.g. `call+sms`. -#}
+{% macro sorted_set_agg(column, separator) -%}
+    {{ return(adapter.dispatch('sorted_set_agg', 'followup')(column, separator)) }}
+{%- endmacro %}
+
+{% macro default__sorted_set_agg(column, separator) -%}
+    string_agg(distinct {{ column }}, '{{ separator }}' order by {{ column }})
+{%- endmacro %}
+
+{% macro spark__sorted_set_agg(column, separator) -%}
+    array_join(array_sort(collect_set({{ column }})), '{{ separator }}')
+{%- endmacro %}

@@ -20,6 +20,7 @@ from flows.settings import EXPECTATIONS_DIR
 LOAD_ORDER = ("customers", "staff", "orders", "events", "contracts", "tags")
 COLUMN_TYPES = {
     "id": "VARCHAR",
+    "message_ref": "VARCHAR",
     "text": "VARCHAR",
     "phone": "VARCHAR",
     "email": "VARCHAR",

@@ -102,6 +102,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
             f"create table if not exists raw.{name} ({columns}, _key varchar not null, "
             "_row_hash ubigint, _load_id varchar, _source_file varchar, _line_number bigint)"
         )
+        # a database from an earlier version gains the columns an entity has since grown
+        have = {r[0] for r in con.execute(f"describe raw.{name}").fetchall()}
+        for column, sql_type in raw_columns(entity):
+            if column not in have:
+                con.execute(f"alter table raw.{name} add column {column} {sql_type}")
     con.execute(
         """
         create table if not exists quarantine (

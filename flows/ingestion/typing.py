@@ -147,6 +147,8 @@ def parse(c: str, column: Column, tz: str, python_phone: str = "null") -> str:
     kind = column.type
     if kind in ("id", "text"):
         return c
+    if kind == "message_ref":  # a message id, or a survey link / token carrying it as ?m=<id>
+        return f"coalesce(nullif(regexp_extract({c}, '[?&]m=([^&#\\s]+)', 1), ''), {c})"
     if kind == "enum":
         return _enum(c, column)
     if kind == "timestamp":

@@ -227,9 +227,12 @@ def check(
         if e.type == "expect_column_values_to_be_in_set" and isinstance(
             params.resolve(value_set), str
         ):
-            other, key = params.resolve(value_set).split(".")
+            # `customers.customer_id` is a raw table; `main.message_ledger.message_id` names
+            # its schema (feedback refers to the ledger)
+            *schema, other, key = params.resolve(value_set).split(".")
+            table = f"{schema[0] if schema else 'raw'}.{other}"
             fk_joins.append(
-                f"left join (select distinct {key} as _fk{e.index} from raw.{other}) fk{e.index} "
+                f"left join (select distinct {key} as _fk{e.index} from {table}) fk{e.index} "
                 f"on fk{e.index}._fk{e.index} = t.{e.column}"
             )
             extra_cols.append(f"_fk{e.index}")

@@ -68,6 +68,7 @@ class _Strict(BaseModel):
 class Variant(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
     weight: Annotated[float, Field(gt=0)] = 1.0
+    control: bool = False  # the arm the others are compared with (default: the first declared)
 
 
 class Window(_Strict):
@@ -93,6 +94,8 @@ class Step(_Strict):
     coupon: str | None = None  # coupon code prefix; each message gets its own code from it
     variants: tuple[Variant, ...] = ()
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # an A/B decision is never `ship` while an arm has fewer messages than this
+    min_sample: Annotated[int, Field(gt=0)] = 200
 
     @field_validator("offset")
     @classmethod
@@ -106,6 +109,24 @@ class Step(_Strict):
         if value is not None and not _TIME.match(value):
             raise ValueError(f"bad time {value!r}: write HH:MM")
         return value
+
+    @field_validator("variants")
+    @classmethod
+    def _one_control(cls, value: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        names = [v.name for v in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names repeat: {names}")
+        if "holdout" in names:
+            raise ValueError("`holdout` is the name of the holdout arm: declare `holdout: 0.1`")
+        if sum(v.control for v in value) > 1:
+            raise ValueError("at most one variant is the control")
+        return value
+
+    @property
+    def control(self) -> str | None:
+        """The variant the others are compared with: the one marked, else the first."""
+        marked = [v.name for v in self.variants if v.control]
+        return marked[0] if marked else (self.variants[0].name if self.variants else None)
 
     @model_validator(mode="after")
     def _whole_days_with_send_time(self) -> Step:
@@ -217,6 +238,8 @@ class Playbook(_Strict):
     reentry: Reentry = Reentry()
     audience: dict[str, tuple[str, ...]] = {}
     escalation: Escalation = Escalation()
+    # a paid order this many days after a message converts it (last touch)
+    attribution_days: Annotated[int, Field(gt=0, le=365)] = 14
     enabled: bool = True
 
     @field_validator("audience")

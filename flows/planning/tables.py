@@ -40,6 +40,8 @@ STEP_COLUMNS = {
     "is_task": "boolean",
     "fallback_channels": "varchar",
     "holdout": "double",
+    "min_sample": "integer",
+    "attribution_days": "integer",
     "exit_ordered_again": "boolean",
     "exit_replied": "boolean",
     "exit_opted_out": "boolean",
@@ -83,6 +85,8 @@ def step_rows(playbooks: list[Playbook]) -> list[tuple]:
                 "is_task": step.channel in TASK_CHANNELS,
                 "fallback_channels": ",".join(step.fallback) or None,
                 "holdout": step.holdout,
+                "min_sample": step.min_sample,
+                "attribution_days": playbook.attribution_days,
                 **{f"exit_{e}": e in playbook.exit for e in _EXITS},
                 "reentry_rule": playbook.reentry.rule,
                 "reentry_days": playbook.reentry.days,
@@ -111,24 +115,26 @@ def _clock_minutes(clock: str | None) -> int | None:
 
 
 def variant_rows(playbooks: list[Playbook]) -> list[tuple]:
-    """(playbook, step, variant, bucket_low, bucket_high): a customer whose stable hash bucket in
-    [0, 1) falls in [low, high) gets the variant. The holdout takes [0, holdout)."""
+    """(playbook, step, variant, bucket_low, bucket_high, is_control): a customer whose stable
+    hash bucket in [0, 1) falls in [low, high) gets the variant, so the width is its declared
+    share. The holdout takes [0, holdout)."""
     rows = []
     for playbook in playbooks:
         for step in playbook.steps:
             low = 0.0
             if step.holdout:
-                rows.append((playbook.name, step.name, "holdout", 0.0, step.holdout))
+                rows.append((playbook.name, step.name, "holdout", 0.0, step.holdout, False))
                 low = step.holdout
             variants = step.variants or ()
             total = sum(v.weight for v in variants)
             if not variants:
-                rows.append((playbook.name, step.name, "default", low, 1.0))
+                rows.append((playbook.name, step.name, "default", low, 1.0, False))
                 continue
             span = 1.0 - low
             for i, variant in enumerate(variants):
                 high = 1.0 if i == len(variants) - 1 else low + span * variant.weight / total
-                rows.append((playbook.name, step.name, variant.name, low, high))
+                is_control = variant.name == step.control
+                rows.append((playbook.name, step.name, variant.name, low, high, is_control))
                 low = high
     return rows
 
@@ -151,11 +157,13 @@ def write_planning_tables(
             con.executemany(f"insert into config.playbook_steps values ({marks})", rows)
         con.execute(
             "create or replace table config.playbook_variants (playbook varchar, step varchar, "
-            "variant varchar, bucket_low double, bucket_high double)"
+            "variant varchar, bucket_low double, bucket_high double, is_control boolean)"
         )
         variants = variant_rows(playbooks)
         if variants:
-            con.executemany("insert into config.playbook_variants values (?, ?, ?, ?, ?)", variants)
+            con.executemany(
+                "insert into config.playbook_variants values (?, ?, ?, ?, ?, ?)", variants
+            )
         con.execute(
             "create or replace table config.calendar_days "
             "(calendar_date date, is_workday boolean, source varchar)"
