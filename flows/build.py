@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.analysis.publish import publish_analysis, read_summary
 from flows.settings import PROJECT_ROOT, Settings
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -168,11 +169,10 @@ def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None =
     Returns the number of playbooks."""
     import duckdb
 
-    from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
-    from flows.planning.tables import write_planning_tables
-
     from flows.dispatching.store import ensure_tables
     from flows.ingestion.load import ensure_schema
+    from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
+    from flows.planning.tables import write_planning_tables
 
     playbooks = load_playbooks(playbook_dir or PLAYBOOK_DIR)
     con = duckdb.connect(str(db_path))
@@ -205,12 +205,16 @@ def build(
 CODE_TESTS = ("not_null", "accepted_values", "between", "one_of")
 
 
-def build_args(full_refresh: bool = False, *, every_test: bool = False) -> list[str]:
-    """A daily build: every model and seed, and the data tests that guard integrity. The unit
-    tests are the code's tests, not the data's: `make test` runs them (`every_test`)."""
+def build_args(
+    full_refresh: bool = False, *, every_test: bool = False, select: str | None = None
+) -> list[str]:
+    """A daily build: every model and seed (or those `select`ed), and the data tests that guard
+    integrity. The unit tests are the code's tests, not the data's: `make test` runs them
+    (`every_test`)."""
     excluded = [] if every_test else ["--exclude", *(f"test_name:{t}" for t in CODE_TESTS)]
     return [
         "build",
+        *(["--select", select] if select else []),
         *([] if every_test else ["--exclude-resource-type", "unit_test"]),
         *excluded,
         *(["--full-refresh"] if full_refresh else []),
@@ -244,4 +248,5 @@ def build_flow(as_of: dt.date, db: Path | None = None, full_refresh: bool = Fals
     )
     get_run_logger().info("dbt build: %d nodes in %.1f s", len(nodes), report.seconds)
     create_markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
+    publish_analysis(read_summary(db_path), as_of)
     return report

@@ -259,6 +259,93 @@ def run(
     _silence_teardown()
 
 
+@app.command()
+def feedback(
+    source: Annotated[Path, typer.Option(help="Feedback file, or a folder with feedback.csv")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today)")
+    ] = None,
+) -> None:
+    """Load feedback (replies, survey answers, call outcomes, delivery receipts) and refresh the
+    analysis models: campaign performance, satisfaction and the A/B results."""
+    db = db or Settings.from_env().db_path
+    if not db.exists():
+        _fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
+    result = _run_feedback(source, db, _date(as_of))
+    print_report(result.ingest, db)
+    print_analysis(result.summary)
+    _silence_teardown()
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="Folder for the workbook and the HTML page")] = Path(
+        "var/report"
+    ),
+    db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
+) -> None:
+    """Write the marketing report: an Excel workbook and a single-file HTML page with charts
+    (phones and emails masked)."""
+    db = db or Settings.from_env().db_path
+    if not db.exists():
+        _fail(f"{db} does not exist: run `followup demo` or `followup run` first")
+    result = _run_report(db, out)
+    console.print(f"workbook: {result.workbook}\nHTML page: {result.html}")
+    _silence_teardown()
+
+
+def print_analysis(summary) -> None:
+    """Headline figures, per-playbook results and the A/B table."""
+    from flows.analysis.publish import percent
+
+    if summary is None:
+        return
+    kpis = summary.kpis
+    if kpis:
+        shown = ("response_rate", "conversion_rate", "csat", "nps", "repurchase_rate")
+        console.print(
+            "headline: "
+            + ", ".join(
+                f"{k.replace('_', ' ')} "
+                + (
+                    "–"
+                    if kpis.get(k) is None
+                    else f"{kpis[k]:.1f}"
+                    if k == "nps"
+                    else percent(kpis[k])
+                )
+                for k in shown
+                if k in kpis
+            )
+        )
+    table = Table(title="A/B results (table ab_results)")
+    headings = ("experiment", "variant", "n", "rate", "lift (95% CI)", "p", "P(beat)", "decision")
+    for heading in headings:
+        table.add_column(
+            heading, justify="right" if heading in ("n", "rate", "p", "P(beat)") else "left"
+        )
+    for r in summary.ab:
+        lift = (
+            "control"
+            if r["is_control"]
+            else f"{percent(r['abs_lift'])} [{percent(r['ci_low'])}, {percent(r['ci_high'])}]"
+        )
+        table.add_row(
+            r["experiment"],
+            r["variant"],
+            f"{r['n']:,}",
+            percent(r["rate"]),
+            lift,
+            "" if r["p_value"] is None else f"{r['p_value']:.4f}",
+            percent(r["chance_to_beat_control"]),
+            r["decision"] or "",
+        )
+    if not summary.ab:
+        table.add_row("no experiment has data yet", *("" for _ in headings[1:]))
+    console.print(table)
+
+
 def print_dispatch(report) -> None:
     mode = "dry run: rendered, nothing sent" if report.dry_run else "sent"
     table = Table(title=f"Dispatch for {report.as_of} ({mode})")
@@ -320,41 +407,147 @@ def demo(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today)")
     ] = None,
+    days: Annotated[int, typer.Option(help="Days of follow-ups to simulate before it")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
+    out: Annotated[Path, typer.Option(help="Folder for the report")] = Path("var/report"),
 ) -> None:
-    """Generate a demo company, load it, and run the daily cycle a month ago and today; messages
-    go to the local outbox (nothing leaves the machine)."""
+    """Generate a demo company, simulate `days` of follow-ups with their replies, survey scores and
+    later orders (one A/B variant truly works better), run today's real cycle (messages go to
+    the local outbox: nothing leaves the machine), load the feedback and write the report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from flows.demo_company import generate_company
+    from flows.demo_story import BETTER_VARIANT, EXPERIMENT, simulate_history
 
     settings = Settings.from_env()
     db = db or settings.db_path
     run_date = _date(as_of) or dt.date.today()
     source = db.parent / "demo_source"
-    console.print(f"Generating a company of {customers:,} customers into {source} …")
-    # 1 % of the rows carry the mistakes real exports do, so the quarantine has something to say.
-    counts = generate_company(
-        source, customers=customers, seed=seed, as_of=run_date, fmt="csv", dirty=0.01
+    stages = [
+        "generate the company",
+        "load and validate",
+        "build the models a month ago",
+        f"simulate {days} days of follow-ups",
+        "load the later orders and the feedback",
+        f"today's real cycle ({run_date})",
+        "write the report",
+    ]
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
     )
-    console.print("  " + ", ".join(f"{n:,} {e}" for e, n in counts.items()))
-    report = _run_ingest(source, db, run_date, None)
-    print_report(report, db)
-    # Two run dates four weeks apart, so the tier history has a month to compare (tier_changes).
-    for day in (run_date - dt.timedelta(days=28), run_date):
-        result = _run_daily(None, db, day, None, full_refresh=False, dry_run=False)
+    with progress:
+        bar = progress.add_task(stages[0], total=len(stages))
+
+        def step(i: int) -> None:
+            progress.update(bar, completed=i, description=stages[i] if i < len(stages) else "done")
+
+        # 1 % of the rows carry the mistakes real exports do: the quarantine has something to say
+        counts = generate_company(
+            source, customers=customers, seed=seed, as_of=run_date, fmt="csv", dirty=0.01
+        )
+        progress.console.print(
+            f"Generated {', '.join(f'{n:,} {e}' for e, n in counts.items())} into {source}"
+        )
+        step(1)
+        report = _run_ingest(source, db, run_date, None)
+        print_report(report, db)
+        step(2)
+        # a build four weeks back gives the tier history a month to compare (tier_changes)
+        print_build(_run_build(db, run_date - dt.timedelta(days=28)))
+        step(3)
+        story = simulate_history(
+            db,
+            run_date - dt.timedelta(days=days),
+            run_date - dt.timedelta(days=1),
+            source / "later",
+            settings.business_tz,
+            seed=seed,
+        )
+        progress.console.print(
+            f"Simulated {story.messages:,} messages ({story.held_out:,} held out) from "
+            f"{story.start} to {story.end}: {story.feedback_rows:,} feedback rows and "
+            f"{story.later_orders:,} later orders"
+        )
+        step(4)
+        _run_ingest_files(db, run_date, {"orders": story.orders_file})
+        loaded = _run_feedback(story.feedback_file, db, run_date, refresh_models=False)
+        print_report(loaded.ingest, db)
+        step(5)
+        result = _run_daily(None, db, run_date, None, full_refresh=False, dry_run=False)
         print_build(result.build)
+        step(6)
+        written = _run_report(db, out)
+        step(7)
     print_models(db)
     print_plan(result.plan)
     print_dispatch(result.dispatch)
-    console.print(f"messages: {settings.outbox_dir}/<channel>.jsonl; call lists: manual_followups")
+    from flows.analysis.publish import read_summary
+
+    summary = read_summary(db)
+    print_analysis(summary)
+    found = next(
+        (r for r in summary.ab if r["experiment"] == EXPERIMENT and r["variant"] == BETTER_VARIANT),
+        None,
+    )
+    if found is not None:
+        verdict = (
+            "found it" if found["decision"] == "ship" else f"did not find it ({found['decision']})"
+        )
+        console.print(
+            f"The simulation made `{BETTER_VARIANT}` truly better in {EXPERIMENT}; "
+            f"the A/B test {verdict}: lift {found['abs_lift']:+.1%} "
+            f"[{found['ci_low']:+.1%}, {found['ci_high']:+.1%}], p = {found['p_value']:.2g}."
+        )
     console.print(
-        f"\nNext: the tables are in {db} (raw.*, quarantine, and the models above), e.g.\n"
+        f"\nReport: {written.html} and {written.workbook}\n"
+        f"messages: {settings.outbox_dir}/<channel>.jsonl; call lists: manual_followups\n"
+        f"The tables are in {db} (raw.*, quarantine, the models above, campaign_performance, "
+        f"ab_results), e.g.\n"
         f'  .venv/bin/python -c "import duckdb; '
-        f"duckdb.connect('{db}', read_only=True).sql('from customer_rfm limit 5').show()\"\n"
-        f"the validation report is {settings.data_docs_dir / 'index.html'}; "
-        f"the models' documentation: make docs",
+        f"duckdb.connect('{db}', read_only=True).sql('from ab_results').show()\"\n"
+        f"notebooks: FOLLOWUP_DB={db} .venv/bin/marimo run notebooks/ab_results.py",
         soft_wrap=True,  # a command to copy must not be wrapped
     )
     _silence_teardown()
+
+
+def _run_build(db: Path, as_of: dt.date):
+    _quiet_prefect()
+    from flows.build import BuildError, build_flow
+
+    with _one_line_errors(BuildError):
+        return build_flow(as_of=as_of, db=db)
+
+
+def _run_ingest_files(db: Path, as_of: dt.date, files: dict[str, Path]):
+    from flows.ingestion.load import IngestError, ingest
+
+    with _one_line_errors(IngestError):
+        return ingest(
+            db, None, settings=Settings.from_env(), as_of=as_of, files=files, entities=tuple(files)
+        )
+
+
+def _run_feedback(source: Path, db: Path, as_of: dt.date | None, refresh_models: bool = True):
+    _quiet_prefect()
+    from flows.build import BuildError
+    from flows.feedback import feedback_flow
+    from flows.ingestion.load import IngestError
+
+    with _one_line_errors(IngestError, BuildError):
+        return feedback_flow(source=source, db=db, as_of=as_of, refresh_models=refresh_models)
+
+
+def _run_report(db: Path, out: Path):
+    _quiet_prefect()
+    from flows.report import report_flow
+
+    with _one_line_errors():
+        return report_flow(db=db, out=out)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -214,7 +214,7 @@ def ingest(
         con.execute("commit")
         table_rows = {
             name: con.execute(f"select count(*) from raw.{name}").fetchone()[0]
-            for name in LOAD_ORDER
+            for name in dict.fromkeys((*LOAD_ORDER, *entities))
         }
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # no transaction was open yet

@@ -200,15 +200,15 @@ def _read_csv(con, entity: Entity, path: Path, table: str, work_dir: Path) -> So
     line_of = _line_numbers_sql(header_line, [m[0] for m in malformed], blank)
     # A view, not a copy: at 20M rows every copy of the text costs seconds (and disk, spilled).
     first_rowid = con.execute(f"select min(rowid) from {table}_read").fetchone()[0] or 0
-    blank = _blank_row_sql(len(headers))
+    is_blank = _blank_row_sql(len(headers))
     con.execute(
         f"""
         create or replace temp view {table} as
         with numbered as (select rowid - {first_rowid} as _ordinal, * from {table}_read)
-        select {line_of} as _line, * exclude (_ordinal) from numbered where not ({blank})
+        select {line_of} as _line, * exclude (_ordinal) from numbered where not ({is_blank})
         """
     )
-    blank_rows = con.execute(f"select count(*) from {table}_read where {blank}").fetchone()[0]
+    blank_rows = con.execute(f"select count(*) from {table}_read where {is_blank}").fetchone()[0]
     return SourceTable(
         entity=entity.name,
         path=path,

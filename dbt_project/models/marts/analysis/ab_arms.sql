@@ -1,9 +1,12 @@
 {#- The arms of every experiment, with what the statistics need (flows/analysis/abtest.py turns
     them into `ab_results`). A step with two or more variants is the experiment
     `<playbook>.<step>`; a step with a holdout is also `<playbook>.<step>.holdout`, the holdout
-    (control) against every sent arm together. An arm's `n` counts its messages, sent, failed or
-    held out, whose attribution window has closed by the as-of morning; `conversions` those
-    followed by a paid order within it. -#}
+    (control) against every sent arm together. The unit is the customer, as in the assignment
+    (a stable hash of the customer per step): counting messages would count a frequent buyer many
+    times over and make the arms look unbalanced and the tests overconfident. An arm's `n` counts
+    the customers with a message in it, sent, failed or held out, whose attribution window has
+    closed by the as-of morning; `conversions` those who placed a paid order within the window
+    of one of them. -#}
 with
 
 variants as (
@@ -77,8 +80,9 @@ counted as (
         arms.is_control,
         arms.weight,
         arms.min_sample,
-        count(outcomes.message_id) as n,
-        count(case when outcomes.ordered_in_window then 1 end) as conversions
+        count(distinct outcomes.customer_id) as n,
+        count(distinct case when outcomes.ordered_in_window then outcomes.customer_id end)
+        as conversions
     from arms
     left join outcomes
         on

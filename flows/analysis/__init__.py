@@ -1,0 +1,1 @@
+"""Analysis: the statistics behind the what-worked marts (A/B experiment results)."""
