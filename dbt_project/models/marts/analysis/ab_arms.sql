@@ -82,14 +82,14 @@ counted as (
         arms.min_sample,
         count(distinct outcomes.customer_id) as n,
         count(distinct case when outcomes.ordered_in_window then outcomes.customer_id end)
-        as conversions
+            as conversions
     from arms
     left join outcomes
         on
             arms.playbook = outcomes.playbook
             and arms.step = outcomes.step
             and (
-                outcomes.variant = arms.matches_variant
+                arms.matches_variant = outcomes.variant
                 or (arms.matches_variant is null and outcomes.variant != 'holdout')
             )
     group by arms.experiment, arms.variant, arms.is_control, arms.weight, arms.min_sample

@@ -38,5 +38,5 @@ select
     playbook,
     category,
     responses,
-    {{ ratio('responses', 'sum(responses) over (partition by playbook)') }} as share
+    {{ ratio('responses', 'sum(responses) over (partition by playbook)') }} as share  -- noqa: RF04
 from counted

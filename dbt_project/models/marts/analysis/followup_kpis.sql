@@ -8,7 +8,10 @@ outcomes as (
 ),
 
 steps as (
-    select distinct playbook, state from {{ ref('stg_config__playbook_steps') }}
+    select distinct
+        playbook,
+        state
+    from {{ ref('stg_config__playbook_steps') }}
 ),
 
 rfm as (
@@ -45,7 +48,7 @@ metrics as (
         count(case when is_converted then 1 end) as numerator,
         count(*) as denominator,
         'messages followed by a paid order within the attribution window (last touch) / sent'
-        as definition
+            as definition
     from outcomes
     union all
     select
@@ -58,8 +61,8 @@ metrics as (
     select
         'complaint_rate' as metric,
         (
-            select count(distinct customer_id) from complaints
-            where complained_at >= {{ dbt.dateadd('day', -90, as_of_start()) }}
+            select count(distinct complaints.customer_id) from complaints
+            where complaints.complained_at >= {{ dbt.dateadd('day', -90, as_of_start()) }}
         ) as numerator,
         count(*) as denominator,
         'customers who complained in the last 90 days / customers' as definition

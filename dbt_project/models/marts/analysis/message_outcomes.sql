@@ -13,7 +13,10 @@ ledger as (
 ),
 
 steps as (
-    select distinct playbook, attribution_days from {{ ref('stg_config__playbook_steps') }}
+    select distinct
+        playbook,
+        attribution_days
+    from {{ ref('stg_config__playbook_steps') }}
 ),
 
 feedback as (
@@ -45,16 +48,17 @@ responses as (
     from messages
     inner join feedback
         on
-            feedback.message_id = messages.message_id
+            messages.message_id = feedback.message_id
             and feedback.is_response
-            and feedback.responded_at >= messages.sent_at
+            and messages.sent_at <= feedback.responded_at
             and feedback.responded_at
             < {{ dbt.dateadd('hour', var('response_window_hours'), 'messages.sent_at') }}
     group by messages.message_id
 ),
 
 delivery_failures as (
-    select distinct message_id from feedback where is_delivery_failure
+    select distinct message_id from feedback
+    where is_delivery_failure
 ),
 
 surveys as (
@@ -74,7 +78,7 @@ order_touches as (
         orders.amount,
         messages.message_id,
         row_number() over (
-            partition by orders.order_id order by messages.sent_at desc, messages.message_id
+            partition by orders.order_id order by messages.sent_at desc, messages.message_id asc
         ) as touch_rank
     from orders
     inner join messages
@@ -101,8 +105,8 @@ ordered_in_window as (
     from messages
     inner join orders
         on
-            orders.customer_id = messages.customer_id
-            and orders.ordered_at > messages.window_start_at
+            messages.customer_id = orders.customer_id
+            and messages.window_start_at < orders.ordered_at
             and orders.ordered_at
             < {{ dbt.dateadd('day', 'messages.attribution_days', 'messages.window_start_at') }}
 ),
