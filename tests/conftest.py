@@ -44,3 +44,43 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    db: Path
+    report_dir: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> DemoRun:
+    """`followup demo` as a new user runs it (the command, default size, 60 simulated days),
+    once per session: the report, the notebooks and the demo's own tests read what it wrote."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("demo")
+    db = root / "followup.duckdb"
+    command = [
+        str(Path(sys.executable).parent / "followup"),
+        "demo",
+        "--db",
+        str(db),
+        "--out",
+        str(root / "report"),
+        "--as-of",
+        AS_OF.isoformat(),
+    ]
+    env = {
+        **os.environ,
+        "FOLLOWUP_OUTBOX": str(root / "outbox"),
+        "FOLLOWUP_DATA_DOCS": str(root / "data_docs"),
+        "COLUMNS": "200",
+    }
+    done = subprocess.run(
+        command, cwd=root, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return DemoRun(db=db, report_dir=root / "report", output=done.stdout)

@@ -8,6 +8,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from lifetimes.utils import summary_data_from_transaction_data
@@ -212,10 +213,17 @@ def test_one_new_day_incremental_equals_a_full_refresh(built: Path, tmp_path: Pa
 
 
 def test_a_failing_model_is_one_line_naming_it(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.duckdb"
+    # a raw table written by something else than the ingest: its times are text
+    broken = tmp_path / "broken.duckdb"
+    con = duckdb.connect(str(broken))
+    con.execute("create schema raw")
+    con.execute(
+        "create table raw.orders as select 'O1' as order_id, 'C1' as customer_id, "
+        "'next tuesday' as ordered_at"
+    )
+    con.close()
     with pytest.raises(BuildError) as caught:
-        build(empty, AS_OF, Settings.from_env())
+        build(broken, AS_OF, Settings.from_env())
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith("dbt: ")
-    assert "raw" in message  # the missing source schema is named
+    assert message.startswith("dbt: model stg_raw__orders error: ")

@@ -286,3 +286,23 @@ def test_a_missing_feedback_file_is_one_clear_error(history, tmp_path):
     empty.mkdir()
     with pytest.raises(IngestError, match="no feedback file"):
         load_feedback(empty, db, AS_OF, settings)
+
+
+def test_the_feedback_flow_publishes_the_figures_and_the_ab_table(history, prefect_server):
+    from prefect.artifacts import Artifact
+
+    from flows.feedback import feedback_flow
+
+    db, _, root = history
+    report = feedback_flow(source=root / "feedback.csv", db=db, as_of=AS_OF)
+    assert report.ingest.loads[0].unchanged == 5
+    assert any(n.name == "ab_results" for n in report.nodes)
+    assert not any(n.name == "customer_rfm" for n in report.nodes)  # only the analysis models
+    analysis = Artifact.get("analysis")
+    assert analysis is not None
+    assert "| response_rate | 66.7% |" in analysis.data
+    assert "| conversion_rate | 25.0% |" in analysis.data
+    # day3_care: care M1 and M4 (C1, C4), care_coupon M3 (C2); C1 ordered within the window
+    assert "| post_purchase_journey.day3_care | care | 2 | 1 | 50.0% | control |" in analysis.data
+    table = Artifact.get("ab-results")
+    assert table is not None and "care_coupon" in str(table.data)

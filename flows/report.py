@@ -1,0 +1,70 @@
+"""The `report` flow: the analysis tables as the marketing report, an Excel workbook and one
+self-contained HTML page with charts, and the headline figures and A/B table as a Prefect
+artifact next to the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.analysis.publish import ab_markdown
+from flows.reporting.data import ReportData, load_report_data
+from flows.reporting.formats import display, label, metric_kind
+from flows.reporting.html import write_html
+from flows.reporting.workbook import write_workbook
+from flows.settings import Settings
+
+WORKBOOK_NAME = "followup_report.xlsx"
+HTML_NAME = "followup_report.html"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    workbook: Path
+    html: Path
+    headline: dict[str, float | None]
+
+
+@task(name="load-report-data", cache_policy=NO_CACHE)
+def load_task(db_path: Path) -> ReportData:
+    """Every table the report shows, read only, text masked."""
+    return load_report_data(db_path, Settings.from_env().business_tz)
+
+
+@task(name="write-workbook", cache_policy=NO_CACHE)
+def workbook_task(data: ReportData, path: Path) -> Path:
+    return write_workbook(data, path)
+
+
+@task(name="write-html", cache_policy=NO_CACHE)
+def html_task(data: ReportData, path: Path) -> Path:
+    return write_html(data, path)
+
+
+def summary_markdown(data: ReportData, workbook: Path, page: Path) -> str:
+    run = data.latest_run.isoformat() if data.latest_run else "none yet"
+    lines = [f"# Follow-up report (latest plan run: {run})", "", "| figure | value |", "|---|---|"]
+    for metric, value in data.headline().items():
+        lines.append(f"| {label(metric)} | {display(value, metric_kind(metric)) or '–'} |")
+    ab = data.ab_results
+    records = ab.astype(object).where(ab.notna(), None).to_dict("records")
+    lines += ["", "## A/B tests", "", ab_markdown(records)]
+    lines += ["", f"Workbook: `{workbook}`", "", f"Page: `{page}`"]
+    return "\n".join(lines)
+
+
+@flow(name="report", log_prints=True)
+def report_flow(db: Path | None = None, out: Path = Path("var/report")) -> ReportResult:
+    """Write `out/followup_report.xlsx` and `out/followup_report.html` from the database."""
+    db_path = Path(db) if db else Settings.from_env().db_path
+    out = Path(out)
+    data = load_task(db_path)
+    workbook = workbook_task(data, out / WORKBOOK_NAME)
+    page = html_task(data, out / HTML_NAME)
+    get_run_logger().info("report: %s, %s", workbook, page)
+    create_markdown_artifact(summary_markdown(data, workbook, page), key="report")
+    return ReportResult(workbook=workbook, html=page, headline=data.headline())

@@ -1,0 +1,491 @@
+"""Everything the report shows, read in one go from the database (read only).
+
+Tables are read by name and columns by name: a table not built yet (no feedback loaded, no A/B
+test declared) is an empty frame with the columns it would have, never a crash, and a column
+missing from an older table is an empty column. Every text value passes through `mask()`, so a
+phone number or an address a customer wrote into a reply, or a reason that quotes one, reaches
+marketing as `138****5678` / `z***@example.com`.
+
+Timestamps are shown in the business time zone, without the zone (Excel has none)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from adapters.channels import mask
+from flows.reporting.formats import is_truthy
+from flows.settings import Settings
+
+# The columns each table is expected to have (docs/analysis.md and the contract, section 3), in
+# the order the report shows them; further columns a table has follow these.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "followup_kpis": ("metric", "value", "numerator", "denominator", "definition"),
+    "campaign_performance": (
+        "playbook",
+        "step",
+        "channel",
+        "variant",
+        "planned",
+        "sent",
+        "delivered",
+        "responded",
+        "converted",
+        "response_rate",
+        "conversion_rate",
+        "conversion_amount",
+        "execution_rate",
+        "avg_lag_minutes",
+    ),
+    "campaign_performance_daily": (
+        "sent_date",
+        "playbook",
+        "sent",
+        "responded",
+        "converted",
+        "response_rate",
+        "conversion_rate",
+    ),
+    "campaign_breakdown": (
+        "dimension",
+        "value",
+        "playbook",
+        "sent",
+        "responded",
+        "converted",
+        "response_rate",
+        "conversion_rate",
+    ),
+    "ab_results": (
+        "experiment",
+        "variant",
+        "is_control",
+        "n",
+        "conversions",
+        "rate",
+        "rate_ci_low",
+        "rate_ci_high",
+        "abs_lift",
+        "ci_low",
+        "ci_high",
+        "rel_lift",
+        "rel_ci_low",
+        "rel_ci_high",
+        "p_value",
+        "chance_to_beat_control",
+        "srm_p_value",
+        "min_sample",
+        "decision",
+    ),
+    "feedback_summary": (
+        "playbook",
+        "responses",
+        "csat_responses",
+        "csat",
+        "nps_responses",
+        "nps",
+        "very_satisfied",
+        "satisfied",
+        "neutral",
+        "unsatisfied",
+    ),
+    "feedback_categories": ("playbook", "category", "responses", "share"),
+    "channel_mix": ("playbook", "channels", "customers", "converted", "conversion_rate"),
+    "followup_execution": (
+        "planned_for",
+        "playbook",
+        "channel",
+        "planned",
+        "done",
+        "execution_rate",
+        "avg_lag_minutes",
+    ),
+}
+TODAY_COLUMNS = (
+    "planned_for",
+    "playbook",
+    "step",
+    "channel",
+    "variant",
+    "status",
+    "reason",
+    "customer_id",
+    "owner_id",
+)
+MANUAL_COLUMNS = (
+    "owner_id",
+    "owner_name",
+    "kind",
+    "status",
+    "customer_id",
+    "reason",
+    "due_by",
+    "priority",
+    "playbook",
+    "task_id",
+)
+COMMENT_COLUMNS = (
+    "responded_at",
+    "playbook",
+    "response_type",
+    "satisfaction",
+    "category",
+    "score",
+    "text",
+)
+# each stage a subset of the one before; a conversion need not follow an answer, so it is a
+# headline figure, not a stage
+FUNNEL = ("planned", "sent", "delivered", "responded")
+SATISFACTION = ("very_satisfied", "satisfied", "neutral", "unsatisfied")
+ALL_PLAYBOOKS = "(all)"
+LATEST_COMMENTS = 200
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The report's tables (pandas frames, text masked) and its headline figures."""
+
+    db_path: Path
+    latest_run: dt.date | None  # the day of the latest plan run (the ledger's `decided_on`)
+    kpis: pd.DataFrame
+    totals: dict[str, float]  # FUNNEL counts, conversions and their amount (campaign_performance)
+    today: pd.DataFrame
+    campaign_performance: pd.DataFrame
+    campaign_performance_daily: pd.DataFrame
+    campaign_breakdown: pd.DataFrame
+    ab_results: pd.DataFrame
+    feedback_summary: pd.DataFrame
+    feedback_categories: pd.DataFrame
+    feedback_comments: pd.DataFrame
+    channel_mix: pd.DataFrame
+    followup_execution: pd.DataFrame
+    manual_followups: pd.DataFrame
+    manual_by_owner: pd.DataFrame  # owner × status counts, one column per status, and total
+    missing_tables: tuple[str, ...] = field(default=())
+
+    def headline(self) -> dict[str, float | None]:
+        """The figures a reader looks at first: the funnel counts, then followup_kpis (rates
+        computed from the counts when the KPI table has none)."""
+        figures: dict[str, float | None] = dict(self.totals)
+        kpis = {
+            str(row["metric"]): (None if pd.isna(row["value"]) else float(row["value"]))
+            for _, row in self.kpis.iterrows()
+        }
+        delivered, sent = self.totals.get("delivered"), self.totals.get("sent")
+        responded, converted = self.totals.get("responded"), self.totals.get("converted")
+        kpis.setdefault("response_rate", responded / delivered if delivered else None)
+        kpis.setdefault("conversion_rate", converted / sent if sent else None)
+        figures.update(kpis)
+        return figures
+
+    def decisions(self) -> list[dict[str, str]]:
+        """One line per non-control A/B arm: what was decided and how to read it."""
+        rows = []
+        for _, row in self.ab_results.iterrows():
+            if is_truthy(row.get("is_control")):
+                continue
+            rows.append(
+                {
+                    "experiment": str(row["experiment"]),
+                    "variant": str(row["variant"]),
+                    "decision": "" if pd.isna(row["decision"]) else str(row["decision"]),
+                    "how_to_read": how_to_read(row, self.ab_results),
+                }
+            )
+        return rows
+
+
+def load_report_data(db_path: Path | str, business_tz: str | None = None) -> ReportData:
+    """Read everything the report shows from `db_path`, opened read only."""
+    if business_tz is None:
+        business_tz = Settings.from_env().business_tz
+    with open_readonly(db_path) as con:
+        present = existing_tables(con)
+        frames = {
+            name: read_table(con, name, columns, tables=present, business_tz=business_tz)
+            for name, columns in COLUMNS.items()
+        }
+        latest_run, today = _today(con, present, business_tz)
+        manual = _manual_followups(con, present, business_tz)
+        comments = _feedback_comments(con, present, business_tz)
+    performance = frames["campaign_performance"]
+    totals = {
+        name: float(pd.to_numeric(performance[name], errors="coerce").fillna(0).sum())
+        for name in (*FUNNEL, "converted", "conversion_amount")
+    }
+    return ReportData(
+        db_path=Path(db_path),
+        latest_run=latest_run,
+        kpis=frames["followup_kpis"],
+        totals=totals,
+        today=today,
+        campaign_performance=performance,
+        campaign_performance_daily=frames["campaign_performance_daily"],
+        campaign_breakdown=frames["campaign_breakdown"],
+        ab_results=frames["ab_results"],
+        feedback_summary=frames["feedback_summary"],
+        feedback_categories=frames["feedback_categories"],
+        feedback_comments=comments,
+        channel_mix=frames["channel_mix"],
+        followup_execution=frames["followup_execution"],
+        manual_followups=manual,
+        manual_by_owner=_by_owner(manual),
+        missing_tables=tuple(sorted(set(COLUMNS) - present.get("main", set()))),
+    )
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_readonly(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to an existing database; a missing file is a one-line error."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such database (run `followup demo` or `followup run`)")
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def existing_tables(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """schema -> its tables and views."""
+    tables: dict[str, set[str]] = {}
+    for schema, name in con.execute(
+        "select table_schema, table_name from information_schema.tables"
+    ).fetchall():
+        tables.setdefault(schema, set()).add(name)
+    return tables
+
+
+def table_columns(
+    con: duckdb.DuckDBPyConnection, table: str, schema: str = "main"
+) -> dict[str, str]:
+    """column -> its type, in the table's order."""
+    return dict(
+        con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, table],
+        ).fetchall()
+    )
+
+
+def read_table(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    columns: Sequence[str] = (),
+    *,
+    schema: str = "main",
+    tables: dict[str, set[str]] | None = None,
+    business_tz: str = "Asia/Shanghai",
+) -> pd.DataFrame:
+    """Table `schema.name`, `columns` first (empty where the table lacks one), then the rest; an
+    empty frame with `columns` when the table does not exist. Text masked."""
+    tables = existing_tables(con) if tables is None else tables
+    if name not in tables.get(schema, set()):
+        return pd.DataFrame({c: pd.Series([], dtype="object") for c in columns})
+    available = table_columns(con, name, schema)
+    select = _select(available, list(available), "t", business_tz)
+    frame = con.execute(f'select {select} from "{schema}"."{name}" t').df()
+    for column in columns:
+        if column not in frame.columns:
+            frame[column] = None
+    ordered = [*columns, *(c for c in frame.columns if c not in columns)]
+    return clean(frame[ordered], business_tz)
+
+
+def clean(frame: pd.DataFrame, business_tz: str) -> pd.DataFrame:
+    """Every text masked; timestamps in the business time zone, without the zone."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            frame[column] = values.dt.tz_convert(business_tz).dt.tz_localize(None)
+        elif pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+            frame[column] = values.map(
+                lambda v: mask(v) if isinstance(v, str) else v, na_action="ignore"
+            ).astype("object")
+    return frame
+
+
+def _select(available: dict[str, str], wanted: Sequence[str], alias: str, business_tz: str) -> str:
+    """The wanted columns, null where the table lacks one; a timestamp with a zone becomes the
+    business time zone's wall-clock time (which is also all Excel can hold)."""
+    zone = business_tz.replace("'", "''")
+    columns = []
+    for c in wanted:
+        if c not in available:
+            columns.append(f'null as "{c}"')
+        elif available[c].upper().startswith("TIMESTAMP WITH TIME ZONE"):
+            columns.append(f'timezone(\'{zone}\', {alias}."{c}") as "{c}"')
+        else:
+            columns.append(f'{alias}."{c}"')
+    return ", ".join(columns)
+
+
+def _today(
+    con: duckdb.DuckDBPyConnection, present: dict[str, set[str]], business_tz: str
+) -> tuple[dt.date | None, pd.DataFrame]:
+    """The latest plan run's follow-ups and their fate: every ledger row that run decided
+    (planned for that day, or deferred from it to a later one). A ledger without `decided_on`
+    falls back to the latest `planned_for`."""
+    empty = pd.DataFrame({c: pd.Series([], dtype="object") for c in TODAY_COLUMNS})
+    if "message_ledger" not in present.get("main", set()):
+        return None, empty
+    available = table_columns(con, "message_ledger")
+    day_column = "decided_on" if "decided_on" in available else "planned_for"
+    if day_column not in available:
+        return None, empty
+    (day,) = con.execute(f'select max("{day_column}") from message_ledger').fetchone()
+    if day is None:
+        return None, empty
+    order = [c for c in ("playbook", "step", "status", "customer_id") if c in available]
+    frame = con.execute(
+        f"select {_select(available, TODAY_COLUMNS, 'l', business_tz)} from message_ledger l "
+        f'where l."{day_column}" = ? order by {", ".join(f"l.{c}" for c in order) or "1"}',
+        [day],
+    ).df()
+    return day, clean(frame, business_tz)
+
+
+def _manual_followups(
+    con: duckdb.DuckDBPyConnection, present: dict[str, set[str]], business_tz: str
+) -> pd.DataFrame:
+    """Tasks for people, with the owner's name from raw.staff where the owner is known there."""
+    if "manual_followups" not in present.get("main", set()):
+        return pd.DataFrame({c: pd.Series([], dtype="object") for c in MANUAL_COLUMNS})
+    available = table_columns(con, "manual_followups")
+    wanted = [c for c in MANUAL_COLUMNS if c != "owner_name"]
+    select = _select(available, wanted, "m", business_tz)
+    staff = "staff" in present.get("raw", set()) and {"staff_id", "name"} <= set(
+        table_columns(con, "staff", "raw")
+    )
+    if staff:
+        sql = (
+            f"select {select}, s.name as owner_name from manual_followups m "
+            "left join raw.staff s on s.staff_id = m.owner_id"
+        )
+    else:
+        sql = f"select {select}, null as owner_name from manual_followups m"
+    order = [f"m.{c}" for c in ("owner_id", "status", "due_by", "task_id") if c in available]
+    frame = con.execute(f"{sql} order by {', '.join(order) or '1'}").df()
+    return clean(frame[list(MANUAL_COLUMNS)], business_tz)
+
+
+def _by_owner(manual: pd.DataFrame) -> pd.DataFrame:
+    """One row per owner: the count of their tasks in each status, and the total."""
+    if manual.empty:
+        return pd.DataFrame(
+            {c: pd.Series([], dtype="object") for c in ("owner_id", "owner_name", "total")}
+        )
+    keyed = manual.assign(
+        owner_id=manual["owner_id"].fillna("(unassigned)"),
+        owner_name=manual["owner_name"].fillna(""),
+        status=manual["status"].fillna("(none)"),
+    )
+    counts = (
+        keyed.groupby(["owner_id", "owner_name", "status"]).size().unstack("status", fill_value=0)
+    )
+    statuses = sorted(counts.columns, key=lambda s: (_STATUS_ORDER.get(s, 9), s))
+    counts = counts[statuses]
+    counts["total"] = counts.sum(axis=1)
+    counts = counts.reset_index().sort_values(["total", "owner_id"], ascending=[False, True])
+    counts.columns.name = None
+    return counts.reset_index(drop=True).astype({s: "int64" for s in [*statuses, "total"]})
+
+
+_STATUS_ORDER = {"open": 0, "done": 1, "cancelled": 2}
+
+
+def _feedback_comments(
+    con: duckdb.DuckDBPyConnection, present: dict[str, set[str]], business_tz: str
+) -> pd.DataFrame:
+    """The latest written replies (masked), with the playbook of the message they answer."""
+    empty = pd.DataFrame({c: pd.Series([], dtype="object") for c in COMMENT_COLUMNS})
+    if "feedback" not in present.get("raw", set()):
+        return empty
+    available = table_columns(con, "feedback", "raw")
+    if "text" not in available:
+        return empty
+    wanted = [c for c in COMMENT_COLUMNS if c != "playbook"]
+    ledger = "message_ledger" in present.get("main", set()) and "message_id" in available
+    playbook = "l.playbook" if ledger else "null"
+    join = "left join message_ledger l on l.message_id = f.message_id" if ledger else ""
+    order = "f.responded_at desc nulls last" if "responded_at" in available else "1"
+    frame = con.execute(
+        f"select {_select(available, wanted, 'f', business_tz)}, {playbook} as playbook "
+        f"from raw.feedback f {join} where nullif(trim(f.text), '') is not null "
+        f"order by {order} limit {LATEST_COMMENTS}"
+    ).df()
+    return clean(frame[list(COMMENT_COLUMNS)], business_tz)
+
+
+# --- reading an A/B result -------------------------------------------------------------------
+
+
+def how_to_read(row: pd.Series, results: pd.DataFrame) -> str:
+    """A sentence that says what an arm's decision means and what to do about it."""
+    variant = str(row.get("variant"))
+    experiment = row.get("experiment")
+    arms = results[results["experiment"] == experiment]
+    controls = arms[arms["is_control"].map(is_truthy)]
+    control = str(controls["variant"].iloc[0]) if not controls.empty else "the control"
+    decision = "" if pd.isna(row.get("decision")) else str(row.get("decision"))
+    lift = _points(row.get("abs_lift"))
+    interval = (
+        f"95 % interval {_points(row.get('ci_low'))} to {_points(row.get('ci_high'))}"
+        if not (pd.isna(row.get("ci_low")) or pd.isna(row.get("ci_high")))
+        else "no interval yet"
+    )
+    p = row.get("p_value")
+    p_text = f"p {_p(p)}" if not pd.isna(p) else "no p-value yet"
+    if decision.startswith("invalid"):
+        srm = row.get("srm_p_value")
+        srm_text = f" (SRM p {_p(srm)})" if not pd.isna(srm) else ""
+        return (
+            f"Do not read this test: the arms' sizes do not match their declared shares{srm_text}, "
+            "so the split itself is broken. Fix the assignment, then start again."
+        )
+    if decision == "ship":
+        return (
+            f"{variant} converts better than {control}: {lift} ({interval}, {p_text}). "
+            f"Make {variant} the default."
+        )
+    if decision == "keep control":
+        return (
+            f"{variant} converts worse than {control}: {lift} ({interval}, {p_text}). "
+            f"Keep {control}."
+        )
+    smallest = pd.to_numeric(arms["n"], errors="coerce").min()
+    needed = pd.to_numeric(arms["min_sample"], errors="coerce").max()
+    if not pd.isna(smallest) and not pd.isna(needed) and smallest < needed:
+        return (
+            f"Too early to tell: the smallest arm has {smallest:,.0f} of the {needed:,.0f} "
+            f"customers needed. So far {lift} against {control} ({interval}); keep it running."
+        )
+    if decision == "inconclusive":
+        return (
+            f"No clear difference from {control}: {lift} ({interval}, {p_text}); the interval "
+            "includes zero. Either arm will do; keep running only if a smaller lift matters."
+        )
+    return f"{lift} against {control} ({interval}, {p_text})."
+
+
+def _points(value: object) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    return f"{float(value) * 100:+.1f} pts"
+
+
+def _p(value: object) -> str:
+    number = float(value)  # type: ignore[arg-type]
+    return "< 0.0001" if number < 0.0001 else f"= {number:.4f}"

@@ -1,0 +1,65 @@
+"""`followup demo` tells its story, then `followup report` writes the workbook and the page from
+what it left in the database (the session's `demo_run`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from tests.conftest import query
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_finds_the_planted_difference(demo_run):
+    out = demo_run.output
+    assert "Simulated " in out and " later orders" in out
+    assert "the A/B test found it" in out
+    # the verdict comes from the table, not from the story
+    assert query(
+        demo_run.db,
+        "select decision from ab_results where experiment = 'post_purchase_journey.day3_care' "
+        "and variant = 'care_coupon'",
+    ) == [("ship",)]
+    # nothing was counted twice: one outcome per ledger message, one row per feedback key
+    unique = "select count(*) = count(distinct message_id) from message_outcomes"
+    assert query(demo_run.db, unique) == [(True,)]
+    assert query(demo_run.db, "select count(*) from quarantine where entity = 'feedback'") == [(0,)]
+
+
+def test_report_command_writes_the_workbook_from_the_demo(demo_run, tmp_path: Path):
+    out = tmp_path / "report"
+    followup = Path(sys.executable).parent / "followup"
+    done = subprocess.run(
+        [str(followup), "report", "--db", str(demo_run.db), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "followup_report.html").stat().st_size > 100_000
+    book = openpyxl.load_workbook(out / "followup_report.xlsx")
+    for sheet in ("Summary", "Today", "Campaign performance", "A-B results", "Feedback"):
+        assert sheet in book.sheetnames
+    ab = book["A-B results"]
+    header = [c.value for c in ab[1]]
+    lines = [dict(zip(header, (c.value for c in row), strict=True)) for row in ab.iter_rows(2)]
+    coupon = next(r for r in lines if r["variant"] == "care_coupon")
+    (n, conversions, rate, p_value) = query(
+        demo_run.db,
+        "select n, conversions, rate, p_value from ab_results where variant = 'care_coupon'",
+    )[0]
+    assert (coupon["n"], coupon["conversions"], coupon["decision"]) == (n, conversions, "ship")
+    assert coupon["rate"] == pytest.approx(rate) and coupon["p_value"] == pytest.approx(p_value)
+    performance = book["Campaign performance"]
+    header = [c.value for c in performance[1]]
+    sent = sum(
+        dict(zip(header, (c.value for c in r), strict=True))["sent"]
+        for r in performance.iter_rows(2)
+    )
+    assert sent == query(demo_run.db, "select sum(sent) from campaign_performance")[0][0]
