@@ -193,10 +193,12 @@ def build(
     full_refresh: bool = False,
     playbook_dir: Path | None = None,
     every_test: bool = False,
+    exclude: str | None = None,
 ) -> list[NodeResult]:
     """The build without a flow around it: declarations, then dbt."""
     declare_playbooks(db_path, as_of, playbook_dir)
-    return run_dbt(build_args(full_refresh, every_test=every_test), db_path, as_of, settings)
+    args = build_args(full_refresh, every_test=every_test, exclude=exclude)
+    return run_dbt(args, db_path, as_of, settings)
 
 
 # Checks of the models' code (value sets, ranges, non-null columns) run with the unit tests in
@@ -206,12 +208,19 @@ CODE_TESTS = ("not_null", "accepted_values", "between", "one_of")
 
 
 def build_args(
-    full_refresh: bool = False, *, every_test: bool = False, select: str | None = None
+    full_refresh: bool = False,
+    *,
+    every_test: bool = False,
+    select: str | None = None,
+    exclude: str | None = None,
 ) -> list[str]:
-    """A daily build: every model and seed (or those `select`ed), and the data tests that guard
-    integrity. The unit tests are the code's tests, not the data's: `make test` runs them
-    (`every_test`)."""
-    excluded = [] if every_test else ["--exclude", *(f"test_name:{t}" for t in CODE_TESTS)]
+    """A daily build: every model and seed (or those `select`ed, less those `exclude`d), and the
+    data tests that guard integrity. The unit tests are the code's tests, not the data's: `make
+    test` runs them (`every_test`)."""
+    excluded = [] if every_test else [*(f"test_name:{t}" for t in CODE_TESTS)]
+    if exclude:
+        excluded.append(exclude)
+    excluded = ["--exclude", *excluded] if excluded else []
     return [
         "build",
         *(["--select", select] if select else []),
