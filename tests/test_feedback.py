@@ -288,11 +288,14 @@ def test_a_missing_feedback_file_is_one_clear_error(history, tmp_path):
         load_feedback(empty, db, AS_OF, settings)
 
 
-def test_the_feedback_flow_publishes_the_figures_and_the_ab_table(history, prefect_server):
+def test_the_feedback_flow_publishes_the_figures_and_the_ab_table(
+    history, prefect_server, monkeypatch
+):
     from prefect.artifacts import Artifact
 
     from flows.feedback import feedback_flow
 
+    monkeypatch.setenv("FOLLOWUP_MAX_BAD_SHARE", "0.5")  # the flow reads its settings itself
     db, _, root = history
     report = feedback_flow(source=root / "feedback.csv", db=db, as_of=AS_OF)
     assert report.ingest.loads[0].unchanged == 5

@@ -158,3 +158,14 @@
 {% macro spark__sorted_set_agg(column, separator) -%}
     array_join(array_sort(collect_set({{ column }})), '{{ separator }}')
 {%- endmacro %}
+
+{#- The response window of a message's channel, in hours (var `response_window_hours`). -#}
+{% macro response_window_hours(channel) -%}
+    {%- set windows = var('response_window_hours') -%}
+    case {{ channel }}
+        {%- for name, hours in windows.items() if name != 'default' %}
+            when '{{ name }}' then {{ hours }}
+        {%- endfor %}
+        else {{ windows.get('default', 72) }}
+    end
+{%- endmacro %}

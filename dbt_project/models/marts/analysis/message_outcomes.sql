@@ -36,7 +36,9 @@ messages as (
     select
         ledger.*,
         coalesce(steps.attribution_days, {{ var('attribution_days') }}) as attribution_days,
-        coalesce(ledger.sent_at, ledger.due_at) as window_start_at
+        coalesce(ledger.sent_at, ledger.due_at) as window_start_at,
+        {{ dbt.dateadd('hour', response_window_hours('ledger.channel'), 'ledger.sent_at') }}
+            as response_window_end_at
     from ledger
     left join steps on ledger.playbook = steps.playbook
 ),
@@ -51,8 +53,7 @@ responses as (
             messages.message_id = feedback.message_id
             and feedback.is_response
             and messages.sent_at <= feedback.responded_at
-            and feedback.responded_at
-            < {{ dbt.dateadd('hour', var('response_window_hours'), 'messages.sent_at') }}
+            and messages.response_window_end_at > feedback.responded_at
     group by messages.message_id
 ),
 
