@@ -11,7 +11,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint format bench docs clean
+.PHONY: demo test lint format bench docs ui stop clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==0.13.8; }
@@ -42,6 +42,13 @@ test: lint
 
 bench: $(VENV)/.synced
 	$(BIN)/python -m benchmarks.run $(if $(BENCH_SIZE),--size $(BENCH_SIZE),) $(if $(BENCH_ONLY),--only $(BENCH_ONLY),)
+
+# A local Prefect server and worker with every deployment of prefect.yaml; prints the UI address.
+ui: $(VENV)/.synced
+	$(BIN)/python -m ops.local start
+
+stop: $(VENV)/.synced
+	$(BIN)/python -m ops.local stop
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

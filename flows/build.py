@@ -237,13 +237,16 @@ def declare_playbooks_task(db_path: Path, as_of: dt.date) -> int:
 
 
 @flow(name="build", log_prints=True)
-def build_flow(as_of: dt.date, db: Path | None = None, full_refresh: bool = False) -> BuildReport:
+def build_flow(
+    as_of: dt.date | None = None, db: Path | None = None, full_refresh: bool = False
+) -> BuildReport:
     """Build every dbt model and seed as of `as_of`, each followed by its data tests.
 
     Order and event facts are incremental on their keys; `full_refresh` rebuilds them (the tier
     history is never wiped).
     """
     settings = Settings.from_env()
+    as_of = as_of or settings.today()
     db_path = Path(db) if db else settings.db_path
     started = dt.datetime.now(dt.UTC)
     playbooks = declare_playbooks_task(db_path, as_of)

@@ -27,27 +27,35 @@ class DailyReport:
     ingest: IngestReport | None
     build: BuildReport
     plan: PlanReport
-    dispatch: DispatchReport
+    dispatch: DispatchReport | None  # None in plan-only mode
 
 
 @flow(name="daily", log_prints=True)
 def daily_flow(
-    as_of: dt.date,
+    as_of: dt.date | None = None,
     source: Path | None = None,
     db: Path | None = None,
     sources_file: Path | None = None,
     full_refresh: bool = False,
     dry_run: bool = True,
     channels: Path | None = None,
+    dispatch: bool = True,
 ) -> DailyReport:
-    """Ingest and validate the sources (if any), build every model as of `as_of`, plan the day's
-    follow-ups and send them through the channels (`dry_run`: planned messages are recorded as
-    `dry_run` and rendered, and nothing is sent)."""
-    db_path = Path(db) if db else Settings.from_env().db_path
+    """Ingest and validate the sources (if any), build every model as of `as_of` (default:
+    today), plan the day's follow-ups and send them through the channels (`dry_run`: planned
+    messages are recorded as `dry_run` and rendered, and nothing is sent; `dispatch` false: plan
+    only, for a `dispatch` run later in the day)."""
+    settings = Settings.from_env()
+    as_of = as_of or settings.today()
+    db_path = Path(db) if db else settings.db_path
     ingested = None
     if source is not None or sources_file is not None:
         ingested = ingest_flow(source=source, db=db_path, as_of=as_of, sources_file=sources_file)
     built = build_flow(as_of=as_of, db=db_path, full_refresh=full_refresh)
     planned = plan_flow(as_of=as_of, db=db_path, dry_run=dry_run)
-    sent = dispatch_flow(as_of=as_of, db=db_path, channels=channels, dry_run=dry_run)
+    sent = (
+        dispatch_flow(as_of=as_of, db=db_path, channels=channels, dry_run=dry_run)
+        if dispatch
+        else None
+    )
     return DailyReport(as_of=as_of, ingest=ingested, build=built, plan=planned, dispatch=sent)

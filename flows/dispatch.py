@@ -60,7 +60,7 @@ def summary_markdown(report: DispatchReport) -> str:
 
 @flow(name="dispatch", log_prints=True)
 def dispatch_flow(
-    as_of: dt.date,
+    as_of: dt.date | None = None,
     db: Path | None = None,
     channels: Path | None = None,
     dry_run: bool = True,
@@ -68,7 +68,9 @@ def dispatch_flow(
 ) -> DispatchReport:
     """Send the day's pending messages (`dry_run`: render them only). `realtime`: send what is
     due by now, for a deployment that runs through the day."""
-    db_path = Path(db) if db else Settings.from_env().db_path
+    settings = Settings.from_env()
+    as_of = as_of or settings.today()
+    db_path = Path(db) if db else settings.db_path
     report = dispatch_task(db_path, as_of, channels_file(channels), dry_run, realtime)
     create_markdown_artifact(summary_markdown(report), key="dispatch-summary")
     rows = [

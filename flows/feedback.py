@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -66,7 +65,7 @@ def feedback_flow(
     the next build (the daily run builds every model)."""
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
-    as_of = as_of or dt.datetime.now(ZoneInfo(settings.business_tz)).date()
+    as_of = as_of or settings.today()
     loaded = load_feedback_task(Path(source), db_path, as_of)
     load = loaded.loads[0]
     get_run_logger().info(

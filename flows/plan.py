@@ -36,9 +36,14 @@ def summary_markdown(report: PlanReport) -> str:
 
 
 @flow(name="plan", log_prints=True)
-def plan_flow(as_of: dt.date, db: Path | None = None, dry_run: bool = True) -> PlanReport:
-    """Decide today's follow-ups from `followups_due` (built by the `build` flow)."""
-    db_path = Path(db) if db else Settings.from_env().db_path
+def plan_flow(
+    as_of: dt.date | None = None, db: Path | None = None, dry_run: bool = True
+) -> PlanReport:
+    """Decide the day's follow-ups (default: today's) from `followups_due` (built by the
+    `build` flow)."""
+    settings = Settings.from_env()
+    as_of = as_of or settings.today()
+    db_path = Path(db) if db else settings.db_path
     escalated = escalate_task(db_path, as_of, dry_run)
     get_run_logger().info("escalations %s: %s", as_of, dict(escalated.counts))
     report = plan_task(db_path, as_of, dry_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ class Settings:
     duckdb_threads: int
     data_docs_dir: Path
     outbox_dir: Path
+    # seconds a writing flow waits for another process writing the same database file
+    db_lock_timeout: float = 1800.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,4 +42,12 @@ class Settings:
             duckdb_threads=int(os.environ.get("FOLLOWUP_DUCKDB_THREADS", str(os.cpu_count() or 2))),
             data_docs_dir=Path(os.environ.get("FOLLOWUP_DATA_DOCS", "var/data_docs")),
             outbox_dir=Path(os.environ.get("FOLLOWUP_OUTBOX", "var/outbox")),
+            db_lock_timeout=float(os.environ.get("FOLLOWUP_DB_LOCK_TIMEOUT", "1800")),
         )
+
+    def today(self) -> dt.date:
+        """The run date when a scheduled run gives none: today in the business timezone (the
+        only place a flow reads the clock)."""
+        from zoneinfo import ZoneInfo
+
+        return dt.datetime.now(ZoneInfo(self.business_tz)).date()

@@ -1,0 +1,1 @@
+"""Running the pipeline's orchestration locally (`make ui`, `make stop`)."""
