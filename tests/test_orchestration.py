@@ -1,0 +1,143 @@
+"""The deployments on a real Prefect server: `ops.local.start` (what `make ui` runs) starts a
+server on loopback, creates the work pool, deploys `prefect.yaml` and starts a process worker;
+the `daily` deployment is triggered through the REST API for a small generated company, and what
+it did is read back through the API: the run's state, its task runs (dbt nodes among them), its
+artifacts. The UI's deployments page is loaded in headless Chromium."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from flows.demo_company import generate_company
+from ops.local import Local, start, stop
+from tests.conftest import AS_OF, query
+
+pytestmark = pytest.mark.slow
+DEPLOYMENTS = {"daily", "dispatch", "feedback", "report", "ingest", "build", "plan"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    root = tmp_path_factory.mktemp("orchestration")
+    source = root / "source"
+    generate_company(source, customers=400, seed=3, as_of=AS_OF, fmt="csv")
+    here = Local(
+        state=root / "prefect",
+        port=_free_port(),
+        db=root / "followup.duckdb",
+        source=source,
+        feedback=root / "inbox",
+        report=root / "report",
+    )
+    start(here)
+    yield here
+    stop(here)
+
+
+def _api(local: Local, method: str, path: str, **body):
+    response = requests.request(method, f"{local.api_url}{path}", json=body or None, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_the_deployments_carry_their_schedules_and_pool(local):
+    deployments = _api(local, "POST", "/deployments/filter")
+    by_name = {d["name"]: d for d in deployments}
+    assert set(by_name) == DEPLOYMENTS
+    daily = by_name["daily"]
+    assert daily["work_pool_name"] == "followup"
+    assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in daily["schedules"]] == [
+        ("0 2 * * *", "Asia/Shanghai")
+    ]
+    # the paths come from the Prefect variables, resolved at deploy time
+    assert daily["parameters"]["db"] == str(local.db.resolve())
+    assert daily["parameters"]["dispatch"] is False
+    pool = _api(local, "GET", "/work_pools/followup")
+    assert pool["concurrency_limit"] == 1
+
+
+def test_daily_deployment_runs_to_completed_on_a_process_worker(local):
+    daily = _api(local, "GET", "/deployments/name/daily/daily")
+    run = _api(
+        local,
+        "POST",
+        f"/deployments/{daily['id']}/create_flow_run",
+        parameters={"as_of": AS_OF.isoformat()},
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        state = _api(local, "GET", f"/flow_runs/{run['id']}")["state"]
+        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(2)
+    assert state["type"] == "COMPLETED", state
+    # the steps ran as subflows, and dbt's nodes as tasks of the build
+    flows = {r["name"]: r for r in _api(local, "POST", "/flows/filter")}
+    assert {"daily", "ingest", "build", "plan"} <= set(flows)
+    # a task run is named after its task, with a short suffix: `load-sources-f2a`
+    tasks = {t["name"].rsplit("-", 1)[0] for t in _api(local, "POST", "/task_runs/filter")}
+    assert {"declare-playbooks", "arbitrate-and-record", "load-sources"} <= tasks, tasks
+    assert any("customer_rfm" in name for name in tasks), sorted(tasks)[:20]
+    keys = {a["key"] for a in _api(local, "POST", "/artifacts/filter") if a["key"]}
+    assert {"ingest-summary", "dbt-build", "plan-summary", "analysis"} <= keys
+    # plan only: the day's messages wait in the ledger for the `dispatch` deployment
+    assert query(local.db, "select count(*) from message_ledger where status = 'pending'")[0][0]
+    assert query(local.db, "select count(*) from message_ledger where status = 'sent'") == [(0,)]
+
+
+def test_the_ui_lists_the_deployments_in_headless_chromium(local, tmp_path: Path):
+    chromium = Path("/usr/bin/chromium")
+    assert chromium.exists(), "install Debian chromium (apt-get install chromium); .ci/run does"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,900",
+        "--virtual-time-budget=20000",
+    ]
+    page = f"{local.ui_url}/deployments"
+    dom = subprocess.run(
+        [str(chromium), *flags, "--dump-dom", page],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    ).stdout
+    for name in DEPLOYMENTS:
+        assert f">{name}<" in dom, f"deployment {name} not on the page"
+    shot = tmp_path / "deployments.png"
+    subprocess.run(
+        [str(chromium), *flags, f"--screenshot={shot}", page],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert shot.stat().st_size > 20_000
+
+
+def test_stop_stops_what_start_started(tmp_path: Path):
+    here = Local(state=tmp_path / "prefect", port=_free_port(), db=tmp_path / "f.duckdb")
+    pids = start(here, deploy=False, worker=False)
+    assert requests.get(f"{here.api_url}/health", timeout=5).ok
+    assert stop(here) == ["server"]
+    with pytest.raises(requests.RequestException):
+        requests.get(f"{here.api_url}/health", timeout=2)
+    assert not (here.state / "pids.json").exists() and pids["server"]
