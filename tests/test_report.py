@@ -16,8 +16,8 @@ import openpyxl
 import pytest
 from plotly.offline import get_plotlyjs
 
+from adapters.files import write_atomically
 from flows.reporting.data import load_report_data
-from flows.reporting.files import write_atomically
 from flows.reporting.html import write_html
 from flows.reporting.workbook import SUMMARY_HEADER_ROW, write_workbook
 from tests.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db

@@ -15,20 +15,18 @@ needs to read Chinese); the XLSX is the same rows made comfortable to read.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
 import re
 import unicodedata
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import xlsxwriter
 
 from adapters.channels import Message, Outcome, mask
+from adapters.files import write_atomically
 
 # (column, Chinese label): the one header row reads "priority (优先级)".
 COLUMNS = (
@@ -110,8 +108,8 @@ def _merge(csv_path: Path, new: list[Row]) -> None:
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     # The CSV first: it is what the next merge reads, so a crash between the two replaces
     # leaves an XLSX one step behind that the next send for this list brings up to date.
-    _replace(csv_path, lambda tmp: _write_csv(tmp, ordered))
-    _replace(csv_path.with_suffix(".xlsx"), lambda tmp: _write_xlsx(tmp, ordered))
+    write_atomically(csv_path, lambda tmp: _write_csv(tmp, ordered))
+    write_atomically(csv_path.with_suffix(".xlsx"), lambda tmp: _write_xlsx(tmp, ordered))
 
 
 def _read(csv_path: Path) -> list[Row]:
@@ -128,20 +126,6 @@ def _read(csv_path: Path) -> list[Row]:
         if missing:
             raise ValueError(f"{csv_path.name} lacks the columns {', '.join(sorted(missing))}")
         return [{n: v for n, v in zip(names, line, strict=False)} for line in reader if line]
-
-
-def _replace(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` through a temporary file beside it, so it is always whole."""
-    # a fresh name rather than mkstemp, whose 0600 file would keep colleagues out of the list
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _write_csv(path: Path, rows: list[Row]) -> None:

@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 
 from adapters.channels import mask
+from flows.analysis.abtest import COLUMNS as AB_COLUMNS
 from flows.reporting.formats import is_truthy
 from flows.settings import Settings
 
@@ -62,27 +63,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "response_rate",
         "conversion_rate",
     ),
-    "ab_results": (
-        "experiment",
-        "variant",
-        "is_control",
-        "n",
-        "conversions",
-        "rate",
-        "rate_ci_low",
-        "rate_ci_high",
-        "abs_lift",
-        "ci_low",
-        "ci_high",
-        "rel_lift",
-        "rel_ci_low",
-        "rel_ci_high",
-        "p_value",
-        "chance_to_beat_control",
-        "srm_p_value",
-        "min_sample",
-        "decision",
-    ),
+    "ab_results": AB_COLUMNS,
     "feedback_summary": (
         "playbook",
         "responses",

@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from adapters.files import write_atomically
 from flows.reporting.charts import (
     FONT,
     ab_lift_figure,
@@ -26,7 +27,6 @@ from flows.reporting.charts import (
     satisfaction_figure,
 )
 from flows.reporting.data import ReportData
-from flows.reporting.files import write_atomically
 from flows.reporting.formats import column_kind, display, is_missing, label, metric_kind
 from flows.reporting.workbook import DEFINITIONS, TITLE
 

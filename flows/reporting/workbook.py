@@ -15,8 +15,8 @@ import xlsxwriter
 from xlsxwriter.workbook import Format
 from xlsxwriter.worksheet import Worksheet
 
+from adapters.files import write_atomically
 from flows.reporting.data import ReportData
-from flows.reporting.files import write_atomically
 from flows.reporting.formats import (
     EXCEL_FORMATS,
     Kind,

@@ -1,4 +1,4 @@
-"""Writing a report file whole or not at all."""
+"""Writing a file whole or not at all (reports, call lists)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     reader sees the old report or the new one, and a failure leaves no half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name rather than mkstemp, whose 0600 file would keep colleagues out of the report
+    # a fresh name rather than mkstemp, whose 0600 file would keep colleagues out of it
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         write(tmp)
