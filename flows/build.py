@@ -20,6 +20,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.analysis.publish import publish_analysis, read_summary
+from flows.locking import writer_lock
+from flows.notify import notify_failure
 from flows.settings import PROJECT_ROOT, Settings
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -236,7 +238,7 @@ def declare_playbooks_task(db_path: Path, as_of: dt.date) -> int:
     return declare_playbooks(db_path, as_of)
 
 
-@flow(name="build", log_prints=True)
+@flow(name="build", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def build_flow(
     as_of: dt.date | None = None, db: Path | None = None, full_refresh: bool = False
 ) -> BuildReport:
@@ -248,17 +250,18 @@ def build_flow(
     settings = Settings.from_env()
     as_of = as_of or settings.today()
     db_path = Path(db) if db else settings.db_path
-    started = dt.datetime.now(dt.UTC)
-    playbooks = declare_playbooks_task(db_path, as_of)
-    get_run_logger().info("%d playbooks declared", playbooks)
-    nodes = run_dbt(build_args(full_refresh), db_path, as_of, settings)
-    report = BuildReport(
-        as_of=as_of,
-        full_refresh=full_refresh,
-        seconds=(dt.datetime.now(dt.UTC) - started).total_seconds(),
-        nodes=nodes,
-    )
-    get_run_logger().info("dbt build: %d nodes in %.1f s", len(nodes), report.seconds)
-    create_markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
-    publish_analysis(read_summary(db_path), as_of)
-    return report
+    with writer_lock(db_path):
+        started = dt.datetime.now(dt.UTC)
+        playbooks = declare_playbooks_task(db_path, as_of)
+        get_run_logger().info("%d playbooks declared", playbooks)
+        nodes = run_dbt(build_args(full_refresh), db_path, as_of, settings)
+        report = BuildReport(
+            as_of=as_of,
+            full_refresh=full_refresh,
+            seconds=(dt.datetime.now(dt.UTC) - started).total_seconds(),
+            nodes=nodes,
+        )
+        get_run_logger().info("dbt build: %d nodes in %.1f s", len(nodes), report.seconds)
+        create_markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
+        publish_analysis(read_summary(db_path), as_of)
+        return report

@@ -74,10 +74,11 @@ def _one_line_errors(*ours: type[Exception]):
     """Our own errors are already one line; an API source, a playbook or a broken file gives
     the first line of its message. Anything else is a bug and keeps its traceback."""
     from adapters.sources.http_api import HttpSourceError
+    from flows.locking import DatabaseBusy
 
     try:
         yield
-    except ours as exc:
+    except (*ours, DatabaseBusy) as exc:
         _fail(str(exc))
     except (HttpSourceError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc).splitlines()[0])

@@ -16,6 +16,8 @@ from flows.dispatch import dispatch_flow
 from flows.dispatching.dispatch import DispatchReport
 from flows.ingest import ingest_flow
 from flows.ingestion.load import IngestReport
+from flows.locking import writer_lock
+from flows.notify import notify_failure
 from flows.plan import plan_flow
 from flows.planning.plan import PlanReport
 from flows.settings import Settings
@@ -30,7 +32,7 @@ class DailyReport:
     dispatch: DispatchReport | None  # None in plan-only mode
 
 
-@flow(name="daily", log_prints=True)
+@flow(name="daily", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def daily_flow(
     as_of: dt.date | None = None,
     source: Path | None = None,
@@ -48,14 +50,19 @@ def daily_flow(
     settings = Settings.from_env()
     as_of = as_of or settings.today()
     db_path = Path(db) if db else settings.db_path
-    ingested = None
-    if source is not None or sources_file is not None:
-        ingested = ingest_flow(source=source, db=db_path, as_of=as_of, sources_file=sources_file)
-    built = build_flow(as_of=as_of, db=db_path, full_refresh=full_refresh)
-    planned = plan_flow(as_of=as_of, db=db_path, dry_run=dry_run)
-    sent = (
-        dispatch_flow(as_of=as_of, db=db_path, channels=channels, dry_run=dry_run)
-        if dispatch
-        else None
-    )
-    return DailyReport(as_of=as_of, ingest=ingested, build=built, plan=planned, dispatch=sent)
+    # held for the whole cycle, so no other writer slips in between its steps (each step takes
+    # it again, nested)
+    with writer_lock(db_path):
+        ingested = None
+        if source is not None or sources_file is not None:
+            ingested = ingest_flow(
+                source=source, db=db_path, as_of=as_of, sources_file=sources_file
+            )
+        built = build_flow(as_of=as_of, db=db_path, full_refresh=full_refresh)
+        planned = plan_flow(as_of=as_of, db=db_path, dry_run=dry_run)
+        sent = (
+            dispatch_flow(as_of=as_of, db=db_path, channels=channels, dry_run=dry_run)
+            if dispatch
+            else None
+        )
+        return DailyReport(as_of=as_of, ingest=ingested, build=built, plan=planned, dispatch=sent)

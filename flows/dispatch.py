@@ -12,6 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import load_channels
 from flows.dispatching.dispatch import DispatchReport, dispatch
+from flows.locking import writer_lock
+from flows.notify import notify_failure
 from flows.settings import Settings
 
 
@@ -58,7 +60,7 @@ def summary_markdown(report: DispatchReport) -> str:
     return "\n".join(lines)
 
 
-@flow(name="dispatch", log_prints=True)
+@flow(name="dispatch", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def dispatch_flow(
     as_of: dt.date | None = None,
     db: Path | None = None,
@@ -71,12 +73,15 @@ def dispatch_flow(
     settings = Settings.from_env()
     as_of = as_of or settings.today()
     db_path = Path(db) if db else settings.db_path
-    report = dispatch_task(db_path, as_of, channels_file(channels), dry_run, realtime)
-    create_markdown_artifact(summary_markdown(report), key="dispatch-summary")
-    rows = [
-        {"channel": channel, **{k: int(v) for k, v in counts.items()}}
-        for channel, counts in sorted(report.counts.items())
-    ]
-    if rows:
-        create_table_artifact(rows, key="dispatch-by-channel", description="outcomes per channel")
-    return report
+    with writer_lock(db_path):
+        report = dispatch_task(db_path, as_of, channels_file(channels), dry_run, realtime)
+        create_markdown_artifact(summary_markdown(report), key="dispatch-summary")
+        rows = [
+            {"channel": channel, **{k: int(v) for k, v in counts.items()}}
+            for channel, counts in sorted(report.counts.items())
+        ]
+        if rows:
+            create_table_artifact(
+                rows, key="dispatch-by-channel", description="outcomes per channel"
+            )
+        return report

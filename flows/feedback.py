@@ -19,6 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.analysis.publish import AnalysisSummary, publish_analysis, read_summary
 from flows.build import NodeResult, build_args, run_dbt
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
+from flows.locking import writer_lock
+from flows.notify import notify_failure
 from flows.settings import Settings
 
 
@@ -56,7 +58,7 @@ def load_feedback_task(source: Path, db_path: Path, as_of: dt.date) -> IngestRep
     return load_feedback(source, db_path, as_of, Settings.from_env())
 
 
-@flow(name="feedback", log_prints=True)
+@flow(name="feedback", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def feedback_flow(
     source: Path, db: Path | None = None, as_of: dt.date | None = None, refresh_models: bool = True
 ) -> FeedbackReport:
@@ -66,19 +68,20 @@ def feedback_flow(
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
     as_of = as_of or settings.today()
-    loaded = load_feedback_task(Path(source), db_path, as_of)
-    load = loaded.loads[0]
-    get_run_logger().info(
-        "feedback: %d read, %d new, %d changed, %d same, %d quarantined",
-        load.rows_read,
-        load.inserted,
-        load.updated,
-        load.unchanged,
-        load.errors,
-    )
-    if not refresh_models:
-        return FeedbackReport(as_of=as_of, ingest=loaded)
-    nodes = run_dbt(build_args(select="tag:analysis"), db_path, as_of, settings)
-    summary = read_summary(db_path)
-    publish_analysis(summary, as_of)
-    return FeedbackReport(as_of=as_of, ingest=loaded, nodes=nodes, summary=summary)
+    with writer_lock(db_path):
+        loaded = load_feedback_task(Path(source), db_path, as_of)
+        load = loaded.loads[0]
+        get_run_logger().info(
+            "feedback: %d read, %d new, %d changed, %d same, %d quarantined",
+            load.rows_read,
+            load.inserted,
+            load.updated,
+            load.unchanged,
+            load.errors,
+        )
+        if not refresh_models:
+            return FeedbackReport(as_of=as_of, ingest=loaded)
+        nodes = run_dbt(build_args(select="tag:analysis"), db_path, as_of, settings)
+        summary = read_summary(db_path)
+        publish_analysis(summary, as_of)
+        return FeedbackReport(as_of=as_of, ingest=loaded, nodes=nodes, summary=summary)

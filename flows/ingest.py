@@ -17,6 +17,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.ingestion.entities import LOAD_ORDER
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
+from flows.locking import writer_lock
+from flows.notify import notify_failure
 from flows.settings import Settings
 
 
@@ -113,7 +115,7 @@ def summary_markdown(report: IngestReport) -> str:
     return "\n".join(lines)
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def ingest_flow(
     source: Path | None = None,
     db: Path | None = None,
@@ -126,14 +128,17 @@ def ingest_flow(
     share fail the run and leave the database as it was.
     """
     db_path = Path(db) if db else Settings.from_env().db_path
-    staging = Path(tempfile.mkdtemp(prefix="followup-api-"))
-    try:
-        fetched = fetch_api_sources(Path(sources_file), db_path, staging) if sources_file else {}
-        report = load_sources(Path(source) if source else None, db_path, as_of, fetched)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_data_docs_task(report)
-    create_markdown_artifact(
-        summary_markdown(report), key="ingest-summary", description="Rows per entity"
-    )
-    return report
+    with writer_lock(db_path):
+        staging = Path(tempfile.mkdtemp(prefix="followup-api-"))
+        try:
+            fetched = (
+                fetch_api_sources(Path(sources_file), db_path, staging) if sources_file else {}
+            )
+            report = load_sources(Path(source) if source else None, db_path, as_of, fetched)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        write_data_docs_task(report)
+        create_markdown_artifact(
+            summary_markdown(report), key="ingest-summary", description="Rows per entity"
+        )
+        return report

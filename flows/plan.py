@@ -13,6 +13,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.dispatching.escalation import EscalationReport, escalate
+from flows.locking import writer_lock
+from flows.notify import notify_failure
 from flows.planning.plan import PlanReport, plan
 from flows.settings import Settings
 
@@ -35,7 +37,7 @@ def summary_markdown(report: PlanReport) -> str:
     return f"# Plan for {report.as_of} ({mode})\n\n{counts or 'nothing due'}"
 
 
-@flow(name="plan", log_prints=True)
+@flow(name="plan", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def plan_flow(
     as_of: dt.date | None = None, db: Path | None = None, dry_run: bool = True
 ) -> PlanReport:
@@ -44,12 +46,13 @@ def plan_flow(
     settings = Settings.from_env()
     as_of = as_of or settings.today()
     db_path = Path(db) if db else settings.db_path
-    escalated = escalate_task(db_path, as_of, dry_run)
-    get_run_logger().info("escalations %s: %s", as_of, dict(escalated.counts))
-    report = plan_task(db_path, as_of, dry_run)
-    get_run_logger().info("plan %s: %s", as_of, report.counts)
-    create_markdown_artifact(summary_markdown(report), key="plan-summary")
-    if report.diff:
-        rows = [{**row, "as_of_date": str(row["as_of_date"])} for row in report.diff]
-        create_table_artifact(rows, key="plan-diff", description="per playbook vs the last run")
-    return report
+    with writer_lock(db_path):
+        escalated = escalate_task(db_path, as_of, dry_run)
+        get_run_logger().info("escalations %s: %s", as_of, dict(escalated.counts))
+        report = plan_task(db_path, as_of, dry_run)
+        get_run_logger().info("plan %s: %s", as_of, report.counts)
+        create_markdown_artifact(summary_markdown(report), key="plan-summary")
+        if report.diff:
+            rows = [{**row, "as_of_date": str(row["as_of_date"])} for row in report.diff]
+            create_table_artifact(rows, key="plan-diff", description="per playbook vs the last run")
+        return report

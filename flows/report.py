@@ -12,6 +12,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.analysis.publish import ab_markdown
+from flows.locking import writer_lock
+from flows.notify import notify_failure
 from flows.reporting.data import ReportData, load_report_data
 from flows.reporting.formats import display, label, metric_kind
 from flows.reporting.html import write_html
@@ -57,12 +59,14 @@ def summary_markdown(data: ReportData, workbook: Path, page: Path) -> str:
     return "\n".join(lines)
 
 
-@flow(name="report", log_prints=True)
+@flow(name="report", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def report_flow(db: Path | None = None, out: Path = Path("var/report")) -> ReportResult:
     """Write `out/followup_report.xlsx` and `out/followup_report.html` from the database."""
     db_path = Path(db) if db else Settings.from_env().db_path
     out = Path(out)
-    data = load_task(db_path)
+    # DuckDB refuses even a read-only open while another process writes the file: wait our turn
+    with writer_lock(db_path):
+        data = load_task(db_path)
     workbook = workbook_task(data, out / WORKBOOK_NAME)
     page = html_task(data, out / HTML_NAME)
     get_run_logger().info("report: %s, %s", workbook, page)

@@ -129,21 +129,7 @@ class Channel:
         return outcome
 
     def _body(self, m: Message) -> dict[str, Any]:
-        text = m.text
-        owner = m.owner_id if self.mention_owner else None
-        if self.flavor == "feishu":  # a Feishu mention needs an open_id, which we do not hold
-            return {"msg_type": "text", "content": {"text": text}}
-        if self.flavor == "wecom":
-            content: dict[str, Any] = {"content": text}
-            if owner:
-                content["mentioned_list"] = [owner]
-            return {"msgtype": "text", "text": content}
-        if owner and f"@{owner}" not in text:
-            text = f"{text} @{owner}"
-        body: dict[str, Any] = {"msgtype": "text", "text": {"content": text}}
-        if owner:
-            body["at"] = {"atUserIds": [owner], "isAtAll": False}
-        return body
+        return robot_payload(self.flavor, m.text, m.owner_id if self.mention_owner else None)
 
     def _post(self, m: Message, body: bytes) -> tuple[Outcome, bool]:
         """The outcome of one post, and whether it is worth posting again within this call."""
@@ -161,7 +147,7 @@ class Channel:
         except requests.RequestException as exc:
             return Outcome.retry(m, f"{type(exc).__name__}: {self._first_line(exc)}"), True
         status = response.status_code
-        code, errmsg = _answer(response, self.flavor)
+        code, errmsg = robot_answer(response, self.flavor)
         what = f"HTTP {status}" + ("" if code is None else f", code {code}")
         detail = self._scrub(mask(errmsg or response.reason or "") or "")[:200]
         error = f"{what}: {detail}" if detail else what
@@ -190,6 +176,39 @@ class Channel:
         return self._scrub(mask(first) or "")[:200]
 
 
+def robot_payload(flavor: str, text: str, mention: str | None = None) -> dict[str, Any]:
+    """The JSON body of one text message to a `flavor` robot, mentioning the user id `mention`
+    where the flavor takes one (the module docstring shows each body)."""
+    if flavor not in FLAVORS:
+        raise ValueError(f"flavor {flavor!r} is not one of {', '.join(FLAVORS)}")
+    if flavor == "feishu":  # a Feishu mention needs an open_id, which we do not hold
+        return {"msg_type": "text", "content": {"text": text}}
+    if flavor == "wecom":
+        content: dict[str, Any] = {"content": text}
+        if mention:
+            content["mentioned_list"] = [mention]
+        return {"msgtype": "text", "text": content}
+    if mention and f"@{mention}" not in text:
+        text = f"{text} @{mention}"
+    body: dict[str, Any] = {"msgtype": "text", "text": {"content": text}}
+    if mention:
+        body["at"] = {"atUserIds": [mention], "isAtAll": False}
+    return body
+
+
+def flavor_of_url(url: str) -> str | None:
+    """The robot flavor a webhook URL belongs to, by its path (WeCom `/cgi-bin/webhook/send`,
+    DingTalk `/robot/send`, Feishu and Lark `/open-apis/bot/v2/hook/<token>`), else None."""
+    path = urlsplit(url).path.rstrip("/")
+    if path.endswith("/cgi-bin/webhook/send"):
+        return "wecom"
+    if path.endswith("/robot/send"):
+        return "dingtalk"
+    if "/bot/v2/hook/" in path:
+        return "feishu"
+    return None
+
+
 def _safe_url(url: str, flavor: str) -> str:
     """`scheme://host/path` (no query: WeCom and DingTalk keep the key there); Feishu keeps its
     token in the path's last segment, which is masked."""
@@ -216,7 +235,7 @@ def _secrets(url: str, flavor: str) -> list[str]:
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 
-def _answer(response: requests.Response, flavor: str) -> tuple[int | None, str | None]:
+def robot_answer(response: requests.Response, flavor: str) -> tuple[int | None, str | None]:
     """The robot's answer code and message, or (None, first words of the body)."""
     try:
         data = response.json()
