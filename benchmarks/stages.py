@@ -136,6 +136,73 @@ def dispatch(db: Path, url: str, as_of: str, processes: int) -> None:
     )
 
 
+def floor(source: Path, db: Path, as_of: str) -> None:
+    """The floor: per-customer aggregates, RFM scores, tiers and one cohort in the fewest raw
+    DuckDB statements, from the same CSVs (`benchmarks/sql/floor.sql`)."""
+    import duckdb
+
+    from flows.settings import Settings
+
+    settings = Settings.from_env()
+    con = duckdb.connect(str(db))
+    con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
+    con.execute(f"set threads = {settings.duckdb_threads}")
+    for name in ("orders", "customers"):
+        con.execute(f"set variable {name}_csv = ?", [str(source / f"{name}.csv")])
+    con.execute("set variable as_of = ?", [as_of])
+    con.execute((Path(__file__).parent / "sql" / "floor.sql").read_text())
+    con.close()
+
+
+def pandas_rfm(source: Path, out: Path, as_of: str) -> None:
+    """The common alternative: the same RFM summary in pandas (`benchmarks/pandas_rfm.py`)."""
+    from benchmarks.pandas_rfm import rfm
+
+    rfm(str(source / "orders.csv"), str(source / "customers.csv"), as_of).to_parquet(out)
+
+
+def cycle(source: Path, db: Path, as_of: str) -> None:
+    """`followup run --dry-run` as a user runs it: the daily flow (ingest, build, plan, dispatch
+    rendered without sending), Prefect and all."""
+    import json
+
+    from flows.daily import daily_flow
+
+    report = daily_flow(as_of=dt.date.fromisoformat(as_of), source=source, db=db, dry_run=True)
+    timings = {f"{n.resource_type}:{n.name}": n.seconds for n in report.build.nodes}
+    db.with_suffix(".nodes.json").write_text(json.dumps(timings, indent=1))
+
+
+def feedback(db: Path, as_of: str) -> None:
+    """Replies to a third of the day's messages, loaded by the feedback flow (analysis rebuilt)."""
+    import duckdb
+
+    from flows.feedback import feedback_flow
+
+    answers = db.with_suffix(".feedback.csv")
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute(
+        f"""
+        copy (
+            select message_id, customer_id,
+                strftime(coalesce(due_at, created_at) + interval 2 hour, '%Y-%m-%d %H:%M:%S')
+                    as responded_at,
+                'reply' as response_type
+            from message_ledger using sample 33 percent (bernoulli, 7)
+        ) to '{answers}' (header)
+        """
+    )
+    con.close()
+    feedback_flow(source=answers, db=db, as_of=dt.date.fromisoformat(as_of))
+
+
+def report(db: Path, out: Path) -> None:
+    """The marketing report: workbook and HTML page."""
+    from flows.report import report_flow
+
+    report_flow(db=db, out=out)
+
+
 def generate(source: Path, customers: int, as_of: str) -> None:
     from flows.demo_company import generate_company
 
@@ -156,6 +223,16 @@ if __name__ == "__main__":
         new_day(Path(args[0]), Path(args[1]), args[2])
     elif stage == "dispatch":
         dispatch(Path(args[0]), args[1], args[2], int(args[3]))
+    elif stage == "floor":
+        floor(Path(args[0]), Path(args[1]), args[2])
+    elif stage == "pandas_rfm":
+        pandas_rfm(Path(args[0]), Path(args[1]), args[2])
+    elif stage == "cycle":
+        cycle(Path(args[0]), Path(args[1]), args[2])
+    elif stage == "feedback":
+        feedback(Path(args[0]), args[1])
+    elif stage == "report":
+        report(Path(args[0]), Path(args[1]))
     elif stage == "generate":
         generate(Path(args[0]), int(args[1]), args[2])
     else:

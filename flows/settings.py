@@ -10,12 +10,16 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
-# No internet at run time: every tool's telemetry is off before any of them is imported.
+# Set before any tool is imported: every tool's telemetry off (no internet at run time), and
+# room for Prefect's ephemeral server to start.
 for _var, _value in {
     "DO_NOT_TRACK": "1",
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     "GX_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # a command without a Prefect server starts an ephemeral one; on a busy 2-core machine that
+    # has taken longer than Prefect's 20 s default
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_var, _value)
 
