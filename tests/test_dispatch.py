@@ -202,3 +202,17 @@ def test_a_broken_template_stops_the_run_before_anything_is_sent(tmp_path):
         assert gateway.stats.posts == 0
     assert _statuses(db) == {"pending": 5}
     assert query(db, "select max(attempts) from message_ledger") == [(0,)]
+
+
+def test_a_batch_of_sms_then_an_email_keeps_the_email_subject():
+    # found by the 100k benchmark: the frame was typed from its first hundred rows
+    from flows.dispatching.dispatch import _frame
+
+    rows = [
+        {"message_id": f"s{i}", "subject": None, "body": "短信", "segments": 1} for i in range(150)
+    ]
+    rows.append(
+        {"message_id": "e", "subject": "合同将于 60 天后到期", "body": "邮件", "segments": 0}
+    )
+    frame = _frame(rows)
+    assert frame.filter(frame["message_id"] == "e")["subject"].to_list() == ["合同将于 60 天后到期"]

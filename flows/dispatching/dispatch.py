@@ -188,6 +188,13 @@ _ORIGINALS = """
 """
 
 
+def _frame(rendered: list[dict]) -> pl.DataFrame:
+    """Rendered messages as a frame for the ledger update. Every row is read for the types: an
+    SMS has no subject, so a batch that opens with a hundred SMS and then holds an e-mail would
+    otherwise be typed from the SMS alone and refuse the subject."""
+    return pl.DataFrame(rendered, schema_overrides={"segments": pl.Int32}, infer_schema_length=None)
+
+
 def _fetch(cursor, size: int | None) -> list[dict]:
     names = [d[0] for d in cursor.description]
     values = cursor.fetchall() if size is None else cursor.fetchmany(size)
@@ -278,7 +285,7 @@ def _prepare(con, rows, renderer, report, channel, realtime):
         messages.append(_message(row, rendered))
     con.execute("begin")
     if claimed:
-        frame = pl.DataFrame(claimed, schema_overrides={"segments": pl.Int32})  # noqa: F841
+        frame = _frame(claimed)  # noqa: F841
         con.execute(
             """
             update message_ledger l set
@@ -377,7 +384,7 @@ def _record(con, future, rows, options, windows, realtime, report, channel) -> N
         """
     )
     if tasks:
-        task_frame = pl.DataFrame(tasks)  # noqa: F841
+        task_frame = pl.DataFrame(tasks, infer_schema_length=None)  # noqa: F841
         con.execute("insert or ignore into manual_followups by name select * from task_frame")
     con.execute("commit")
 
@@ -465,13 +472,13 @@ def _render_dry_run(con, as_of: dt.date, renderer: Renderer, report: DispatchRep
         report.counts[row["channel"]]["dry_run"] += 1
     con.execute("begin")
     if rendered:
-        frame = pl.DataFrame(rendered, schema_overrides={"segments": pl.Int32})  # noqa: F841
+        frame = _frame(rendered)  # noqa: F841
         con.execute(
             "update message_ledger l set subject = f.subject, body = f.body, "
             "segments = f.segments from frame f where l.message_id = f.message_id"
         )
     if broken:
-        errors = pl.DataFrame(broken)  # noqa: F841
+        errors = pl.DataFrame(broken, infer_schema_length=None)  # noqa: F841
         con.execute(
             "update message_ledger l set error = f.error, reason = 'template' "
             "from errors f where l.message_id = f.message_id"

@@ -420,12 +420,13 @@ def plan(
             [[r["idempotency_key"] for r in rows]],
         )
         if rows:
-            frame = pl.DataFrame(rows).drop("carried")  # noqa: F841 - read by the insert below
+            # every row typed from all rows: a reason may first appear after a hundred without one
+            frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
             con.execute("insert into message_ledger by name select * from frame")
         report = _report(as_of, dry_run, rows, earlier, known)
         con.execute("delete from plan_diff where as_of_date = ?", [as_of])
         if report.diff:
-            diff = pl.DataFrame(report.diff)  # noqa: F841
+            diff = pl.DataFrame(report.diff, infer_schema_length=None)  # noqa: F841
             con.execute("insert into plan_diff by name select * from diff")
         con.execute("commit")
     except BaseException:
