@@ -57,7 +57,7 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
 
 def failure_text(flow: Any, flow_run: Any, state: Any) -> str:
     """The message, English then Chinese, phones and addresses masked."""
-    as_of = (getattr(flow_run, "parameters", None) or {}).get("as_of")
+    as_of = (getattr(flow_run, "parameters", None) or {}).get("as_of") or _run_day(flow_run)
     when, when_zh = (f" (as_of {as_of})", f"（业务日期 {as_of}）") if as_of else ("", "")
     run = f"{getattr(flow_run, 'name', '?')} ({getattr(flow_run, 'id', '?')})"
     return mask(
@@ -65,6 +65,19 @@ def failure_text(flow: Any, flow_run: Any, state: Any) -> str:
         f"回访自动化：流程 {flow.name} 运行失败{when_zh}，错误见上。\n"
         f"flow run 运行: {run}"
     )
+
+
+def _run_day(flow_run: Any) -> str | None:
+    """A scheduled run gives no `as_of` and runs for today: the day it was due, in the business
+    timezone."""
+    from zoneinfo import ZoneInfo
+
+    from flows.settings import Settings
+
+    start = getattr(flow_run, "expected_start_time", None) or getattr(flow_run, "start_time", None)
+    if start is None:
+        return None
+    return start.astimezone(ZoneInfo(Settings.from_env().business_tz)).date().isoformat()
 
 
 def error_line(state: Any) -> str:

@@ -232,3 +232,21 @@ def test_robot_urls_and_payloads() -> None:
         "text": {"content": "hi @u1"},
         "at": {"atUserIds": ["u1"], "isAtAll": False},
     }
+
+
+def test_a_scheduled_run_without_as_of_is_named_by_its_day():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from flows.notify import failure_text
+
+    run = SimpleNamespace(
+        parameters={},
+        name="brave-otter",
+        id="r1",
+        # 18:00 UTC on the 22nd is 02:00 on the 23rd in Shanghai: the daily run of the 23rd
+        expected_start_time=dt.datetime(2026, 11, 22, 18, 0, tzinfo=dt.UTC),
+    )
+    state = SimpleNamespace(data=None, message="boom")
+    text = failure_text(SimpleNamespace(name="daily"), run, state)
+    assert text.startswith("followup: flow daily failed (as_of 2026-11-23): boom")
