@@ -298,7 +298,7 @@ def report(
 
 def print_analysis(summary) -> None:
     """Headline figures, per-playbook results and the A/B table."""
-    from flows.analysis.publish import percent
+    from flows.analysis.publish import kpi_text, lift_text, percent
 
     if summary is None:
         return
@@ -307,18 +307,7 @@ def print_analysis(summary) -> None:
         shown = ("response_rate", "conversion_rate", "csat", "nps", "repurchase_rate")
         console.print(
             "headline: "
-            + ", ".join(
-                f"{k.replace('_', ' ')} "
-                + (
-                    "–"
-                    if kpis.get(k) is None
-                    else f"{kpis[k]:.1f}"
-                    if k == "nps"
-                    else percent(kpis[k])
-                )
-                for k in shown
-                if k in kpis
-            )
+            + ", ".join(f"{k.replace('_', ' ')} {kpi_text(k, kpis[k])}" for k in shown if k in kpis)
         )
     table = Table(title="A/B results (table ab_results)")
     headings = ("experiment", "variant", "n", "rate", "lift (95% CI)", "p", "P(beat)", "decision")
@@ -327,11 +316,7 @@ def print_analysis(summary) -> None:
             heading, justify="right" if heading in ("n", "rate", "p", "P(beat)") else "left"
         )
     for r in summary.ab:
-        lift = (
-            "control"
-            if r["is_control"]
-            else f"{percent(r['abs_lift'])} [{percent(r['ci_low'])}, {percent(r['ci_high'])}]"
-        )
+        lift = "control" if r["is_control"] else lift_text(r, "[{}, {}]")
         table.add_row(
             r["experiment"],
             r["variant"],

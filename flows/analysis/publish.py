@@ -73,6 +73,12 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}%}"
 
 
+def lift_text(row: dict, interval: str) -> str:
+    """A variant's absolute lift with its 95 % interval, e.g. `+15.5% [+10.5%, +20.4%]`."""
+    bounds = interval.format(percent(row["ci_low"]), percent(row["ci_high"]))
+    return f"{percent(row['abs_lift'])} {bounds}"
+
+
 def ab_markdown(rows: list[dict]) -> str:
     if not rows:
         return "No A/B experiment has data yet."
@@ -82,11 +88,7 @@ def ab_markdown(rows: list[dict]) -> str:
         "|---|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in rows:
-        lift = (
-            "control"
-            if r["is_control"]
-            else f"{percent(r['abs_lift'])} ({percent(r['ci_low'])} to {percent(r['ci_high'])})"
-        )
+        lift = "control" if r["is_control"] else lift_text(r, "({} to {})")
         p = "" if r["p_value"] is None else f"{r['p_value']:.4f}"
         srm = "" if r["srm_p_value"] is None else f"{r['srm_p_value']:.3f}"
         lines.append(
@@ -104,7 +106,10 @@ def summary_markdown(summary: AnalysisSummary, as_of: dt.date) -> str:
         lines += [
             "| metric | value |",
             "|---|---:|",
-            *(f"| {metric} | {_kpi(metric, value)} |" for metric, value in sorted(kpis.items())),
+            *(
+                f"| {metric} | {kpi_text(metric, value)} |"
+                for metric, value in sorted(kpis.items())
+            ),
             "",
         ]
     if summary.playbooks:
@@ -123,7 +128,8 @@ def summary_markdown(summary: AnalysisSummary, as_of: dt.date) -> str:
     return "\n".join(lines)
 
 
-def _kpi(metric: str, value: float | None) -> str:
+def kpi_text(metric: str, value: float | None) -> str:
+    """A headline figure as read: NPS in points, cycles in days, the rest as percentages."""
     if value is None:
         return "–"
     if metric == "nps":
