@@ -404,6 +404,7 @@ def demo(
 
     from flows.demo_company import generate_company
     from flows.demo_story import BETTER_VARIANT, EXPERIMENT, simulate_history
+    from flows.locking import writer_lock
 
     settings = Settings.from_env()
     db = db or settings.db_path
@@ -425,7 +426,9 @@ def demo(
         TimeElapsedColumn(),
         console=console,
     )
-    with progress:
+    # Some steps write the database outside a flow (the later orders, the simulated past, the
+    # month-ago build): the whole demo holds the writer lock, which its flows take again inside.
+    with writer_lock(db), progress:
         bar = progress.add_task(stages[0], total=len(stages))
 
         def step(i: int) -> None:
