@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import numpy as np
@@ -217,7 +218,7 @@ def _outcomes(
     nps = np.where(score >= 4, rng.choice([8, 9, 10], n), rng.choice(range(0, 8), n))
     category = rng.choice(_CATEGORIES, n, p=[0.3, 0.3, 0.2, 0.15, 0.05])
     with_text = rng.random(n) < 0.3
-    cutoff = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=_zone(tz))
+    cutoff = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=ZoneInfo(tz))
 
     rows = []
     for i, (mid, customer, step, sent_at) in enumerate(
@@ -308,12 +309,6 @@ def _feedback(
     return (message, customer, at, kind, outcome, score, scale, satisfaction, category, text)
 
 
-def _zone(name: str):
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(name)
-
-
 def _local(at: dt.datetime, tz: str) -> str:
     """A time as the exports write it: local to the business, without a zone."""
-    return at.astimezone(_zone(tz)).strftime("%Y-%m-%d %H:%M:%S")
+    return at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
