@@ -31,6 +31,7 @@ import polars as pl
 from flows.planning.plan import idempotency_key, message_id
 
 EXPERIMENT = "post_purchase_journey.day3_care"
+SIM_PREFIX = "SIM-"  # the ids of the orders the simulation plants
 BETTER_VARIANT = "care_coupon"
 
 
@@ -130,7 +131,10 @@ def _messages(
         with paid as (
             select order_id, customer_id, ordered_at, product_category,
                 row_number() over (partition by customer_id order by ordered_at, order_id) as nth
-            from raw.orders where coalesce(status, 'paid') = 'paid'
+            from raw.orders
+            -- the orders this simulation planted are outcomes, not anchors: a second demo on
+            -- the same database must simulate the same past, not one grown from the first
+            where coalesce(status, 'paid') = 'paid' and not starts_with(order_id, '{SIM_PREFIX}')
         ),
         anchors as (
             select 'paid_order' as anchor, * from paid
@@ -167,6 +171,8 @@ def _messages(
          and {_BUCKET} >= v.bucket_low and {_BUCKET} < v.bucket_high
         where (m.purpose = 'service' or coalesce(m.has_consent, false))
           and (m.channel != 'email' or m.email is not null)
+        -- a fixed order, so that the seeded draws fall on the same messages every time
+        order by m.due_at, m.customer_id, m.playbook, m.step, m.anchor_id
         """,
         params=[start, end],
     )
@@ -272,7 +278,13 @@ def _outcomes(
         ordered_at = sent_at + dt.timedelta(days=float(order_delay_days[i]))
         if converts[i] and ordered_at < cutoff:
             orders.append(
-                (f"SIM-{mid[:13]}", customer, _local(ordered_at, tz), float(amounts[i]), "paid")
+                (
+                    f"{SIM_PREFIX}{mid[:13]}",
+                    customer,
+                    _local(ordered_at, tz),
+                    float(amounts[i]),
+                    "paid",
+                )
             )
     schema = {k: pl.String for k in ("order_id", "customer_id", "ordered_at")}
     schema |= {"amount": pl.Float64, "status": pl.String}
