@@ -406,12 +406,17 @@ def test_a_database_without_analysis_yet_gives_both_files(tmp_path: Path) -> Non
 
 def test_report_flow_writes_files_and_an_artifact(prefect_server, db: Path, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
     from flows.report import report_flow
 
     out = tmp_path / "out"
-    result = report_flow(db=db, out=out)
+    state = report_flow(db=db, out=out, return_state=True)
+    result = state.result()
     assert result.workbook == out / "followup_report.xlsx" and result.workbook.is_file()
     assert result.html == out / "followup_report.html" and result.html.is_file()
     assert result.headline["sent"] == load_report_data(db).totals["sent"]
