@@ -423,10 +423,14 @@ def test_report_flow_writes_files_and_an_artifact(prefect_server, db: Path, tmp_
     assert "response_rate" in result.headline
 
     with get_client(sync_client=True) as client:
+        # this run's artifact: the other parameter's run wrote a `report` artifact too
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["report"]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["report"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            )
         )
-    assert artifacts, "no `report` artifact"
+    assert len(artifacts) == 1, "no `report` artifact for this run"
     markdown = str(artifacts[0].data)
     assert str(result.workbook) in markdown and str(result.html) in markdown
     assert "| experiment | variant |" in markdown or "No A/B experiment has data yet" in markdown
