@@ -7,7 +7,9 @@ The models read the raw tables the ingest flow wrote and compute everything as o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 from collections import Counter
@@ -109,6 +111,42 @@ def run_dbt(args: list[str], db_path: Path, as_of: dt.date, settings: Settings) 
         detail = " ".join(str(result.exception).split())[:300]
         raise BuildError(f"dbt {args[0]} failed: {detail}")
     return nodes
+
+
+def compile_models(select: str, db_path: Path, as_of: dt.date, settings: Settings) -> list:
+    """dbt's compiled nodes for `select` (models only), in the order they build: each with its
+    `compiled_code`, `relation_name` and `config.materialized`. Always plain dbt: nothing runs."""
+    from dbt.cli.main import dbtRunner
+
+    args = ["compile", "--select", select]
+    args += ["--vars", json.dumps(dbt_vars(as_of, settings))]
+    # `dbt compile` prints the compiled SQL even when quiet: the caller wants it, not the terminal
+    with _dbt_environment(db_path, settings), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            result = _PlainDbt(dbtRunner()).invoke(args)
+        finally:
+            _release_database()
+    if not result.success:
+        raise BuildError(f"dbt compile {select} failed: {result.exception or result.result}")
+    nodes = {
+        r.node.unique_id: r.node
+        for r in result.result.results
+        if str(r.node.resource_type) == "model"
+    }
+    ordered: list = []
+
+    def visit(unique_id: str) -> None:
+        node = nodes[unique_id]
+        if node in ordered:
+            return
+        for parent in node.depends_on.nodes:
+            if parent in nodes:
+                visit(parent)
+        ordered.append(node)
+
+    for unique_id in sorted(nodes):
+        visit(unique_id)
+    return ordered
 
 
 def _runner():

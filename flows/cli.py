@@ -296,6 +296,77 @@ def report(
     _silence_teardown()
 
 
+@app.command()
+def backtest(
+    from_: Annotated[str, typer.Option("--from", help="First day to replay, YYYY-MM-DD")],
+    to: Annotated[str, typer.Option("--to", help="Last day to replay (before today)")],
+    playbook: Annotated[
+        list[str] | None,
+        typer.Option(help="A playbook to try (repeat it; a disabled one is switched on)"),
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="Source folder (default: the database's raw tables)")
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
+    playbooks_dir: Annotated[
+        Path | None, typer.Option("--playbooks", help="Folder of playbook declarations")
+    ] = None,
+) -> None:
+    """Replay the plan for each day from --from to --to on the data as it stood that morning:
+    who would have been contacted, cap and capacity collisions, and what those customers did
+    anyway. Nothing is sent and the ledger is untouched; the `backtest_*` tables are written."""
+    db = db or Settings.from_env().db_path
+    if source is None and not db.exists():
+        _fail(f"{db} does not exist: give --source, or run `followup run` first")
+    result = _run_backtest(_date(from_), _date(to), db, source, playbook or [], playbooks_dir)
+    print_backtest(result)
+    _silence_teardown()
+
+
+def print_backtest(report) -> None:
+    r = report.replay
+    console.print(
+        f"Backtest {r.start} → {r.end}: {r.days} days, {len(r.playbooks)} playbooks, "
+        f"{report.seconds:.1f} s (nothing sent)"
+    )
+    table = Table(
+        "playbook",
+        "due",
+        "planned",
+        "deferred: cap",
+        "deferred: capacity",
+        "suppressed",
+        "held out",
+        "ordered anyway",
+    )
+    for p in report.per_playbook:
+        baseline = (
+            f"{p['baseline_conversion']:.1%} of {p['complete']:,}"
+            if p["baseline_conversion"] is not None
+            else "window open"
+        )
+        table.add_row(
+            f"[bold]{p['playbook']}[/]" if p["focus"] else p["playbook"],
+            *(
+                f"{p[k]:,}"
+                for k in (
+                    "due",
+                    "planned",
+                    "deferred_by_cap",
+                    "deferred_by_capacity",
+                    "suppressed",
+                    "held_out",
+                )
+            ),
+            baseline,
+        )
+    console.print(table)
+    console.print(
+        "Tables: backtest_daily, backtest_owner_load, backtest_collisions, "
+        "backtest_outcomes, backtest_due; `followup report` adds a backtest section."
+    )
+
+
 def print_analysis(summary) -> None:
     """Headline figures, per-playbook results and the A/B table."""
     from flows.analysis.publish import kpi_text, lift_text, percent
@@ -534,6 +605,25 @@ def _run_feedback(source: Path, db: Path, as_of: dt.date | None, refresh_models:
 
     with _one_line_errors(IngestError, BuildError):
         return feedback_flow(source=source, db=db, as_of=as_of, refresh_models=refresh_models)
+
+
+def _run_backtest(start, end, db, source, playbooks, playbook_dir):
+    _quiet_prefect()
+    from flows.backtest import backtest_flow
+    from flows.backtesting.replay import BacktestError
+    from flows.build import BuildError
+    from flows.ingestion.load import IngestError
+    from flows.planning.declarations import PlaybookError
+
+    with _one_line_errors(BacktestError, BuildError, IngestError, PlaybookError):
+        return backtest_flow(
+            start=start,
+            end=end,
+            db=db,
+            source=source,
+            playbooks=playbooks,
+            playbook_dir=playbook_dir,
+        )
 
 
 def _run_report(db: Path, out: Path):

@@ -317,9 +317,9 @@ def load_playbook(path: Path, root: Path | None = None) -> Playbook:
     return playbook
 
 
-def load_playbooks(root: Path = PLAYBOOK_DIR) -> list[Playbook]:
+def load_playbooks(root: Path = PLAYBOOK_DIR, *, include_disabled: bool = False) -> list[Playbook]:
     """Every enabled playbook declared in `root/*.yml` (files starting with `_` are settings, not
-    playbooks), validated; names are unique."""
+    playbooks), validated; names are unique. A backtest also asks for the disabled ones."""
     playbooks: dict[str, tuple[Path, Playbook]] = {}
     for path in sorted(p for p in root.glob("*.yml") if not p.name.startswith("_")):
         playbook = load_playbook(path, root)
@@ -328,4 +328,4 @@ def load_playbooks(root: Path = PLAYBOOK_DIR) -> list[Playbook]:
                 f"{path}: playbook {playbook.name}: also declared in {playbooks[playbook.name][0]}"
             )
         playbooks[playbook.name] = (path, playbook)
-    return [p for _, p in playbooks.values() if p.enabled]
+    return [p for _, p in playbooks.values() if p.enabled or include_disabled]

@@ -140,11 +140,15 @@ def variant_rows(playbooks: list[Playbook]) -> list[tuple]:
 
 
 def write_planning_tables(
-    con: duckdb.DuckDBPyConnection, playbooks: list[Playbook], as_of: dt.date
+    con: duckdb.DuckDBPyConnection,
+    playbooks: list[Playbook],
+    as_of: dt.date,
+    until: dt.date | None = None,
 ) -> None:
-    """Replace the config tables in one transaction."""
+    """Replace the config tables in one transaction; the calendar covers the days around `as_of`
+    (to those around `until`, for a backtest of a range)."""
     start = as_of - dt.timedelta(days=CALENDAR_DAYS_BACK)
-    end = as_of + dt.timedelta(days=CALENDAR_DAYS_AHEAD)
+    end = max(as_of, until or as_of) + dt.timedelta(days=CALENDAR_DAYS_AHEAD)
     days = [(d.day, d.is_workday, d.source) for d in calendar.days(start, end)]
     columns = ", ".join(f"{name} {kind}" for name, kind in STEP_COLUMNS.items())
     con.execute("begin")

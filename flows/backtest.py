@@ -1,0 +1,164 @@
+"""The `backtest` flow: if these playbooks had been live from D1 to D2, whom would they have
+contacted, how often would they have collided with the caps and the owners' capacity, and what
+did those customers do anyway?
+
+It replays the planning step for each day on the data as it stood that morning, in a scratch
+database (nothing is sent; the live ledger is read, never written), and writes the `backtest_*`
+tables to the database (see flows/backtesting/results.py and docs/backtest.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.backtesting import results
+from flows.backtesting.replay import Replay, check_range, choose_playbooks, prepare, replay
+from flows.locking import writer_lock
+from flows.notify import notify_failure
+from flows.planning.declarations import PLAYBOOK_DIR
+from flows.planning.plan import Policy
+from flows.settings import Settings
+
+
+@dataclass
+class BacktestReport:
+    replay: Replay
+    seconds: float
+    per_playbook: list[dict]  # playbook, focus, due, planned, deferred, suppressed, held_out
+
+
+@task(name="prepare-scratch", cache_policy=NO_CACHE)
+def prepare_task(scratch: Path, db_path: Path, start: dt.date, source: Path | None) -> None:
+    """The scratch database: the sources (or the live raw tables) and the ledger before D1."""
+    if source is not None:
+        from flows.ingestion.load import ingest
+
+        ingest(scratch, source, settings=Settings.from_env())
+    # DuckDB refuses even a read-only attach while another process writes the file
+    with writer_lock(db_path):
+        prepare(scratch, db_path if db_path.exists() else None, start, copy_raw=source is None)
+
+
+@task(name="replay-days", cache_policy=NO_CACHE)
+def replay_task(scratch, start, end, playbooks, focus, policy) -> Replay:
+    """Plan each day in turn on the morning's data; caps and deferrals carry over."""
+    logger = get_run_logger()
+
+    def progress(day: dt.date, counts: dict) -> None:
+        logger.info("backtest %s: %s", day, dict(sorted(counts.items())) or "nothing due")
+
+    return replay(
+        scratch, start, end, playbooks, focus, Settings.from_env(), policy, progress=progress
+    )
+
+
+@task(name="write-results", cache_policy=NO_CACHE)
+def results_task(scratch: Path, db_path: Path, done: Replay, source: str) -> list[dict]:
+    results.compute(scratch, done, source, Settings.from_env().business_tz)
+    with writer_lock(db_path):
+        results.publish(scratch, db_path)
+    return per_playbook(db_path)
+
+
+def per_playbook(db_path: Path) -> list[dict]:
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return (
+            con.sql(
+                """
+                select d.playbook, bool_or(d.focus) as focus, sum(d.due)::bigint as due,
+                    sum(d.planned)::bigint as planned, sum(d.deferred)::bigint as deferred,
+                    sum(d.deferred_by_cap)::bigint as deferred_by_cap,
+                    sum(d.deferred_by_capacity)::bigint as deferred_by_capacity,
+                    sum(d.suppressed)::bigint as suppressed, sum(d.held_out)::bigint as held_out,
+                    any_value(o.baseline) as baseline_conversion, any_value(o.n) as complete
+                from backtest_daily d
+                left join (
+                    select playbook, count(*) as n, avg(ordered::int) as baseline
+                    from backtest_outcomes where window_complete group by playbook
+                ) o on d.playbook = o.playbook
+                group by d.playbook
+                order by focus desc, planned desc, d.playbook
+                """
+            )
+            .pl()
+            .to_dicts()
+        )
+    finally:
+        con.close()
+
+
+def summary_markdown(report: BacktestReport) -> str:
+    r = report.replay
+    focus = ", ".join(r.focus) or "every enabled playbook"
+    lines = [
+        f"# Backtest {r.start} to {r.end} ({r.days} days): {focus}",
+        "",
+        f"{len(r.playbooks)} playbooks replayed in {report.seconds:.1f} s "
+        f"(models {r.seconds.get('models', 0) + r.seconds.get('build', 0):.1f} s, "
+        f"plan {r.seconds.get('plan', 0):.1f} s). Nothing was sent.",
+        "",
+        "| playbook | due | planned | deferred (cap / capacity) | suppressed | held out "
+        "| ordered anyway |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in report.per_playbook:
+        baseline = (
+            f"{p['baseline_conversion']:.1%} of {p['complete']:,}"
+            if p["baseline_conversion"] is not None
+            else "window still open"
+        )
+        name = f"**{p['playbook']}**" if p["focus"] else p["playbook"]
+        lines.append(
+            f"| {name} | {p['due']:,} | {p['planned']:,} | {p['deferred']:,} "
+            f"({p['deferred_by_cap']:,} / {p['deferred_by_capacity']:,}) | {p['suppressed']:,} "
+            f"| {p['held_out']:,} | {baseline} |"
+        )
+    return "\n".join(lines)
+
+
+@flow(name="backtest", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
+def backtest_flow(
+    start: dt.date,
+    end: dt.date,
+    db: Path | None = None,
+    source: Path | None = None,
+    playbooks: list[str] | None = None,
+    playbook_dir: Path | None = None,
+) -> BacktestReport:
+    """Replay the plan for every day from `start` to `end` (both in the past) for every enabled
+    playbook and those named in `playbooks` (which may be disabled), on the sources in `source`
+    or the database's own raw tables, and write the `backtest_*` tables to the database."""
+    clock = time.perf_counter()
+    settings = Settings.from_env()
+    db_path = Path(db) if db else settings.db_path
+    check_range(start, end, settings.today())
+    focus = list(playbooks or [])
+    chosen = choose_playbooks(playbook_dir, focus)
+    policy_file = (playbook_dir or PLAYBOOK_DIR) / "_policy.yml"
+    policy = Policy.load(policy_file) if policy_file.is_file() else Policy.load()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{db_path.stem}-backtest-", dir=db_path.parent))
+    try:
+        scratch = work / "backtest.duckdb"
+        prepare_task(scratch, db_path, start, source)
+        done = replay_task(scratch, start, end, chosen, focus, policy)
+        rows = results_task(scratch, db_path, done, str(source or db_path))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = BacktestReport(done, time.perf_counter() - clock, rows)
+    create_markdown_artifact(summary_markdown(report), key="backtest")
+    get_run_logger().info(
+        "backtest %s..%s: %d days in %.1f s", start, end, done.days, report.seconds
+    )
+    return report
