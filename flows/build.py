@@ -66,6 +66,8 @@ def _dbt_environment(db_path: Path, settings: Settings):
         "FOLLOWUP_TZ": settings.business_tz,
         "FOLLOWUP_DUCKDB_MEMORY": settings.duckdb_memory_limit,
         "FOLLOWUP_DUCKDB_THREADS": str(settings.duckdb_threads),
+        "FOLLOWUP_DBT_TARGET": settings.dbt_target,
+        "FOLLOWUP_SPARK_DIR": str(settings.spark_dir.resolve()),
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -79,13 +81,21 @@ def _dbt_environment(db_path: Path, settings: Settings):
                 os.environ[name] = value
 
 
-def run_dbt(args: list[str], db_path: Path, as_of: dt.date, settings: Settings) -> list[NodeResult]:
-    """Invoke dbt. Inside a flow run, through prefect-dbt: each node becomes a Prefect task.
-    Outside one (benchmarks, tests of the models), dbt runs as it is, without a Prefect API."""
+def run_dbt(
+    args: list[str],
+    db_path: Path,
+    as_of: dt.date,
+    settings: Settings,
+    *,
+    node_tasks: bool = True,
+) -> list[NodeResult]:
+    """Invoke dbt. Inside a flow run, through prefect-dbt: each node becomes a Prefect task
+    (unless `node_tasks` is false: a backtest's scratch build). Outside one (benchmarks, tests of
+    the models), dbt runs as it is, without a Prefect API."""
     full_args = [*args, "--vars", json.dumps(dbt_vars(as_of, settings))]
     with _dbt_environment(db_path, settings):
         try:
-            result = _runner().invoke(full_args)
+            result = _runner(node_tasks).invoke(full_args)
         except ValueError as exc:  # dbt could not run at all (bad project, profile, SQL)
             raise BuildError(f"dbt {args[0]}: {str(exc).splitlines()[-1]}") from exc
         finally:
@@ -149,10 +159,10 @@ def compile_models(select: str, db_path: Path, as_of: dt.date, settings: Setting
     return ordered
 
 
-def _runner():
+def _runner(node_tasks: bool = True):
     from prefect.context import FlowRunContext, TaskRunContext
 
-    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+    if not node_tasks or (FlowRunContext.get() is None and TaskRunContext.get() is None):
         from dbt.cli.main import dbtRunner
 
         return _PlainDbt(dbtRunner())
@@ -240,7 +250,7 @@ def build(
     """The build without a flow around it: declarations, then dbt."""
     declare_playbooks(db_path, as_of, playbook_dir)
     args = build_args(full_refresh, every_test=every_test, exclude=exclude)
-    return run_dbt(args, db_path, as_of, settings)
+    return run_build(args, db_path, as_of, settings)
 
 
 # Checks of the models' code (value sets, ranges, non-null columns) run with the unit tests in
@@ -294,7 +304,7 @@ def build_flow(
         started = dt.datetime.now(dt.UTC)
         playbooks = declare_playbooks_task(db_path, as_of)
         get_run_logger().info("%d playbooks declared", playbooks)
-        nodes = run_dbt(build_args(full_refresh), db_path, as_of, settings)
+        nodes = run_build(build_args(full_refresh), db_path, as_of, settings)
         report = BuildReport(
             as_of=as_of,
             full_refresh=full_refresh,
@@ -303,5 +313,6 @@ def build_flow(
         )
         get_run_logger().info("dbt build: %d nodes in %.1f s", len(nodes), report.seconds)
         create_markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
-        publish_analysis(read_summary(db_path), as_of)
+        if settings.dbt_target == "duckdb":  # the analysis marts are in the DuckDB file
+            publish_analysis(read_summary(db_path), as_of)
         return report

@@ -168,6 +168,7 @@ def replay(
         scratch,
         start,
         settings,
+        node_tasks=False,  # a scratch build: one task for the replay, not one per node
     )
     models = [
         CompiledModel(n.name, n.relation_name, n.config.materialized, n.compiled_code)
@@ -213,7 +214,7 @@ def _build_day(scratch: Path, models: list[CompiledModel], day: dt.date, setting
 
 DECISIONS_DDL = """
 create table if not exists bt_decisions as
-select *, cast(null as varchar) as send_check from message_ledger limit 0
+select * from message_ledger limit 0
 """
 
 

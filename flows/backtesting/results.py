@@ -8,6 +8,8 @@ in one transaction, replacing the previous backtest's):
 - `backtest_collisions`: day x playbook x step x the playbook whose contact filled the cap;
 - `backtest_outcomes`: each would-be message (planned or held out) and what its customer did
   anyway within the playbook's attribution window: ordered, complained, opted out;
+- `backtest_decisions`: every decision of every replayed day, as the ledger would have had it
+  (a follow-up deferred on one day is decided again on a later one);
 - `backtest_due`: the replayed days' `followups_due` rows;
 - `backtest_runs`: one row, the backtest's range, playbooks and timings.
 """
@@ -23,6 +25,7 @@ import duckdb
 from flows.planning.declarations import TASK_CHANNELS
 
 TABLES = (
+    "backtest_decisions",
     "backtest_daily",
     "backtest_owner_load",
     "backtest_collisions",
@@ -34,6 +37,14 @@ TABLES = (
 _TASKS = "(" + ", ".join(f"'{c}'" for c in TASK_CHANNELS) + ")"
 
 QUERIES = {
+    "backtest_decisions": """
+        select
+            decided_on as day, customer_id, playbook, step, anchor_id, variant, channel,
+            purpose, priority, owner_id, due_at, planned_for, status, reason, message_id,
+            first_due_date < decided_on as carried, origin
+        from bt_decisions
+        order by day, playbook, step, customer_id, anchor_id
+    """,
     "backtest_daily": """
         select
             decided_on as day, playbook, step, channel,
@@ -157,6 +168,7 @@ QUERIES = {
 }
 
 PARAMS = {
+    "backtest_decisions": (),
     "backtest_daily": ("focus",),
     "backtest_owner_load": (),
     "backtest_collisions": (),

@@ -189,3 +189,30 @@ def satisfaction_figure(summary: pd.DataFrame) -> go.Figure | None:
         legend={"orientation": "h", "y": -0.25, "traceorder": "normal"},
     )
     return _style(fig)
+
+
+def backtest_volume_figure(volume: pd.DataFrame, focus: tuple[str, ...] = ()) -> go.Figure | None:
+    """Would-be messages per replayed day, stacked by playbook (the ones tried named first)."""
+    frame = volume.assign(planned=_numbers(volume["planned"])).dropna(subset=["planned"])
+    frame = frame[frame["planned"] > 0]
+    if frame.empty:
+        return None
+    fig = go.Figure()
+    order = sorted(frame["playbook"].unique(), key=lambda p: (p not in focus, p))
+    for playbook in order:
+        rows = frame[frame["playbook"] == playbook].sort_values("day")
+        fig.add_trace(
+            go.Bar(
+                x=rows["day"],
+                y=rows["planned"],
+                name=f"{playbook} (tried)" if playbook in focus else str(playbook),
+                hovertemplate="%{x|%Y-%m-%d}: %{y:,}<extra>" + str(playbook) + "</extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="stack",
+        yaxis={"title": "would-be messages", "rangemode": "tozero"},
+        xaxis={"title": "replayed day"},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return _style(fig)

@@ -20,6 +20,7 @@ from adapters.files import write_atomically
 from flows.reporting.charts import (
     FONT,
     ab_lift_figure,
+    backtest_volume_figure,
     decision_key,
     funnel_figure,
     is_control,
@@ -91,6 +92,11 @@ def render_html(data: ReportData) -> str:
         "response-rate": response_rate_figure(data.campaign_performance_daily),
         "ab-lift": ab_lift_figure(data.ab_results),
         "satisfaction": satisfaction_figure(data.feedback_summary),
+        "backtest-volume": (
+            backtest_volume_figure(data.backtest.volume, data.backtest.focus)
+            if data.backtest
+            else None
+        ),
     }
     sections = [
         _section(
@@ -148,6 +154,8 @@ def render_html(data: ReportData) -> str:
             "Open, done and cancelled call, visit and escalation tasks per owner.",
         ),
     ]
+    if data.backtest is not None:
+        sections.append(_backtest_section(data, charts["backtest-volume"]))
     plotly_js = (
         f'<script type="text/javascript">{get_plotlyjs()}</script>'
         if any(fig is not None for fig in charts.values())
@@ -339,3 +347,33 @@ def _today(data: ReportData) -> str:
         "the full list, with reasons, is on the workbook's Today sheet.</p>"
     )
     return note + _table(counts, "no follow-ups planned yet")
+
+
+def _backtest_section(data: ReportData, volume: go.Figure | None) -> str:
+    """The latest backtest: volume, cap collisions, owner overload, and the bar a live playbook
+    must beat (how many of the customers it would have messaged ordered anyway)."""
+    bt = data.backtest
+    tried = ", ".join(bt.focus) if bt.focus else "every enabled playbook"
+    intro = (
+        f"If {tried} had been live from {bt.start} to {bt.end} ({bt.days} days), replayed on each"
+        f" morning's data with {len(bt.playbooks)} playbooks competing for the caps; nothing was"
+        " sent. `followup backtest` writes these tables (backtest_*)."
+    )
+    body = (
+        "<h3>Would-be messages per day 每日预计触达量</h3>"
+        + _chart("backtest-volume", volume, "no follow-up would have been due")
+        + "<h3>Cap collisions between playbooks 频控冲突</h3>"
+        + '<p class="note">Follow-ups deferred because another contact (blocked_by) had filled '
+        "a frequency cap (scope) in its window.</p>"
+        + _table(bt.collisions, "no follow-up would have met a cap")
+        + "<h3>Owner overload days 人工超负荷</h3>"
+        + '<p class="note">Days an owner had more call or visit tasks than their daily '
+        "capacity; the excess moved to the next working day.</p>"
+        + _table(bt.overload, "no owner would have been over capacity")
+        + "<h3>Baseline: ordered anyway 无触达基线转化</h3>"
+        + '<p class="note">Customers each step would have messaged who placed a paid order '
+        "within its attribution window without any message (windows that have closed only, "
+        "95 % Wilson interval): the conversion a live playbook must beat.</p>"
+        + _table(bt.baseline, "no attribution window has closed yet")
+    )
+    return _section("backtest", "Backtest 回测", body, intro)
