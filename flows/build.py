@@ -123,6 +123,32 @@ def run_dbt(
     return nodes
 
 
+def run_build(
+    args: list[str], db_path: Path, as_of: dt.date, settings: Settings
+) -> list[NodeResult]:
+    """dbt on the engine of `settings.dbt_target`. DuckDB reads its own file. Another engine
+    (Spark) first gets the sources landed as Parquet in the lake and registered as its tables,
+    and after dbt the models its adapter cannot run in place (the Python model `ab_results`)."""
+    if settings.dbt_target == "duckdb":
+        return run_dbt(args, db_path, as_of, settings)
+    from dbt.cli.main import dbtRunner
+
+    from flows.lake import build_python_models, land_sources
+
+    lake = settings.lake_dir.resolve()
+    land_sources(db_path, lake)
+    lake_args = json.dumps({"lake": str(lake)})
+    operation = ["run-operation", "register_lake_sources", "--args", lake_args]
+    with _dbt_environment(db_path, settings):
+        result = _PlainDbt(dbtRunner()).invoke(operation)
+    if not result.success:
+        raise BuildError(f"dbt run-operation register_lake_sources: {result.exception}")
+    nodes = run_dbt(args, db_path, as_of, settings)
+    if args[0] in ("build", "run"):
+        build_python_models()
+    return nodes
+
+
 def compile_models(select: str, db_path: Path, as_of: dt.date, settings: Settings) -> list:
     """dbt's compiled nodes for `select` (models only), in the order they build: each with its
     `compiled_code`, `relation_name` and `config.materialized`. Always plain dbt: nothing runs."""

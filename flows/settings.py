@@ -35,6 +35,17 @@ class Settings:
     outbox_dir: Path
     # seconds a writing flow waits for another process writing the same database file
     db_lock_timeout: float = 1800.0
+    # the engine the dbt project builds on: a target of dbt_project/profiles.yml (duckdb, spark)
+    dbt_target: str = "duckdb"
+    # where the sources land as Parquet for an engine that does not read the DuckDB file
+    lake_dir: Path = Path("var/lake")
+    # the local Spark's catalog and tables (the `spark` target's session method)
+    spark_dir: Path = Path("var/spark")
+    # the Prefect task runner dispatch fans its batches out on: local (threads) or dask
+    task_runner: str = "local"
+    # the Dask scheduler to use (`tcp://host:8786`); empty: a local cluster of dask_workers
+    dask_address: str = ""
+    dask_workers: int = 2
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,6 +58,12 @@ class Settings:
             data_docs_dir=Path(os.environ.get("FOLLOWUP_DATA_DOCS", "var/data_docs")),
             outbox_dir=Path(os.environ.get("FOLLOWUP_OUTBOX", "var/outbox")),
             db_lock_timeout=float(os.environ.get("FOLLOWUP_DB_LOCK_TIMEOUT", "1800")),
+            dbt_target=os.environ.get("FOLLOWUP_DBT_TARGET", "duckdb"),
+            lake_dir=Path(os.environ.get("FOLLOWUP_LAKE", "var/lake")),
+            spark_dir=Path(os.environ.get("FOLLOWUP_SPARK_DIR", "var/spark")),
+            task_runner=os.environ.get("FOLLOWUP_TASK_RUNNER", "local"),
+            dask_address=os.environ.get("FOLLOWUP_DASK_ADDRESS", ""),
+            dask_workers=int(os.environ.get("FOLLOWUP_DASK_WORKERS", "2")),
         )
 
     def today(self) -> dt.date:
