@@ -169,3 +169,66 @@
         else {{ windows.get('default', 72) }}
     end
 {%- endmacro %}
+
+{#- The config of a fact table kept incrementally on its key: a DuckDB table takes
+    delete+insert; a Spark table over plain Parquet has no row-level delete, so it is rebuilt
+    each run (it reads the whole lake anyway; on Delta tables `merge` would do). -#}
+{% macro incremental_by_key(unique_key) -%}
+    {{ return(adapter.dispatch('incremental_by_key', 'followup')(unique_key)) }}
+{%- endmacro %}
+
+{% macro default__incremental_by_key(unique_key) -%}
+    {{ return({
+        'materialized': 'incremental',
+        'unique_key': unique_key,
+        'incremental_strategy': 'delete+insert',
+        'on_schema_change': 'append_new_columns',
+    }) }}
+{%- endmacro %}
+
+{% macro spark__incremental_by_key(unique_key) -%}
+    {{ return({'materialized': 'table'}) }}
+{%- endmacro %}
+
+{#- The config of a table that keeps one slice per run date (history, the day's due list): a
+    run replaces its own date only and never a full refresh. `clear_date`: a run that yields no
+    rows still empties its date. DuckDB deletes and inserts by `unique_key`; Spark over Parquet
+    overwrites the date's partition. -#}
+{% macro by_run_date(unique_key, clear_date=false) -%}
+    {{ return(adapter.dispatch('by_run_date', 'followup')(unique_key, clear_date)) }}
+{%- endmacro %}
+
+{% macro default__by_run_date(unique_key, clear_date) -%}
+    {%- set config = {
+        'materialized': 'incremental',
+        'unique_key': unique_key,
+        'incremental_strategy': 'delete+insert',
+        'full_refresh': false,
+    } -%}
+    {%- if clear_date -%}
+        {%- do config.update({'pre_hook': (
+            "{% if is_incremental() %}"
+            "delete from {{ this }} where as_of_date = {{ as_of_date() }}"
+            "{% endif %}"
+        )}) -%}
+    {%- endif -%}
+    {{ return(config) }}
+{%- endmacro %}
+
+{% macro spark__by_run_date(unique_key, clear_date) -%}
+    {%- set config = {
+        'materialized': 'incremental',
+        'incremental_strategy': 'insert_overwrite',
+        'partition_by': ['as_of_date'],
+        'file_format': 'parquet',
+        'full_refresh': false,
+    } -%}
+    {%- if clear_date -%}
+        {%- do config.update({'pre_hook': (
+            "{% if is_incremental() %}"
+            "alter table {{ this }} drop if exists partition (as_of_date = '{{ as_of_value() }}')"
+            "{% endif %}"
+        )}) -%}
+    {%- endif -%}
+    {{ return(config) }}
+{%- endmacro %}

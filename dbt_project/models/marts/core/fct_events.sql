@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='event_key',
-        incremental_strategy='delete+insert',
-        on_schema_change='append_new_columns',
-    )
-}}
+{{ config(**incremental_by_key('event_key')) }}
 
 with
 

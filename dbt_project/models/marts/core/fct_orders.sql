@@ -1,14 +1,7 @@
 {#- Incremental on the order key: a daily run copies only the rows the latest loads wrote (new or
     changed), found by their load id. Every as-of filter is applied downstream, so one fact
     table serves any run date. -#}
-{{
-    config(
-        materialized='incremental',
-        unique_key='order_id',
-        incremental_strategy='delete+insert',
-        on_schema_change='append_new_columns',
-    )
-}}
+{{ config(**incremental_by_key('order_id')) }}
 
 with
 

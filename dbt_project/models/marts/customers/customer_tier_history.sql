@@ -1,13 +1,6 @@
 {#- Each run date's tier, value tier and segment per customer, so any past run date can be
     queried. A run replaces only its own date; `--full-refresh` never wipes the history. -#}
-{{
-    config(
-        materialized='incremental',
-        unique_key=['as_of_date', 'customer_id'],
-        incremental_strategy='delete+insert',
-        full_refresh=false,
-    )
-}}
+{{ config(**by_run_date(['as_of_date', 'customer_id'])) }}
 
 with
 

@@ -1,18 +1,6 @@
 {#- Upgrades and downgrades of `tier` and `value_tier` between the previous recorded run date
     and this one, for the monthly re-tiering review. Customers new since then have no change. -#}
-{{
-    config(
-        materialized='incremental',
-        unique_key=['as_of_date', 'customer_id', 'dimension'],
-        incremental_strategy='delete+insert',
-        full_refresh=false,
-        pre_hook=(
-            "{% if is_incremental() %}"
-            "delete from {{ this }} where as_of_date = {{ as_of_date() }}"
-            "{% endif %}"
-        ),
-    )
-}}
+{{ config(**by_run_date(['as_of_date', 'customer_id', 'dimension'], clear_date=true)) }}
 
 with
 

@@ -2,19 +2,7 @@
     arbitration (each one's fate is its ledger row). Due times are the customer's local send
     time moved into the channel's send window, and onto a working day for calls and visits.
     A run replaces its own date only; earlier dates stay for the diff against the last run. -#}
-{{
-    config(
-        materialized='incremental',
-        unique_key='as_of_date',
-        incremental_strategy='delete+insert',
-        full_refresh=false,
-        pre_hook=(
-            "{% if is_incremental() %}"
-            "delete from {{ this }} where as_of_date = {{ as_of_date() }}"
-            "{% endif %}"
-        ),
-    )
-}}
+{{ config(**by_run_date('as_of_date', clear_date=true)) }}
 
 {%- set lookback = var('planning_lookback_days') -%}
 
