@@ -19,7 +19,7 @@ from ops.local import Local, start, stop
 from tests.conftest import AS_OF, query
 
 pytestmark = pytest.mark.slow
-DEPLOYMENTS = {"daily", "dispatch", "feedback", "report", "ingest", "build", "plan"}
+DEPLOYMENTS = {"daily", "dispatch", "feedback", "report", "ingest", "build", "plan", "backtest"}
 
 
 def _free_port() -> int:

@@ -31,8 +31,10 @@ SHIPPED = 14
 def test_the_shipped_playbooks_all_load() -> None:
     playbooks = load_playbooks(PLAYBOOK_DIR)
     assert len(playbooks) == SHIPPED
-    # one file per playbook, named after it
-    declared = {p.name for p in playbooks}
+    # one file per playbook, named after it; a disabled one (to backtest first) too
+    every = load_playbooks(PLAYBOOK_DIR, include_disabled=True)
+    assert [p.name for p in every if not p.enabled] == ["second_purchase_nudge"]
+    declared = {p.name for p in every}
     files = {p.stem for p in PLAYBOOK_DIR.glob("*.yml") if not p.name.startswith("_")}
     assert declared == files
 
@@ -41,7 +43,7 @@ def test_every_template_a_shipped_playbook_names_exists_and_parses() -> None:
     environment = jinja2.Environment()
     templates = [
         path
-        for playbook in load_playbooks(PLAYBOOK_DIR)
+        for playbook in load_playbooks(PLAYBOOK_DIR, include_disabled=True)
         for path in playbook.template_paths(PLAYBOOK_DIR)
     ]
     # every step has at least one template; steps with variants have one per variant
