@@ -22,7 +22,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.backtesting import results
-from flows.backtesting.replay import Replay, check_range, choose_playbooks, prepare, replay
+from flows.backtesting.replay import (
+    BacktestError,
+    Replay,
+    check_range,
+    choose_playbooks,
+    prepare,
+    replay,
+)
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.planning.declarations import PLAYBOOK_DIR
@@ -143,6 +150,11 @@ def backtest_flow(
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
     check_range(start, end, settings.today())
+    if settings.dbt_target != "duckdb":
+        raise BacktestError(
+            f"a backtest replays in a scratch DuckDB file, not on {settings.dbt_target}: "
+            "run it with FOLLOWUP_DBT_TARGET=duckdb on a copy of the data"
+        )
     focus = list(playbooks or [])
     chosen = choose_playbooks(playbook_dir, focus)
     policy_file = (playbook_dir or PLAYBOOK_DIR) / "_policy.yml"
