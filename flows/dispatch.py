@@ -4,6 +4,7 @@ rate limited, retried, each exactly once), and the day's escalations are recorde
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import nullcontext
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -12,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import load_channels
 from flows.dispatching.dispatch import DispatchReport, dispatch
+from flows.dispatching.fanout import fan_out
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.settings import Settings
@@ -36,15 +38,18 @@ def dispatch_task(
     message."""
     settings = Settings.from_env()
     channels = load_channels(channels_path, outbox=settings.outbox_dir)
-    return dispatch(
-        db_path,
-        as_of,
-        channels=channels,
-        business_tz=settings.business_tz,
-        dry_run=dry_run,
-        realtime=realtime,
-        log=get_run_logger().info,
-    )
+    # FOLLOWUP_TASK_RUNNER=dask: the batches are sent from a Dask cluster's workers
+    with nullcontext() if dry_run else fan_out(settings) as fanned:
+        return dispatch(
+            db_path,
+            as_of,
+            channels=channels,
+            business_tz=settings.business_tz,
+            dry_run=dry_run,
+            realtime=realtime,
+            log=get_run_logger().info,
+            fan_out=fanned,
+        )
 
 
 def summary_markdown(report: DispatchReport) -> str:

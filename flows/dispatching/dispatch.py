@@ -90,11 +90,13 @@ def dispatch(
     batch_size: int = 500,
     max_lateness_days: int = 14,
     log=None,
+    fan_out=None,
 ) -> DispatchReport:
     """Send the pending messages due by the end of `as_of` (or, `realtime`, due by now).
 
     With `dry_run`, the day's `dry_run` rows are rendered (body, subject, SMS segments) and
-    nothing is sent."""
+    nothing is sent. `fan_out` (flows/dispatching/fanout.py): a started task runner the
+    batches are sent on instead of this process; the ledger is written here either way."""
     started = time.perf_counter()
     tz = ZoneInfo(business_tz)
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
@@ -131,7 +133,7 @@ def dispatch(
                     raise ValueError(f"no settings for channel {channel} in the channel settings")
                 options = _options(channel, settings, max_attempts, batch_size)
                 if channel not in senders:
-                    senders[channel] = _sender(channel, settings, options)
+                    senders[channel] = _sender(channel, settings, options, fan_out)
                 params = {"as_of": as_of, "until": until, "channel": channel}
                 _send_channel(
                     con, senders[channel], channel, params, options, renderer, windows,
@@ -223,7 +225,9 @@ def _options(channel: str, settings: dict, max_attempts: int, batch_size: int) -
     )
 
 
-def _sender(channel: str, settings: dict, options: _Options):
+def _sender(channel: str, settings: dict, options: _Options, fan_out=None):
+    if fan_out is not None and settings.get("kind") not in SINGLE_WRITER_KINDS:
+        return fan_out.sender(channel, settings, options.rate_per_s)
     if options.processes > 1:
         return InWorkers(channel, settings, options.rate_per_s, options.processes)
     return InProcess(channel, settings, options.rate_per_s)
@@ -242,7 +246,7 @@ def _send_channel(con, sender, channel, params, options, renderer, windows, *, r
     )
     (total,) = con.execute("select count(*) from dispatch_queue").fetchone()
     in_flight: deque = deque()
-    limit = 2 * options.processes
+    limit = 2 * getattr(sender, "parallel", options.processes)
     for first in range(0, total, options.batch_size):
         cursor = con.execute(
             "select * exclude (queue_position) from dispatch_queue "
