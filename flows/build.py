@@ -139,6 +139,7 @@ def run_build(
     land_sources(db_path, lake)
     lake_args = json.dumps({"lake": str(lake)})
     operation = ["run-operation", "register_lake_sources", "--args", lake_args]
+    operation += ["--vars", json.dumps(dbt_vars(as_of, settings))]
     with _dbt_environment(db_path, settings):
         result = _PlainDbt(dbtRunner()).invoke(operation)
     if not result.success:
