@@ -11,7 +11,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint format bench docs ui stop clean
+.PHONY: demo test test-spark lint format bench docs ui stop clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==0.13.8; }
@@ -39,6 +39,11 @@ format: $(VENV)/.synced
 
 test: lint
 	$(BIN)/pytest
+
+# The dbt project on a local Spark (dbt-spark, session method, Java 17) against DuckDB: the
+# marts row for row (tests/test_spark.py, docs/scale-out.md).
+test-spark: $(VENV)/.synced
+	$(BIN)/pytest -m spark tests/test_spark.py
 
 bench: $(VENV)/.synced
 	$(BIN)/python -m benchmarks.run $(if $(BENCH_SIZE),--size $(BENCH_SIZE),) $(if $(BENCH_ONLY),--only $(BENCH_ONLY),)
