@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.analysis.publish import AnalysisSummary, publish_analysis, read_summary
-from flows.build import NodeResult, build_args, run_dbt
+from flows.build import NodeResult, build_args, run_build
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.locking import writer_lock
 from flows.notify import notify_failure
@@ -81,7 +81,7 @@ def feedback_flow(
         )
         if not refresh_models:
             return FeedbackReport(as_of=as_of, ingest=loaded)
-        nodes = run_dbt(build_args(select="tag:analysis"), db_path, as_of, settings)
+        nodes = run_build(build_args(select="tag:analysis"), db_path, as_of, settings)
         summary = read_summary(db_path)
         publish_analysis(summary, as_of)
         return FeedbackReport(as_of=as_of, ingest=loaded, nodes=nodes, summary=summary)
