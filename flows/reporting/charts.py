@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly import colors as px_colors
 
 from flows.reporting.data import ALL_PLAYBOOKS, FUNNEL, SATISFACTION
 from flows.reporting.formats import is_truthy, label
@@ -211,6 +212,8 @@ def backtest_volume_figure(volume: pd.DataFrame, focus: tuple[str, ...] = ()) ->
         )
     fig.update_layout(
         barmode="stack",
+        # one colour per playbook: the default ten repeat with the fifteen shipped ones
+        colorway=px_colors.qualitative.Dark24,
         yaxis={"title": "would-be messages", "rangemode": "tozero"},
         xaxis={"title": "replayed day"},
         legend={"orientation": "h", "y": -0.2},

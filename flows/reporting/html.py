@@ -357,15 +357,22 @@ def _backtest_section(data: ReportData, volume: go.Figure | None) -> str:
     intro = (
         f"If {tried} had been live from {bt.start} to {bt.end} ({bt.days} days), replayed on each"
         f" morning's data with {len(bt.playbooks)} playbooks competing for the caps; nothing was"
-        " sent. `followup backtest` writes these tables (backtest_*)."
+        " sent. Tables: backtest_* (docs/backtest.md)."
+    )
+    top = 25
+    collisions = bt.collisions.head(top)
+    more = (
+        f" The {top} largest of {len(bt.collisions)} are shown; backtest_collisions has them all."
+        if len(bt.collisions) > top
+        else ""
     )
     body = (
         "<h3>Would-be messages per day 每日预计触达量</h3>"
         + _chart("backtest-volume", volume, "no follow-up would have been due")
         + "<h3>Cap collisions between playbooks 频控冲突</h3>"
         + '<p class="note">Follow-ups deferred because another contact (blocked_by) had filled '
-        "a frequency cap (scope) in its window.</p>"
-        + _table(bt.collisions, "no follow-up would have met a cap")
+        f"a frequency cap (scope) in its window.{html.escape(more)}</p>"
+        + _table(collisions, "no follow-up would have met a cap")
         + "<h3>Owner overload days 人工超负荷</h3>"
         + '<p class="note">Days an owner had more call or visit tasks than their daily '
         "capacity; the excess moved to the next working day.</p>"
