@@ -371,8 +371,21 @@ def plan(
         ensure_tables(con)
         con.execute(DIFF_DDL)
         con.execute("begin")
-        known = {k for (k,) in con.execute("select idempotency_key from message_ledger").fetchall()}
         candidates = _candidates(con, as_of)
+        keys = [
+            idempotency_key(*key)
+            for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()
+        ]
+        # the ledger's rows for today's candidates (not every key it holds: 650k after a 90-day
+        # backtest at 100k customers, read again every day)
+        known = {
+            k
+            for (k,) in con.execute(
+                "select idempotency_key from message_ledger "
+                "where idempotency_key in (select unnest(?))",
+                [keys],
+            ).fetchall()
+        }
         # Re-planning a date: this date's unsent decisions are made again.
         earlier = con.execute(
             "select idempotency_key, playbook, status from message_ledger "
@@ -386,10 +399,6 @@ def plan(
         )
         # A follow-up already decided on another day, or sent, is not decided again.
         kept = known - {key for key, _, _ in earlier}
-        keys = [
-            idempotency_key(*key)
-            for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()
-        ]
         fresh = [c or k not in kept for c, k in zip(candidates["carried"], keys, strict=True)]
         candidates = candidates.filter(pl.Series(fresh, dtype=pl.Boolean))
         longest = max((c.days for caps in policy.caps.values() for c in caps), default=1)
