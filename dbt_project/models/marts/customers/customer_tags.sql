@@ -157,6 +157,8 @@ rule_tags as (
         and lead_intent = '{{ var("lead_a_intent") }}'
         and lead_form = '{{ var("lead_a_form") }}'
         and created_at >= {{ local_midnight(days_before_as_of(var('lead_a_window_days'))) }}
+        -- a lead can come before its customer's record: no tag until the customer is known
+        and customer_id in (select customers.customer_id from customers)
     group by customer_id
 ),
 
