@@ -105,6 +105,14 @@ def per_playbook(db_path: Path) -> list[dict]:
         con.close()
 
 
+def baseline_text(row: dict) -> str:
+    """A playbook's 'ordered anyway': the share of its would-be messages whose customer placed a
+    paid order in the attribution window without one, over the windows that have closed."""
+    if row["baseline_conversion"] is None:
+        return "window still open"
+    return f"{row['baseline_conversion']:.1%} of {row['complete']:,}"
+
+
 def summary_markdown(report: BacktestReport) -> str:
     r = report.replay
     focus = ", ".join(r.focus) or "every enabled playbook"
@@ -120,11 +128,7 @@ def summary_markdown(report: BacktestReport) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for p in report.per_playbook:
-        baseline = (
-            f"{p['baseline_conversion']:.1%} of {p['complete']:,}"
-            if p["baseline_conversion"] is not None
-            else "window still open"
-        )
+        baseline = baseline_text(p)
         name = f"**{p['playbook']}**" if p["focus"] else p["playbook"]
         lines.append(
             f"| {name} | {p['due']:,} | {p['planned']:,} | {p['deferred']:,} "

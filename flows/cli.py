@@ -324,6 +324,8 @@ def backtest(
 
 
 def print_backtest(report) -> None:
+    from flows.backtest import baseline_text
+
     r = report.replay
     console.print(
         f"Backtest {r.start} → {r.end}: {r.days} days, {len(r.playbooks)} playbooks, "
@@ -340,11 +342,6 @@ def print_backtest(report) -> None:
         "ordered anyway",
     )
     for p in report.per_playbook:
-        baseline = (
-            f"{p['baseline_conversion']:.1%} of {p['complete']:,}"
-            if p["baseline_conversion"] is not None
-            else "window open"
-        )
         table.add_row(
             f"[bold]{p['playbook']}[/]" if p["focus"] else p["playbook"],
             *(
@@ -358,11 +355,11 @@ def print_backtest(report) -> None:
                     "held_out",
                 )
             ),
-            baseline,
+            baseline_text(p),
         )
     console.print(table)
     console.print(
-        "Tables: backtest_daily, backtest_owner_load, backtest_collisions, "
+        "Tables: backtest_decisions, backtest_daily, backtest_owner_load, backtest_collisions, "
         "backtest_outcomes, backtest_due; `followup report` adds a backtest section."
     )
 
