@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flows.dispatching.store import ensure_tables
 from flows.planning import calendar
 from flows.planning.declarations import TASK_CHANNELS
 from flows.planning.plan import Cap, Policy, decide, idempotency_key, message_id, plan
@@ -1021,3 +1022,38 @@ def test_an_opt_out_reason_gives_the_time_in_the_business_zone(db: Path) -> None
     opted = dt.datetime(2026, 11, 20, 9, tzinfo=TZ).astimezone(ZoneInfo(business))
     [reason] = [r["reason"] for r in _ledger_by_key(db).values() if r["anchor_id"] == "v4"]
     assert reason == f"opted out of email at {opted:%Y-%m-%d %H:%M}"
+
+
+def test_an_opt_out_reply_stops_that_channel_from_its_moment(db: Path) -> None:
+    """A "T" reply to an SMS (feedback `opt_out`) is an opt-out of SMS, as an `opt_out` event
+    is: c1's SMS promotion is suppressed, and its e-mail win-back still goes."""
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(f"set timezone = '{TZ_NAME}'")
+        ensure_tables(con)
+        con.execute(
+            "insert into message_ledger (message_id, idempotency_key, customer_id, playbook, "
+            "step, anchor_id, channel, purpose, priority, first_due_date, planned_for, "
+            "decided_on, status, created_at, updated_at) values ('m0', 'k0', 'c1', 'promo', "
+            "'s1', 'p0', 'sms', 'marketing', 5, '2026-11-20', '2026-11-20', '2026-11-20', "
+            "'sent', now(), now())"
+        )
+        con.execute("create schema raw")
+        con.execute(
+            "create table raw.feedback (message_id varchar, customer_id varchar, "
+            "responded_at timestamptz, response_type varchar)"
+        )
+        con.execute(
+            "insert into raw.feedback values "
+            "('m0', 'c1', timestamptz '2026-11-25 20:00:00+08', 'opt_out'), "
+            # after the morning of Thursday: seen from Friday on
+            "('m0', 'c3', timestamptz '2026-11-26 08:00:00+08', 'opt_out')"
+        )
+    finally:
+        con.close()
+    _plan(db, THURSDAY)
+    by_anchor = {r["anchor_id"]: r for r in _ledger_by_key(db).values()}
+    assert by_anchor["p1"]["status"] == "suppressed"
+    assert by_anchor["p1"]["reason"] == "opted out of sms at 2026-11-25 20:00"
+    assert (by_anchor["w1"]["status"], by_anchor["w1"]["channel"]) == ("dry_run", "email")
+    assert by_anchor["p3"]["status"] == "held_out"  # c3's reply came after the morning

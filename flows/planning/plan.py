@@ -149,14 +149,30 @@ def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
 def _opt_outs(
     con: duckdb.DuckDBPyConnection, start: dt.datetime
 ) -> dict[str, dict[str, dt.datetime]]:
-    rows = con.execute(
+    """customer -> channel (or 'all') -> the first opt-out before `start`: an `opt_out` event, or
+    an opt-out answer to one of our messages (a "T" reply to an SMS) for that message's channel."""
+    replies = ""
+    if con.execute(
+        "select count(*) from duckdb_tables() where schema_name = 'raw' and table_name = 'feedback'"
+    ).fetchone()[0]:
+        replies = """
+            union all
+            select f.customer_id, coalesce(l.channel, 'all'), f.responded_at
+            from raw.feedback f
+            left join message_ledger l on f.message_id = l.message_id
+            where f.response_type = 'opt_out' and f.responded_at < $start
         """
-        select customer_id, coalesce(lower(opt_out_channel), 'all') as channel,
-            min(occurred_at) as at
-        from fct_events where event_type = 'opt_out' and occurred_at < ?
+    rows = con.execute(
+        f"""
+        select customer_id, channel, min(opted_at) from (
+            select customer_id, coalesce(lower(opt_out_channel), 'all') as channel,
+                occurred_at as opted_at
+            from fct_events where event_type = 'opt_out' and occurred_at < $start
+            {replies}
+        )
         group by all
         """,
-        [start],
+        {"start": start},
     ).fetchall()
     out: dict[str, dict[str, dt.datetime]] = defaultdict(dict)
     for customer, channel, at in rows:
