@@ -416,6 +416,7 @@ def print_dispatch(report) -> None:
         f"{report.templates_checked} templates rendered against a sample before sending; "
         f"{report.handed_over:,} outcomes in {report.seconds:.1f} s"
         + (f"; {report.expired:,} expired" if report.expired else "")
+        + (f"; {report.opted_out:,} stopped by an opt-out" if report.opted_out else "")
     )
 
 

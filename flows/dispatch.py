@@ -62,6 +62,8 @@ def summary_markdown(report: DispatchReport) -> str:
     ]
     if report.expired:
         lines.append(f"\n{report.expired:,} pending messages expired (too late to send)")
+    if report.opted_out:
+        lines.append(f"\n{report.opted_out:,} pending messages stopped: opted out since the plan")
     return "\n".join(lines)
 
 

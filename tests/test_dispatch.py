@@ -216,3 +216,60 @@ def test_a_batch_of_sms_then_an_email_keeps_the_email_subject():
     )
     frame = _frame(rows)
     assert frame.filter(frame["message_id"] == "e")["subject"].to_list() == ["合同将于 60 天后到期"]
+
+
+def test_an_opt_out_since_the_plan_stops_the_message_before_the_send(tmp_path):
+    """An opt-out wins from its moment: one loaded after the morning's plan (an event, or a "T"
+    reply to an earlier SMS) stops a pending message of that channel; another channel's opt-out,
+    or one not yet made, does not."""
+    import duckdb
+
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 6, AS_OF)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(f"set TimeZone = '{TZ}'")
+        con.execute(
+            "create view staging.stg_raw__events as select * from (values "
+            "('C0000001', 'opt_out', timestamptz '2026-11-23 09:00:00+08', 'sms'), "
+            "('C0000002', 'opt_out', timestamptz '2026-11-23 08:00:00+08', null), "
+            "('C0000003', 'opt_out', timestamptz '2026-11-23 08:00:00+08', 'email'), "
+            "('C0000004', 'opt_out', timestamptz '2099-01-01 08:00:00+08', 'sms'), "
+            "('C0000000', 'login', timestamptz '2026-11-23 08:00:00+08', null)"
+            ") as t(customer_id, event_type, occurred_at, opt_out_channel)"
+        )
+        # C5 answered T to an SMS of last week
+        con.execute(
+            "insert into message_ledger by name select 'old5' as message_id, 'k-old5' as "
+            "idempotency_key, customer_id, playbook, step, 'O-old' as anchor_id, channel, "
+            "purpose, priority, first_due_date - 7 as first_due_date, planned_for - 7 as "
+            "planned_for, decided_on - 7 as decided_on, 'sent' as status, 1 as attempts, "
+            "created_at, updated_at from message_ledger where customer_id = 'C0000005'"
+        )
+        con.execute("create schema raw")
+        con.execute(
+            "create table raw.feedback as select 'old5' as message_id, 'C0000005' as "
+            "customer_id, timestamptz '2026-11-22 21:00:00+08' as responded_at, "
+            "'opt_out' as response_type"
+        )
+    finally:
+        con.close()
+    with Gateway(token=TOKEN) as gateway:
+        report = dispatch(db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ)
+        assert gateway.stats.posts == 3
+    assert report.opted_out == 3
+    stopped = query(
+        db,
+        "select customer_id, reason from message_ledger where status = 'suppressed' order by 1",
+    )
+    assert stopped == [
+        ("C0000001", "opted out of sms at 2026-11-23 09:00, before the send"),
+        ("C0000002", "opted out of all at 2026-11-23 08:00, before the send"),
+        ("C0000005", "opted out of sms at 2026-11-22 21:00, before the send"),
+    ]
+    sent = query(
+        db,
+        "select customer_id from message_ledger where status = 'sent' "
+        "and message_id <> 'old5' order by 1",
+    )
+    assert sent == [("C0000000",), ("C0000003",), ("C0000004",)]

@@ -56,6 +56,7 @@ class DispatchReport:
     templates_checked: int = 0
     counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     expired: int = 0
+    opted_out: int = 0  # pending messages stopped by an opt-out that came after the plan
     seconds: float = 0.0
 
     @property
@@ -112,6 +113,7 @@ def dispatch(
             _render_dry_run(con, as_of, renderer, report)
             return report
         report.expired = _expire(con, as_of, start, max_lateness_days)
+        report.opted_out = _stop_opted_out(con, as_of, dt.datetime.now(tz))
         combos = con.execute(
             f"select distinct playbook, step, variant, channel from ({_DUE}) order by all",
             {"as_of": as_of, "until": until},
@@ -450,6 +452,54 @@ def _expire(con, as_of: dt.date, start: dt.datetime, days: int) -> int:
         where status = 'pending' and first_due_date < $as_of - to_days($days)
         """,
         {"as_of": as_of, "days": days, "start": start},
+    ).fetchone()
+    return n
+
+
+def _stop_opted_out(con, as_of: dt.date, now: dt.datetime) -> int:
+    """An opt-out wins from its moment: a message the morning's plan made, not handed over yet,
+    whose customer has since opted out of its channel (an `opt_out` event loaded after the plan,
+    or an opt-out reply to one of our messages) is suppressed, not sent."""
+    present = {
+        f"{schema}.{name}"
+        for schema, name in con.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "union all select schema_name, view_name from duckdb_views()"
+        ).fetchall()
+    }
+    sources = []
+    if "staging.stg_raw__events" in present:  # the raw events as loaded, newer than the models
+        sources.append(
+            "select customer_id, coalesce(lower(opt_out_channel), 'all') as scope, "
+            "occurred_at as opted_at from staging.stg_raw__events "
+            "where event_type = 'opt_out' and occurred_at <= $now"
+        )
+    if "raw.feedback" in present:
+        sources.append(
+            "select f.customer_id, coalesce(o.channel, 'all'), f.responded_at "
+            "from raw.feedback f left join message_ledger o on f.message_id = o.message_id "
+            "where f.response_type = 'opt_out' and f.responded_at <= $now"
+        )
+    if not sources:
+        return 0
+    (n,) = con.execute(
+        f"""
+        with opted as ({" union all ".join(sources)}),
+        stopped as (
+            select l.message_id, min(opted.opted_at) as opted_at,
+                arg_min(opted.scope, opted.opted_at) as scope
+            from message_ledger l
+            join opted on opted.customer_id = l.customer_id and opted.scope in (l.channel, 'all')
+            where l.status = 'pending' and l.attempts = 0 and l.planned_for <= $as_of
+            group by l.message_id
+        )
+        update message_ledger set status = 'suppressed', updated_at = $now,
+            reason = 'opted out of ' || stopped.scope || ' at '
+                || strftime(stopped.opted_at, '%Y-%m-%d %H:%M') || ', before the send'
+        from stopped
+        where message_ledger.message_id = stopped.message_id
+        """,
+        {"as_of": as_of, "now": now},
     ).fetchone()
     return n
 
