@@ -42,6 +42,7 @@ from flows.dispatching.store import ensure_tables
 from flows.dispatching.templates import Renderer, TemplateError
 from flows.dispatching.worker import InProcess, InWorkers
 from flows.planning.declarations import TASK_CHANNELS
+from flows.planning.plan import opt_outs_sql
 from flows.settings import PROJECT_ROOT
 
 RETRY_BASE_SECONDS = 60.0  # the first pause between attempts; it doubles each time
@@ -460,31 +461,17 @@ def _stop_opted_out(con, as_of: dt.date, now: dt.datetime) -> int:
     """An opt-out wins from its moment: a message the morning's plan made, not handed over yet,
     whose customer has since opted out of its channel (an `opt_out` event loaded after the plan,
     or an opt-out reply to one of our messages) is suppressed, not sent."""
-    present = {
-        f"{schema}.{name}"
-        for schema, name in con.execute(
-            "select schema_name, table_name from duckdb_tables() "
-            "union all select schema_name, view_name from duckdb_views()"
-        ).fetchall()
-    }
-    sources = []
-    if "staging.stg_raw__events" in present:  # the raw events as loaded, newer than the models
-        sources.append(
-            "select customer_id, coalesce(lower(opt_out_channel), 'all') as scope, "
-            "occurred_at as opted_at from staging.stg_raw__events "
-            "where event_type = 'opt_out' and occurred_at <= $now"
-        )
-    if "raw.feedback" in present:
-        sources.append(
-            "select f.customer_id, coalesce(o.channel, 'all'), f.responded_at "
-            "from raw.feedback f left join message_ledger o on f.message_id = o.message_id "
-            "where f.response_type = 'opt_out' and f.responded_at <= $now"
-        )
-    if not sources:
+    # the raw events as loaded, newer than the models
+    (events,) = con.execute(
+        "select count(*) from duckdb_views() "
+        "where schema_name = 'staging' and view_name = 'stg_raw__events'"
+    ).fetchone()
+    opted = opt_outs_sql(con, "staging.stg_raw__events" if events else None, "<= $now")
+    if opted is None:
         return 0
     (n,) = con.execute(
         f"""
-        with opted as ({" union all ".join(sources)}),
+        with opted as ({opted}),
         stopped as (
             select l.message_id, min(opted.opted_at) as opted_at,
                 arg_min(opted.scope, opted.opted_at) as scope

@@ -146,33 +146,37 @@ def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
     ).pl()
 
 
-def _opt_outs(
-    con: duckdb.DuckDBPyConnection, start: dt.datetime
-) -> dict[str, dict[str, dt.datetime]]:
-    """customer -> channel (or 'all') -> the first opt-out before `start`: an `opt_out` event, or
-    an opt-out answer to one of our messages (a "T" reply to an SMS) for that message's channel."""
-    replies = ""
+def opt_outs_sql(con: duckdb.DuckDBPyConnection, events: str | None, cutoff: str) -> str | None:
+    """Every opt-out as rows (customer_id, scope, opted_at), scope a channel or 'all': the
+    `opt_out` events of `events` (a relation with `opt_out_channel`), and the opt-out answers to
+    our messages (feedback `opt_out`, a "T" reply to an SMS) for that message's channel; each
+    whose time passes `cutoff` (e.g. `< $start`). None when there is nothing to read. The plan
+    and dispatch both read opt-outs through this."""
+    sources = []
+    if events is not None:
+        sources.append(
+            "select customer_id, coalesce(lower(opt_out_channel), 'all') as scope, "
+            f"occurred_at as opted_at from {events} "
+            f"where event_type = 'opt_out' and occurred_at {cutoff}"
+        )
     if con.execute(
         "select count(*) from duckdb_tables() where schema_name = 'raw' and table_name = 'feedback'"
     ).fetchone()[0]:
-        replies = """
-            union all
-            select f.customer_id, coalesce(l.channel, 'all'), f.responded_at
-            from raw.feedback f
-            left join message_ledger l on f.message_id = l.message_id
-            where f.response_type = 'opt_out' and f.responded_at < $start
-        """
-    rows = con.execute(
-        f"""
-        select customer_id, channel, min(opted_at) from (
-            select customer_id, coalesce(lower(opt_out_channel), 'all') as channel,
-                occurred_at as opted_at
-            from fct_events where event_type = 'opt_out' and occurred_at < $start
-            {replies}
+        sources.append(
+            "select f.customer_id, coalesce(l.channel, 'all'), f.responded_at "
+            "from raw.feedback f left join message_ledger l on f.message_id = l.message_id "
+            f"where f.response_type = 'opt_out' and f.responded_at {cutoff}"
         )
-        group by all
-        """,
-        {"start": start},
+    return " union all ".join(sources) or None
+
+
+def _opt_outs(
+    con: duckdb.DuckDBPyConnection, start: dt.datetime
+) -> dict[str, dict[str, dt.datetime]]:
+    """customer -> channel (or 'all') -> the first opt-out before `start`."""
+    opted = opt_outs_sql(con, "fct_events", "< $start")
+    rows = con.execute(
+        f"select customer_id, scope, min(opted_at) from ({opted}) group by all", {"start": start}
     ).fetchall()
     out: dict[str, dict[str, dt.datetime]] = defaultdict(dict)
     for customer, channel, at in rows:
