@@ -74,7 +74,7 @@ def results_task(scratch: Path, db_path: Path, done: Replay, source: str) -> lis
     results.compute(scratch, done, source, Settings.from_env().business_tz)
     with writer_lock(db_path):
         results.publish(scratch, db_path)
-    return per_playbook(db_path)
+    return per_playbook(scratch)  # the same tables, without opening the live database again
 
 
 def per_playbook(db_path: Path) -> list[dict]:

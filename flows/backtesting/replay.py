@@ -16,7 +16,6 @@ size); the SQL is the same as a live build's, and a test holds the two to the sa
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ from flows.build import compile_models, run_dbt
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import Policy, plan
 from flows.settings import Settings
-
-log = logging.getLogger(__name__)
 
 # A date no data reaches: the models compiled with it carry it as a literal, replaced by each day.
 PLACEHOLDER = dt.date(2199, 12, 31)
