@@ -88,11 +88,14 @@ def run_dbt(
     settings: Settings,
     *,
     node_tasks: bool = True,
+    extra_vars: dict | None = None,
 ) -> list[NodeResult]:
     """Invoke dbt. Inside a flow run, through prefect-dbt: each node becomes a Prefect task
     (unless `node_tasks` is false: a backtest's scratch build). Outside one (benchmarks, tests of
-    the models), dbt runs as it is, without a Prefect API."""
-    full_args = [*args, "--vars", json.dumps(dbt_vars(as_of, settings))]
+    the models), dbt runs as it is, without a Prefect API. `extra_vars`: more project vars (an
+    intraday run's `as_of_time`)."""
+    variables = {**dbt_vars(as_of, settings), **(extra_vars or {})}
+    full_args = [*args, "--vars", json.dumps(variables)]
     with _dbt_environment(db_path, settings):
         try:
             result = _runner(node_tasks).invoke(full_args)
