@@ -242,13 +242,14 @@ def demo_backtest(demo_run, tmp_path_factory) -> tuple[Path, str, list]:
     return db, out, ledger
 
 
-def test_a_replayed_day_is_the_days_dry_run(demo_backtest, demo_run, tmp_path) -> None:
-    """The last replayed day (its models run from dbt's compiled SQL with the day put in) gives
-    the rows `followup run --dry-run --as-of` builds for it."""
+@pytest.mark.parametrize("day", [REPLAYED[0] + dt.timedelta(days=1), REPLAYED[1]])
+def test_a_replayed_day_is_the_days_dry_run(demo_backtest, demo_run, tmp_path, day) -> None:
+    """A replayed day after the first (its models run from dbt's compiled SQL with the day put
+    in, built ahead of the plan in a slot of its own, while another day is built or planned)
+    gives the rows `followup run --dry-run --as-of` builds for it."""
     db, _, _ = demo_backtest
     live = tmp_path / "live.duckdb"
     shutil.copy(demo_run.db, live)
-    day = REPLAYED[1]
     _followup("run", "--dry-run", "--as-of", str(day), "--db", str(live), cwd=tmp_path)
     replayed = query(
         db,
