@@ -261,6 +261,88 @@ def run(
 
 
 @app.command()
+def intraday(
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="The run's moment, YYYY-MM-DDTHH:MM in the business time zone (default: now)"
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="Folder to load first (the day's leads, events, …)")
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
+    sources: Annotated[
+        Path | None, typer.Option(help="sources.yml naming HTTP API sources to load first")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Nothing leaves the machine")] = False,
+    channels: Annotated[
+        Path | None, typer.Option(help="Channel settings (default: channels.yml, else outbox)")
+    ] = None,
+    interval: Annotated[
+        int, typer.Option(help="Minutes to the next run: tasks due before it are handed over now")
+    ] = 30,
+) -> None:
+    """A run during the day for the playbooks declared `intraday: true` (a hot web-form lead:
+    a call to its owner within 30 minutes). It stands on the morning's `followup run` and plans
+    only what no run has planned yet."""
+    moment = None
+    if at is not None:
+        try:
+            moment = dt.datetime.fromisoformat(at)
+        except ValueError:
+            raise typer.BadParameter(f"{at!r} is not a time (YYYY-MM-DDTHH:MM)") from None
+    db = db or Settings.from_env().db_path
+    if not db.exists():
+        _fail(f"{db} does not exist: run `followup run` for the day first")
+    result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
+    if result.ingest is not None:
+        print_report(result.ingest, db)
+    print_intraday(result, db)
+    _silence_teardown()
+
+
+def print_intraday(report, db: Path) -> None:
+    import duckdb
+
+    when = f"{report.at:%Y-%m-%d %H:%M}"
+    if not report.playbooks:
+        console.print(f"Intraday run at {when}: no playbook declares `intraday: true`")
+        return
+    console.print(
+        f"Intraday run at {when} for {', '.join(report.playbooks)} "
+        f"(on the {report.morning} morning plan)"
+    )
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.execute("set TimeZone = ?", [str(report.at.tzinfo)])
+        rows = con.execute(
+            """
+            select customer_id, playbook || ' / ' || step, channel, coalesce(owner_id, ''),
+                strftime(due_at, '%H:%M'), status, coalesce(reason, '')
+            from message_ledger
+            where created_at = ? and origin = 'plan' and list_contains(?, playbook)
+            order by due_at, customer_id
+            """,
+            [report.at, report.playbooks],
+        ).fetchall()
+    finally:
+        con.close()
+    table = Table(title=f"Decided at {when} (message_ledger)")
+    for heading in ("customer", "follow-up", "channel", "owner", "due", "status", "reason"):
+        table.add_column(heading)
+    for row in rows[:30]:
+        table.add_row(*row)
+    if not rows:
+        table.add_row("nothing new since the last run", *("" for _ in range(6)))
+    elif len(rows) > 30:
+        table.add_row(f"… and {len(rows) - 30:,} more", *("" for _ in range(6)))
+    console.print(table)
+    if report.dispatch is not None:
+        print_dispatch(report.dispatch)
+
+
+@app.command()
 def feedback(
     source: Annotated[Path, typer.Option(help="Feedback file, or a folder with feedback.csv")],
     db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
@@ -621,6 +703,25 @@ def _run_backtest(start, end, db, source, playbooks, playbook_dir):
             source=source,
             playbooks=playbooks,
             playbook_dir=playbook_dir,
+        )
+
+
+def _run_intraday(at, db, source, sources_file, dry_run, channels, interval):
+    _quiet_prefect()
+    from flows.build import BuildError
+    from flows.ingestion.load import IngestError
+    from flows.intraday import IntradayError, intraday_flow
+    from flows.planning.declarations import PlaybookError
+
+    with _one_line_errors(IntradayError, BuildError, IngestError, PlaybookError):
+        return intraday_flow(
+            at=at,
+            db=db,
+            source=source,
+            sources_file=sources_file,
+            channels=channels,
+            dry_run=dry_run,
+            interval_minutes=interval,
         )
 
 

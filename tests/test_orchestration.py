@@ -19,7 +19,17 @@ from ops.local import Local, start, stop
 from tests.conftest import AS_OF, query
 
 pytestmark = pytest.mark.slow
-DEPLOYMENTS = {"daily", "dispatch", "feedback", "report", "ingest", "build", "plan", "backtest"}
+DEPLOYMENTS = {
+    "daily",
+    "dispatch",
+    "feedback",
+    "lead-routing",
+    "report",
+    "ingest",
+    "build",
+    "plan",
+    "backtest",
+}
 
 
 def _free_port() -> int:
@@ -95,6 +105,39 @@ def test_daily_deployment_runs_to_completed_on_a_process_worker(local):
     # plan only: the day's messages wait in the ledger for the `dispatch` deployment
     assert query(local.db, "select count(*) from message_ledger where status = 'pending'")[0][0]
     assert query(local.db, "select count(*) from message_ledger where status = 'sent'") == [(0,)]
+
+
+def test_the_lead_routing_deployment_runs_during_the_day_after_the_morning(local):
+    """After the daily run (the test above), an intraday run at 15:00 of the same day."""
+    routing = _api(local, "GET", "/deployments/name/intraday/lead-routing")
+    assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in routing["schedules"]] == [
+        ("*/30 9-17 * * *", "Asia/Shanghai")
+    ]
+    run = _api(
+        local,
+        "POST",
+        f"/deployments/{routing['id']}/create_flow_run",
+        parameters={"at": f"{AS_OF.isoformat()}T15:00:00+08:00"},
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        state = _api(local, "GET", f"/flow_runs/{run['id']}")["state"]
+        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(2)
+    assert state["type"] == "COMPLETED", state
+    tasks = {
+        t["name"].rsplit("-", 1)[0]
+        for t in _api(local, "POST", "/task_runs/filter", flow_runs={"id": {"any_": [run["id"]]}})
+    }
+    assert {"intraday-models", "intraday-plan", "intraday-send"} <= tasks, tasks
+    keys = {
+        a["key"]
+        for a in _api(
+            local, "POST", "/artifacts/filter", artifacts={"flow_run_id": {"any_": [run["id"]]}}
+        )
+    }
+    assert "intraday-summary" in keys
 
 
 def test_the_ui_lists_the_deployments_in_headless_chromium(local, tmp_path: Path):

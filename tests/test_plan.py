@@ -158,6 +158,7 @@ def run(
     as_of: dt.date = AS_OF,
     policy: Policy = POLICY,
     dry_run: bool = False,
+    tasks_today: dict[str, int] | None = None,
 ) -> list[dict]:
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=TZ)
     return decide(
@@ -169,6 +170,7 @@ def run(
         start,
         policy,
         dry_run,
+        tasks_today=tasks_today,
     )
 
 
@@ -789,6 +791,17 @@ def test_unowned_tasks_go_round_robin_to_staff_of_the_customers_industry() -> No
     assert decisions["a3"]["owner_id"] is None
     assert (decisions["a4"]["status"], decisions["a4"]["owner_id"]) == ("pending", "s3")
     assert (decisions["a5"]["status"], decisions["a5"]["owner_id"]) == ("pending", "s3")
+
+
+def test_a_later_run_of_the_day_counts_the_tasks_owners_already_have() -> None:
+    """An intraday run: s1 took a task this morning (capacity 1), so a new retail task goes to
+    s2, and the one after finds both full."""
+    rows = [task("c1", "a1", priority=2), task("c2", "a2", priority=1)]
+    decisions = by_anchor(run(rows, staff=STAFF, tasks_today={"s1": 1}))
+    assert (decisions["a1"]["status"], decisions["a1"]["owner_id"]) == ("pending", "s2")
+    assert decisions["a2"]["reason"] == "every retail owner at daily capacity"
+    owned = by_anchor(run([task("c3", "a3", owner_id="s3")], staff=STAFF, tasks_today={"s3": 5}))
+    assert owned["a3"]["reason"] == "owner s3 at daily capacity 5"
 
 
 def test_an_owner_missing_from_staff_is_trusted_and_messages_need_no_owner() -> None:

@@ -146,6 +146,11 @@ BROKEN = {
         _swap_steps,
         ["steps must be in the order of their offsets"],
     ),
+    "intraday state trigger": (
+        "dormant_winback",
+        _top(intraday=True),
+        ["intraday: true needs an `after` trigger"],
+    ),
 }
 
 

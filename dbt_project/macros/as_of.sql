@@ -15,9 +15,30 @@
     cast('{{ as_of_value() }}' as date)
 {%- endmacro %}
 
+{#- An intraday run's moment on the as-of day, 'HH:MM' in the business timezone (var
+    `as_of_time`, set by `followup intraday`), or none for the morning run. -#}
+{% macro as_of_time() -%}
+    {%- set value = var('as_of_time', none) -%}
+    {%- if value is not none and not modules.re.match('^([01][0-9]|2[0-3]):[0-5][0-9]$', value | string) -%}
+        {{ exceptions.raise_compiler_error("as_of_time " ~ value ~ ": write HH:MM") }}
+    {%- endif -%}
+    {{ return(value) }}
+{%- endmacro %}
+
 {#- The first instant of the as-of day in the business timezone: every fact at or after it is
-    in the future for this run. -#}
+    in the future for this run. An intraday run's: its moment that day (`as_of_time`). -#}
 {% macro as_of_start() -%}
+    {%- if as_of_time() is none -%}
+        {{ local_midnight("'" ~ as_of_value() ~ "'") }}
+    {%- else -%}
+        {{ from_local(
+            "'" ~ as_of_value() ~ " " ~ as_of_time() ~ ":00'", "'" ~ var('business_tz') ~ "'"
+        ) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Local midnight starting the as-of day, in the business timezone, for an intraday run too. -#}
+{% macro as_of_midnight() -%}
     {{ local_midnight("'" ~ as_of_value() ~ "'") }}
 {%- endmacro %}
 

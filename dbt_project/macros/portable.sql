@@ -193,12 +193,14 @@
 {#- The config of a table that keeps one slice per run date (history, the day's due list): a
     run replaces its own date only and never a full refresh. `clear_date`: a run that yields no
     rows still empties its date. DuckDB deletes and inserts by `unique_key`; Spark over Parquet
-    overwrites the date's partition. -#}
-{% macro by_run_date(unique_key, clear_date=false) -%}
-    {{ return(adapter.dispatch('by_run_date', 'followup')(unique_key, clear_date)) }}
+    overwrites the date's partition. `clear_where`: a condition narrowing which of the date's
+    rows the run clears first (an intraday run of followups_due replaces its own playbooks' rows
+    only; DuckDB only). -#}
+{% macro by_run_date(unique_key, clear_date=false, clear_where=none) -%}
+    {{ return(adapter.dispatch('by_run_date', 'followup')(unique_key, clear_date, clear_where)) }}
 {%- endmacro %}
 
-{% macro default__by_run_date(unique_key, clear_date) -%}
+{% macro default__by_run_date(unique_key, clear_date, clear_where=none) -%}
     {%- set config = {
         'materialized': 'incremental',
         'unique_key': unique_key,
@@ -209,13 +211,19 @@
         {%- do config.update({'pre_hook': (
             "{% if is_incremental() %}"
             "delete from {{ this }} where as_of_date = {{ as_of_date() }}"
-            "{% endif %}"
+            ~ (" and (" ~ clear_where ~ ")" if clear_where else "")
+            ~ "{% endif %}"
         )}) -%}
     {%- endif -%}
     {{ return(config) }}
 {%- endmacro %}
 
-{% macro spark__by_run_date(unique_key, clear_date) -%}
+{% macro spark__by_run_date(unique_key, clear_date, clear_where=none) -%}
+    {%- if clear_where -%}
+        {{ exceptions.raise_compiler_error(
+            "a partial clear of a run date (an intraday run) is not supported on Spark"
+        ) }}
+    {%- endif -%}
     {%- set config = {
         'materialized': 'incremental',
         'incremental_strategy': 'insert_overwrite',

@@ -93,8 +93,15 @@ def dispatch(
     max_lateness_days: int = 14,
     log=None,
     fan_out=None,
+    until: dt.datetime | None = None,
+    playbooks: list[str] | None = None,
+    now: dt.datetime | None = None,
+    task_lead_minutes: int = 0,
 ) -> DispatchReport:
-    """Send the pending messages due by the end of `as_of` (or, `realtime`, due by now).
+    """Send the pending messages due by the end of `as_of` (or, `realtime`, due by now; or
+    due before `until`), of every playbook or of `playbooks`. `now`: the run's moment, up to
+    which opt-outs stop pending messages (default: the clock). `task_lead_minutes`: tasks
+    (calls, visits) go to their lists this long before their due time, which the list shows.
 
     With `dry_run`, the day's `dry_run` rows are rendered (body, subject, SMS segments) and
     nothing is sent. `fan_out` (flows/dispatching/fanout.py): a started task runner the
@@ -102,7 +109,8 @@ def dispatch(
     started = time.perf_counter()
     tz = ZoneInfo(business_tz)
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
-    until = dt.datetime.now(tz) if realtime else start + dt.timedelta(days=1)
+    if until is None:
+        until = dt.datetime.now(tz) if realtime else start + dt.timedelta(days=1)
     renderer = renderer or Renderer()
     report = DispatchReport(as_of=as_of, dry_run=dry_run)
     con = duckdb.connect(str(db_path))
@@ -114,18 +122,20 @@ def dispatch(
             _render_dry_run(con, as_of, renderer, report)
             return report
         report.expired = _expire(con, as_of, start, max_lateness_days)
-        report.opted_out = _stop_opted_out(con, as_of, dt.datetime.now(tz))
+        report.opted_out = _stop_opted_out(con, as_of, now or dt.datetime.now(tz))
+        # which pending messages are due now
+        due_now = {
+            "as_of": as_of, "until": until, "playbooks": playbooks, "task_lead": task_lead_minutes,
+        }  # fmt: skip
         combos = con.execute(
-            f"select distinct playbook, step, variant, channel from ({_DUE}) order by all",
-            {"as_of": as_of, "until": until},
+            f"select distinct playbook, step, variant, channel from ({_DUE}) order by all", due_now
         ).fetchall()
         report.templates_checked = renderer.preflight(combos)
         windows = send_windows()
         rounds = 0
         while rounds <= max_attempts:
             due = con.execute(
-                f"select channel from ({_DUE}) group by channel order by channel",
-                {"as_of": as_of, "until": until},
+                f"select channel from ({_DUE}) group by channel order by channel", due_now
             ).fetchall()
             if not due:
                 break
@@ -137,7 +147,7 @@ def dispatch(
                 options = _options(channel, settings, max_attempts, batch_size)
                 if channel not in senders:
                     senders[channel] = _sender(channel, settings, options, fan_out)
-                params = {"as_of": as_of, "until": until, "channel": channel}
+                params = {**due_now, "channel": channel}
                 _send_channel(
                     con, senders[channel], channel, params, options, renderer, windows,
                     realtime=realtime, report=report,
@@ -155,12 +165,14 @@ def dispatch(
 
 
 # Pending messages whose time has come: planned for the day or earlier, due (or retrying) before
-# `until`.
-_DUE = """
+# `until` (a task that long before, with a lead time), of the playbooks asked for.
+_DUE = f"""
     select message_id, playbook, step, variant, channel, priority, due_at
     from message_ledger
     where status = 'pending' and planned_for <= $as_of
-        and coalesce(next_attempt_at, due_at) < $until
+        and coalesce(next_attempt_at, due_at)
+            - to_minutes(case when channel in {TASK_CHANNELS} then $task_lead else 0 end) < $until
+        and ($playbooks is null or list_contains($playbooks, playbook))
 """
 
 # What a message needs to be rendered and sent, for one channel's due messages, in send order.

@@ -241,6 +241,10 @@ class Playbook(_Strict):
     # a paid order this many days after a message converts it (last touch)
     attribution_days: Annotated[int, Field(gt=0, le=365)] = 14
     enabled: bool = True
+    # also planned during the day by the intraday run (`followup intraday`, the lead-routing
+    # deployment every 30 minutes in working hours), not only each morning: an anchor seen at
+    # 14:05 is due at its own time that day (a call 30 minutes after a web-form lead)
+    intraday: bool = False
 
     @field_validator("audience")
     @classmethod
@@ -268,6 +272,10 @@ class Playbook(_Strict):
                 raise ValueError(
                     f"step {step.name}: only a `before` trigger takes a negative offset"
                 )
+        if self.intraday and self.trigger.kind != "after":
+            raise ValueError(
+                "intraday: true needs an `after` trigger (an entity's time the day can bring)"
+            )
         return self
 
     def template_paths(self, root: Path) -> list[Path]:

@@ -99,16 +99,21 @@ class PlanReport:
     diff: list[dict] = field(default_factory=list)  # per playbook
 
 
-def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
+def _candidates(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, playbooks: list[str] | None = None
+) -> pl.DataFrame:
     """Today's due follow-ups, and the ledger's deferred ones that come back today, with what
-    the decisions need to know about their customers."""
+    the decisions need to know about their customers. With `playbooks` (an intraday run), their
+    due follow-ups only: the morning brought back the deferred ones."""
     return con.sql(
         """
         with due as (
             select customer_id, playbook, step, anchor_id, variant, channel, purpose, priority,
                 owner_id, due_at, fallback_channels, is_task, as_of_date as first_due_date,
                 false as carried
-            from followups_due where as_of_date = $as_of
+            from followups_due
+            where as_of_date = $as_of
+                and ($playbooks is null or list_contains($playbooks, playbook))
         ),
         carried as (
             select l.customer_id, l.playbook, l.step, l.anchor_id, l.variant, l.channel,
@@ -117,7 +122,7 @@ def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
                 s.fallback_channels, s.is_task, l.first_due_date, true as carried
             from message_ledger l
             left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
-            where
+            where $playbooks is null and (
                 -- deferred to today (or earlier) by an earlier day's run
                 (l.status = 'deferred' and l.planned_for <= $as_of and l.decided_on < $as_of)
                 -- or carried into today by an earlier run of today, now made again
@@ -125,6 +130,7 @@ def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
                     l.decided_on = $as_of and l.first_due_date < $as_of
                     and l.attempts = 0 and l.status <> 'sent'
                 )
+            )
         ),
         both_kinds as (
             select * from due
@@ -142,7 +148,7 @@ def _candidates(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
         from both_kinds b
         left join customer_360 c on b.customer_id = c.customer_id
         """,
-        params={"as_of": as_of},
+        params={"as_of": as_of, "playbooks": playbooks},
     ).pl()
 
 
@@ -171,10 +177,11 @@ def opt_outs_sql(con: duckdb.DuckDBPyConnection, events: str | None, cutoff: str
 
 
 def _opt_outs(
-    con: duckdb.DuckDBPyConnection, start: dt.datetime
+    con: duckdb.DuckDBPyConnection, start: dt.datetime, events: str = "fct_events"
 ) -> dict[str, dict[str, dt.datetime]]:
-    """customer -> channel (or 'all') -> the first opt-out before `start`."""
-    opted = opt_outs_sql(con, "fct_events", "< $start")
+    """customer -> channel (or 'all') -> the first opt-out before `start`, from `events` (the
+    morning's models, or for an intraday run the raw events as loaded since)."""
+    opted = opt_outs_sql(con, events, "< $start")
     rows = con.execute(
         f"select customer_id, scope, min(opted_at) from ({opted}) group by all", {"start": start}
     ).fetchall()
@@ -184,18 +191,36 @@ def _opt_outs(
     return out
 
 
-def _history(con: duckdb.DuckDBPyConnection, as_of: dt.date, days: int) -> pl.DataFrame:
-    """Contacts made or planned on earlier days, within the longest cap window."""
+def _history(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, days: int, *, today: bool = False
+) -> pl.DataFrame:
+    """Contacts made or planned on earlier days, within the longest cap window; `today`: and
+    those already planned for today (an intraday run keeps the morning's decisions)."""
     return con.sql(
         f"""
         select customer_id, purpose, channel, planned_for
         from message_ledger
         where status in {CONTACT_STATUSES}
-            and (decided_on < $as_of or attempts > 0)
+            and (decided_on < $as_of or attempts > 0 or $today)
             and planned_for > $as_of - to_days($days) and planned_for <= $as_of
         """,
-        params={"as_of": as_of, "days": days},
+        params={"as_of": as_of, "days": days, "today": today},
     ).pl()
+
+
+def _tasks_today(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[str, int]:
+    """Tasks already given to each owner for the day (an intraday run adds to them)."""
+    return dict(
+        con.execute(
+            f"""
+            select owner_id, count(*) from message_ledger
+            where status in {CONTACT_STATUSES} and planned_for = ? and owner_id is not null
+                and channel in {TASK_CHANNELS}
+            group by owner_id
+            """,
+            [as_of],
+        ).fetchall()
+    )
 
 
 def _staff(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -265,6 +290,16 @@ class _Owners:
                     self.by_industry[industry.strip()].append(row["staff_id"])
         self.turn: dict[str, int] = defaultdict(int)
 
+    def preload(self, used: dict[str, int]) -> None:
+        """Tasks an owner already has for the day; each round-robin carries on after the
+        colleagues those went to."""
+        for staff_id, n in used.items():
+            self.used[staff_id] += n
+        for industry, pool in self.by_industry.items():
+            self.turn[industry] = sum(self.used[s] for s in pool) % len(pool)
+        if self.anyone:
+            self.turn[""] = sum(self.used[s] for s in self.anyone) % len(self.anyone)
+
     def take(self, owner: str | None, industry: str | None) -> tuple[str | None, str | None]:
         """(owner, None) when someone has room today, else (owner or None, reason)."""
         if owner is not None:
@@ -331,12 +366,15 @@ def decide(
     policy: Policy,
     dry_run: bool,
     stopped: dict[tuple[str, str], str] | None = None,
+    tasks_today: dict[str, int] | None = None,
 ) -> list[dict]:
     """One decision per candidate, highest priority first within each customer's day.
-    `stopped`: (customer_id, playbook) -> tier, the escalations' `stop` actions."""
+    `stopped`: (customer_id, playbook) -> tier, the escalations' `stop` actions; `tasks_today`:
+    owner -> tasks the day's earlier runs gave them."""
     stopped = stopped or {}
     caps = _Caps(history, policy)
     owners = _Owners(staff, policy)
+    owners.preload(tasks_today or {})
     ordered = candidates.sort(
         ["priority", "due_at", "playbook", "step", "customer_id", "anchor_id"],
         descending=[True, False, False, False, False, False],
@@ -406,32 +444,23 @@ def plan(
                 [keys],
             ).fetchall()
         }
-        # Re-planning a date: this date's unsent decisions are made again.
-        earlier = con.execute(
-            "select idempotency_key, playbook, status from message_ledger "
-            "where decided_on = ? and attempts = 0 and status <> 'sent' and origin = 'plan'",
-            [as_of],
-        ).fetchall()
-        con.execute(
-            "delete from message_ledger "
-            "where decided_on = ? and attempts = 0 and status <> 'sent' and origin = 'plan'",
-            [as_of],
+        # Re-planning a date: this date's unsent decisions are made again (the morning's: an
+        # intraday run's, made later in the day, stand).
+        replanned = (
+            "where decided_on = ? and attempts = 0 and status <> 'sent' and origin = 'plan' "
+            "and created_at <= ?"
         )
+        earlier = con.execute(
+            f"select idempotency_key, playbook, status from message_ledger {replanned}",
+            [as_of, start],
+        ).fetchall()
+        con.execute(f"delete from message_ledger {replanned}", [as_of, start])
         # A follow-up already decided on another day, or sent, is not decided again.
         kept = known - {key for key, _, _ in earlier}
         fresh = [c or k not in kept for c, k in zip(candidates["carried"], keys, strict=True)]
         candidates = candidates.filter(pl.Series(fresh, dtype=pl.Boolean))
-        longest = max((c.days for caps in policy.caps.values() for c in caps), default=1)
-        longest = max([longest, *(c.days for caps in policy.channel_caps.values() for c in caps)])
-        history = _history(con, as_of, longest)
-        stopped = {
-            (customer, playbook): tier
-            for customer, playbook, tier in con.execute(
-                "select customer_id, playbook, coalesce(min(tier), 'unknown tier') "
-                "from escalations where action = 'stop' and as_of_date <= ? group by all",
-                [as_of],
-            ).fetchall()
-        }
+        history = _history(con, as_of, _longest_cap(policy))
+        stopped = _stopped(con, as_of)
         decisions = decide(
             candidates,
             history,
@@ -464,6 +493,88 @@ def plan(
     finally:
         con.close()
     return report
+
+
+def plan_intraday(
+    db_path: Path,
+    at: dt.datetime,
+    playbooks: list[str],
+    *,
+    dry_run: bool,
+    business_tz: str,
+    policy: Policy | None = None,
+) -> PlanReport:
+    """A run during the day (`followup intraday`): the follow-ups of `playbooks` due today that
+    no run has decided yet (a lead that came in at 14:05) are decided as of `at`, in one
+    transaction. The day's earlier decisions stand, and count: the caps see today's contacts,
+    owners' capacity today's tasks, and an opt-out counts up to `at`."""
+    policy = policy or Policy.load()
+    at = at.astimezone(ZoneInfo(business_tz))
+    as_of = at.date()
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute("set TimeZone = ?", [business_tz])
+        ensure_tables(con)
+        con.execute("begin")
+        candidates = _candidates(con, as_of, playbooks)
+        keys = [
+            idempotency_key(*key)
+            for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()
+        ]
+        known = {
+            k
+            for (k,) in con.execute(
+                "select idempotency_key from message_ledger "
+                "where idempotency_key in (select unnest(?))",
+                [keys],
+            ).fetchall()
+        }
+        candidates = candidates.filter(pl.Series([k not in known for k in keys], dtype=pl.Boolean))
+        history = _history(con, as_of, _longest_cap(policy), today=True)
+        stopped = _stopped(con, as_of)
+        decisions = decide(
+            candidates,
+            history,
+            _staff(con),
+            _opt_outs(con, at, "staging.stg_raw__events"),
+            as_of,
+            at,
+            policy,
+            dry_run,
+            stopped=stopped,
+            tasks_today=_tasks_today(con, as_of),
+        )
+        rows = _ledger_rows(decisions, as_of, at)
+        if rows:
+            frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
+            con.execute("insert into message_ledger by name select * from frame")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.close()
+    return _report(as_of, dry_run, rows, [], known)
+
+
+def _longest_cap(policy: Policy) -> int:
+    """The longest window any cap counts over, in days."""
+    windows = [
+        c.days for caps in (*policy.caps.values(), *policy.channel_caps.values()) for c in caps
+    ]
+    return max(windows, default=1)
+
+
+def _stopped(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dict[tuple[str, str], str]:
+    """(customer, playbook) -> tier: the escalations' `stop` actions up to the day."""
+    return {
+        (customer, playbook): tier
+        for customer, playbook, tier in con.execute(
+            "select customer_id, playbook, coalesce(min(tier), 'unknown tier') "
+            "from escalations where action = 'stop' and as_of_date <= ? group by all",
+            [as_of],
+        ).fetchall()
+    }
 
 
 def _ledger_rows(decisions: list[dict], as_of: dt.date, start: dt.datetime) -> list[dict]:

@@ -54,6 +54,7 @@ STEP_COLUMNS = {
     "audience_value_tier": "varchar",
     "audience_tags_any": "varchar",
     "audience_tags_none": "varchar",
+    "intraday": "boolean",
 }
 
 
@@ -97,6 +98,7 @@ def step_rows(playbooks: list[Playbook]) -> list[tuple]:
                     else None
                     for k in _AUDIENCE
                 },
+                "intraday": playbook.intraday,
             }
             rows.append(tuple(values[c] for c in STEP_COLUMNS))
     return rows

@@ -1,8 +1,18 @@
 {#- Every follow-up a playbook's trigger makes due on the run date, before consent, caps and
     arbitration (each one's fate is its ledger row). Due times are the customer's local send
     time moved into the channel's send window, and onto a working day for calls and visits.
-    A run replaces its own date only; earlier dates stay for the diff against the last run. -#}
-{{ config(**by_run_date('as_of_date', clear_date=true)) }}
+    A run replaces its own date only; earlier dates stay for the diff against the last run.
+    An intraday run (var `as_of_time`, `followup intraday`) sees the data up to its moment,
+    computes the playbooks declared `intraday` only, and replaces their rows of the date; the
+    morning's rows of the other playbooks stay. -#}
+{%- set intraday = as_of_time() is not none -%}
+{#- rendered when the hook runs: at parse time a relation's name is not yet known -#}
+{%- set intraday_playbooks = (
+    "playbook in (select playbook from {{ source('config', 'playbook_steps') }} where intraday)"
+) -%}
+{{ config(**by_run_date(
+    'as_of_date', clear_date=true, clear_where=intraday_playbooks if intraday else none
+)) }}
 
 {%- set lookback = var('planning_lookback_days') -%}
 
@@ -10,6 +20,9 @@ with
 
 steps as (
     select * from {{ ref('stg_config__playbook_steps') }}
+    {%- if intraday %}
+        where intraday
+    {%- endif %}
 ),
 
 variants as (
@@ -277,12 +290,15 @@ all_candidates as (
 
 -- A follow-up cannot be due before the first run that can see its anchor: the next morning
 -- after the anchor (a state seen from the midnight it began, that morning), e.g. a call 30
--- minutes after a lead that came in yesterday afternoon.
+-- minutes after a lead that came in yesterday afternoon. An anchor of the day itself (only an
+-- intraday run sees one) is seen when it happens: the runs come every few minutes.
 first_runs as (
     select
         all_candidates.*,
         steps.send_at_minutes,
         case
+            when {{ intraday }} and all_candidates.visible_at >= {{ as_of_midnight() }}
+                then all_candidates.visible_at
             when
                 all_candidates.visible_at
                 = {{ local_midnight(local_date('all_candidates.visible_at')) }}
@@ -476,3 +492,13 @@ final as (
 )
 
 select * from final
+{%- if intraday and is_incremental() %}
+    -- the morning's rows of the playbooks an intraday run leaves alone
+    union all
+    select * from {{ this }}
+    where
+        as_of_date = {{ as_of_date() }}
+        and playbook not in (
+            select playbook from {{ source('config', 'playbook_steps') }} where intraday
+        )
+{%- endif %}
