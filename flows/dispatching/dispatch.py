@@ -119,7 +119,7 @@ def dispatch(
         con.execute("set TimeZone = ?", [business_tz])
         ensure_tables(con)
         if dry_run:
-            _render_dry_run(con, as_of, renderer, report)
+            _render_dry_run(con, as_of, renderer, report, playbooks)
             return report
         report.expired = _expire(con, as_of, start, max_lateness_days)
         report.opted_out = _stop_opted_out(con, as_of, now or dt.datetime.now(tz))
@@ -192,7 +192,11 @@ _ROWS = """
     {where}
     order by l.priority desc, l.due_at, l.message_id
 """
-_DRY_RUN = "select message_id from message_ledger where status = 'dry_run' and decided_on = $as_of"
+_DRY_RUN = """
+    select message_id from message_ledger
+    where status = 'dry_run' and decided_on = $as_of
+        and ($playbooks is null or list_contains($playbooks, playbook))
+"""
 
 # A reminder repeats its original message's text.
 _ORIGINALS = """
@@ -503,9 +507,13 @@ def _stop_opted_out(con, as_of: dt.date, now: dt.datetime) -> int:
     return n
 
 
-def _render_dry_run(con, as_of: dt.date, renderer: Renderer, report: DispatchReport) -> None:
+def _render_dry_run(
+    con, as_of: dt.date, renderer: Renderer, report: DispatchReport, playbooks: list[str] | None
+) -> None:
     """The day's would-be messages get their rendering; nothing is sent."""
-    cursor = con.execute(_ROWS.format(selection=_DRY_RUN, where=""), {"as_of": as_of})
+    cursor = con.execute(
+        _ROWS.format(selection=_DRY_RUN, where=""), {"as_of": as_of, "playbooks": playbooks}
+    )
     rows = _with_originals(con, _fetch(cursor, None))
     if not rows:
         return
