@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,13 @@ for _var, _value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_var, _value)
+
+
+# pyspark (the `spark` dependency group) warns about pandas 3 when a library merely imports it
+# (Great Expectations looks for Spark); the DuckDB path never uses it.
+warnings.filterwarnings(
+    "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+)
 
 
 @dataclass(frozen=True)
