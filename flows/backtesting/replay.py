@@ -223,13 +223,13 @@ class _Days:
     """The days' models, built ahead of the plan by `workers` threads.
 
     A day's models read the raw data and the date, never the ledger: day D+1 can be built while
-    day D is planned, and two days at once keep both cores busy (DuckDB runs much of the models'
-    SQL on one). Each day in flight has a slot, an in-memory database its tables are rebuilt in
-    (`customer_360`, `int_followup_anchors`...: writing a million anchors to the file and
-    committing them cost a second a day). `followups_due` is written to the file, each day's
-    rows under its date. In the file, each moved table is a view of the slot of the day being
-    planned: the plan reads `customer_360` there. Day 0 is dbt's build, copied into slot 0; at
-    the end the last day's tables go back into the file.
+    day D is planned, and two days at once keep both cores busy (DuckDB leaves one idle through
+    much of the models' SQL). Each day in flight has a slot, an in-memory database its tables
+    are rebuilt in (`customer_360`, `int_followup_anchors`...: writing a million anchors to the
+    file and committing them cost a second a day). `followups_due` is written to the file, each
+    day's rows under its date. In the file, each moved table is a view of the slot of the day
+    being planned: the plan reads `customer_360` there. Day 0 is dbt's build, copied into slot 0;
+    at the end the last day's tables go back into the file.
     """
 
     def __init__(
@@ -243,22 +243,20 @@ class _Days:
         self.con, self.days, self.settings = con, days, settings
         self.workers = max(1, min(int(settings.duckdb_threads), len(days) - 1))
         # a slot per day in flight: the one planned and one per worker
-        slots = self.workers + 1 if len(days) > 1 else 0
+        self.slots = self.workers + 1 if len(days) > 1 else 0
         self.prefix = f'"{catalog}".'
         self.tables = [
             m.relation
             for m in models
             if m.materialized == "table" and m.relation.startswith(self.prefix)
         ]
-        self.slots: list[tuple[str, list[CompiledModel]]] = []
-        for slot in range(slots):
-            name = f"replayed_day_{slot}"
-            con.execute(f"attach ':memory:' as {name}")
-            self.slots.append((name, []))
+        self.models: list[list[CompiledModel]] = []  # per slot
+        for slot in range(self.slots):
+            con.execute(f"attach ':memory:' as {self._slot(slot)}")
             moved = self._moved(slot)
             for memory in moved.values():
                 con.execute(f"create schema if not exists {memory.rsplit('.', 1)[0]}")
-            self.slots[slot] = (name, [m.moved(moved) for m in models])
+            self.models.append([m.moved(moved) for m in models])
         if self.slots:
             for relation, memory in self._moved(0).items():
                 con.execute(f"create table {memory} as select * from {relation}")
@@ -266,7 +264,7 @@ class _Days:
                 con.execute(f"create view {relation} as select * from {memory}")
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="backtest-day")
         self.pending: dict[int, Future] = {}
-        for index in range(1, slots):
+        for index in range(1, self.slots):
             self._submit(index)
 
     def __enter__(self) -> _Days:
@@ -279,8 +277,8 @@ class _Days:
             for relation, memory in last.items():
                 self.con.execute(f"drop view {relation}")
                 self.con.execute(f"create table {relation} as select * from {memory}")
-        for name, _ in self.slots:
-            self.con.execute(f"detach {name}")
+        for slot in range(self.slots):
+            self.con.execute(f"detach {self._slot(slot)}")
 
     def wait(self, index: int) -> None:
         """Until day `index`'s tables are built; then the file's views show them."""
@@ -294,17 +292,20 @@ class _Days:
 
     def release(self, index: int) -> None:
         """Day `index` is planned: its slot can take a later day."""
-        later = index + len(self.slots)
+        later = index + self.slots
         if self.slots and later < len(self.days):
             self._submit(later)
 
+    def _slot(self, index: int) -> str:
+        """The in-memory database of day `index` (days take the slots in turn)."""
+        return f"replayed_day_{index % self.slots}"
+
     def _moved(self, index: int) -> dict[str, str]:
         """The moved tables, file name -> name in the slot of day `index`."""
-        name = self.slots[index % len(self.slots)][0]
-        return {t: f'"{name}".' + t.removeprefix(self.prefix) for t in self.tables}
+        return {t: f'"{self._slot(index)}".' + t.removeprefix(self.prefix) for t in self.tables}
 
     def _submit(self, index: int) -> None:
-        models = self.slots[index % len(self.slots)][1]
+        models = self.models[index % self.slots]
         self.pending[index] = self.pool.submit(self._build, models, self.days[index])
 
     def _build(self, models: list[CompiledModel], day: dt.date) -> None:
