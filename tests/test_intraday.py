@@ -115,6 +115,16 @@ def _hot_leads(db: Path) -> dict[str, tuple]:
     return {r[0]: r[1:] for r in rows}
 
 
+def _other_due(db: Path) -> list[tuple]:
+    """(playbook, follow-ups) of D's `followups_due` for every playbook but hot_lead."""
+    return query(
+        db,
+        "select playbook, count(*) from followups_due where as_of_date = ? "
+        "and playbook <> 'hot_lead' group by all order by all",
+        [D],
+    )
+
+
 @pytest.fixture(scope="module")
 def company(tmp_path_factory, prefect_server) -> dict:
     """The morning run of D, then the day's intraday runs; what each saw."""
@@ -131,12 +141,7 @@ def company(tmp_path_factory, prefect_server) -> dict:
         patch.setenv("FOLLOWUP_OUTBOX", str(root / "outbox"))
         daily_flow(as_of=D, source=source, db=db, dry_run=False, dispatch=False)
         seen["morning"] = _hot_leads(db)
-        seen["due_before"] = query(
-            db,
-            "select playbook, count(*) from followups_due where as_of_date = ? "
-            "and playbook <> 'hot_lead' group by all order by all",
-            [D],
-        )
+        seen["due_before"] = _other_due(db)
 
         def run(clock: str, source: Path | None = None):
             hours, minutes = map(int, clock.split(":"))
@@ -152,12 +157,7 @@ def company(tmp_path_factory, prefect_server) -> dict:
         seen["after 15:00"] = _hot_leads(db)
         seen["18:00"] = run("18:00")
         seen["after 18:00"] = _hot_leads(db)
-        seen["due_after"] = query(
-            db,
-            "select playbook, count(*) from followups_due where as_of_date = ? "
-            "and playbook <> 'hot_lead' group by all order by all",
-            [D],
-        )
+        seen["due_after"] = _other_due(db)
         # the morning run of D again (a data engineer re-runs it): the day's intraday decisions
         # stand
         daily_flow(as_of=D, db=db, dry_run=False, dispatch=False)

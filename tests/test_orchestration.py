@@ -62,6 +62,18 @@ def _api(local: Local, method: str, path: str, **body):
     return response.json()
 
 
+def _finished(local: Local, run_id: str, seconds: float = 600) -> dict:
+    """The flow run's state once it is final (or when `seconds` have passed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        state = _api(local, "GET", f"/flow_runs/{run_id}")["state"]
+        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return state
+        if time.monotonic() > deadline:
+            return state
+        time.sleep(2)
+
+
 def test_the_deployments_carry_their_schedules_and_pool(local):
     deployments = _api(local, "POST", "/deployments/filter")
     by_name = {d["name"]: d for d in deployments}
@@ -86,12 +98,7 @@ def test_daily_deployment_runs_to_completed_on_a_process_worker(local):
         f"/deployments/{daily['id']}/create_flow_run",
         parameters={"as_of": AS_OF.isoformat()},
     )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        state = _api(local, "GET", f"/flow_runs/{run['id']}")["state"]
-        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(2)
+    state = _finished(local, run["id"])
     assert state["type"] == "COMPLETED", state
     # the steps ran as subflows, and dbt's nodes as tasks of the build
     flows = {r["name"]: r for r in _api(local, "POST", "/flows/filter")}
@@ -119,12 +126,7 @@ def test_the_lead_routing_deployment_runs_during_the_day_after_the_morning(local
         f"/deployments/{routing['id']}/create_flow_run",
         parameters={"at": f"{AS_OF.isoformat()}T15:00:00+08:00"},
     )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        state = _api(local, "GET", f"/flow_runs/{run['id']}")["state"]
-        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(2)
+    state = _finished(local, run["id"])
     assert state["type"] == "COMPLETED", state
     tasks = {
         t["name"].rsplit("-", 1)[0]

@@ -58,7 +58,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
-from flows.dispatching.store import ensure_tables
+from flows.dispatching.store import ensure_tables, known_keys
 from flows.planning.declarations import TASK_CHANNELS, Playbook, load_playbooks, offset_minutes
 from flows.planning.plan import Policy, idempotency_key, message_id
 
@@ -558,15 +558,7 @@ def _messages(
             "and attempts = 0",
             [start, as_of],
         )
-    keys = [r["idempotency_key"] for r in rows]
-    have = {
-        k
-        for (k,) in con.execute(
-            "select idempotency_key from message_ledger where idempotency_key in "
-            "(select unnest(?::varchar[]))",
-            [keys],
-        ).fetchall()
-    }
+    have = known_keys(con, [r["idempotency_key"] for r in rows])
     _insert(con, "message_ledger", [r for r in rows if r["idempotency_key"] not in have])
 
 

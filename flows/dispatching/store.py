@@ -88,3 +88,16 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"alter table message_ledger add column {column} {kind}")
     con.execute(MANUAL_DDL)
     con.execute(ESCALATIONS_DDL)
+
+
+def known_keys(con: duckdb.DuckDBPyConnection, keys: list[str]) -> set[str]:
+    """The idempotency keys among `keys` the ledger already holds (only those: the ledger may
+    hold hundreds of thousands)."""
+    return {
+        k
+        for (k,) in con.execute(
+            "select idempotency_key from message_ledger "
+            "where idempotency_key in (select unnest(?::varchar[]))",
+            [keys],
+        ).fetchall()
+    }

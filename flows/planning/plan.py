@@ -22,7 +22,7 @@ import duckdb
 import polars as pl
 import yaml
 
-from flows.dispatching.store import ensure_tables
+from flows.dispatching.store import ensure_tables, known_keys
 from flows.planning import calendar
 from flows.planning.declarations import PLAYBOOK_DIR, TASK_CHANNELS
 
@@ -430,20 +430,10 @@ def plan(
         con.execute(DIFF_DDL)
         con.execute("begin")
         candidates = _candidates(con, as_of)
-        keys = [
-            idempotency_key(*key)
-            for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()
-        ]
+        keys = _keys(candidates)
         # the ledger's rows for today's candidates (not every key it holds: 650k after a 90-day
         # backtest at 100k customers, read again every day)
-        known = {
-            k
-            for (k,) in con.execute(
-                "select idempotency_key from message_ledger "
-                "where idempotency_key in (select unnest(?))",
-                [keys],
-            ).fetchall()
-        }
+        known = known_keys(con, keys)
         # Re-planning a date: this date's unsent decisions are made again (the morning's: an
         # intraday run's, made later in the day, stand).
         replanned = (
@@ -517,18 +507,8 @@ def plan_intraday(
         ensure_tables(con)
         con.execute("begin")
         candidates = _candidates(con, as_of, playbooks)
-        keys = [
-            idempotency_key(*key)
-            for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()
-        ]
-        known = {
-            k
-            for (k,) in con.execute(
-                "select idempotency_key from message_ledger "
-                "where idempotency_key in (select unnest(?))",
-                [keys],
-            ).fetchall()
-        }
+        keys = _keys(candidates)
+        known = known_keys(con, keys)
         candidates = candidates.filter(pl.Series([k not in known for k in keys], dtype=pl.Boolean))
         history = _history(con, as_of, _longest_cap(policy), today=True)
         stopped = _stopped(con, as_of)
@@ -555,6 +535,14 @@ def plan_intraday(
     finally:
         con.close()
     return _report(as_of, dry_run, rows, [], known)
+
+
+def _keys(candidates: pl.DataFrame) -> list[str]:
+    """Each candidate's idempotency key, in the frame's order."""
+    return [
+        idempotency_key(*key)
+        for key in candidates.select("playbook", "step", "customer_id", "anchor_id").iter_rows()
+    ]
 
 
 def _longest_cap(policy: Policy) -> int:
