@@ -300,25 +300,35 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
     )
     q = f"q_{entity.name}"
 
-    # The unique rules already rejected repeated keys; only a key derived from the row's content
-    # (an event without event_id) can still repeat.
-    hashed = "starts_with(_key, 'h:')" if entity.derived_key else "false"
+    # The accepted rows are a view, not a copy: at 20M rows every copy of the text costs seconds
+    # (and disk, spilled). The unique rules already rejected repeated keys; only a key derived
+    # from the row's content (an event without event_id) can still repeat.
+    if entity.derived_key:
+        select = """
+            select k.*, coalesce(k._line > d._key_first, false) as _key_dup, d._key_first
+            from keyed k
+            left join (
+                select _key, min(_line) as _key_first from keyed
+                where starts_with(_key, 'h:') group by _key having count(*) > 1
+            ) d using (_key)
+        """
+    else:
+        select = "select *, false as _key_dup, cast(null as bigint) as _key_first from keyed"
+    accepted = f"{t}_accepted"
     con.execute(
         f"""
-        create or replace temp table {t}_accepted as
-        with cleared as (
+        create or replace temp view {accepted} as
+        with cleared as not materialized (
             select _line, {", ".join(values)}, {result.reasons_sql("warning")} as _warnings
             from {t} where not ({errors_any})
-        ), keyed as (
-            select *, {_key_sql(entity)} as _key from cleared
-        )
-        select k.*, coalesce(k._line > d._key_first, false) as _key_dup, d._key_first
-        from keyed k
-        left join (
-            select _key, min(_line) as _key_first from keyed
-            where {hashed} group by _key having count(*) > 1
-        ) d using (_key)
+        ), keyed as not materialized (select *, {_key_sql(entity)} as _key from cleared)
+        {select}
         """
+    )
+    # the few accepted rows quarantined (a repeated derived key, a warning), before the join
+    con.execute(
+        f"create or replace temp table {t}_flagged as select _line, _key_dup, _key_first, "
+        f"_warnings from {accepted} where _key_dup or len(_warnings) > 0"
     )
     con.execute(
         f"""
@@ -328,15 +338,14 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
                            {result.reasons_sql("warning")}) as reasons
         from {t} c join {src.table} s using (_line) where {errors_any}
         union all
-        select a._line, 'error', json_object({raw_json}),
-               ['duplicate row (same as line ' || a._key_first || ')']
-        from {t}_accepted a join {src.table} s using (_line) where a._key_dup
-        union all
-        select a._line, 'warning', json_object({raw_json}), a._warnings
-        from {t}_accepted a join {src.table} s using (_line)
-        where not a._key_dup and len(a._warnings) > 0
+        select a._line, case when a._key_dup then 'error' else 'warning' end,
+               json_object({raw_json}),
+               case when a._key_dup then ['duplicate row (same as line ' || a._key_first || ')']
+                    else a._warnings end
+        from {t}_flagged a join {src.table} s using (_line)
         """
     )
+    con.execute(f"drop table {t}_flagged")
     if src.malformed:
         con.executemany(
             f"insert into {q} values (?, 'error', json_object('record', ?), [?])", src.malformed
@@ -365,31 +374,40 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
     )
 
     column_list = ", ".join(names)
-    con.execute(
+    row_hash = f"hash({', '.join(f'a.{n}' for n in names)})"
+    existing = f"(select _key, _row_hash from {target})"
+    accepted_rows, load.inserted, load.updated = con.execute(
         f"""
-        create or replace temp table {t}_changed as
-        select a.*, hash({column_list}) as _row_hash, r._key is not null as _existed
-        from {t}_accepted a
-        left join (select _key, _row_hash from {target}) r on r._key = a._key
+        select count(*), count(*) filter (r._key is null),
+               count(*) filter (r._key is not null and r._row_hash <> {row_hash})
+        from {accepted} a left join {existing} r on r._key = a._key
         where not a._key_dup
-          and (r._key is null or r._row_hash <> hash({", ".join(f"a.{n}" for n in names)}))
         """
-    )
-    load.inserted, load.updated = con.execute(
-        f"select count(*) filter (not _existed), count(*) filter (_existed) from {t}_changed"
     ).fetchone()
-    accepted = con.execute(f"select count(*) from {t}_accepted where not _key_dup").fetchone()[0]
-    load.unchanged = accepted - load.inserted - load.updated
-    con.execute(f"delete from {target} where _key in (select _key from {t}_changed where _existed)")
+    load.unchanged = accepted_rows - load.inserted - load.updated
+    if load.updated:  # changed rows replace their earlier version
+        con.execute(
+            f"""
+            delete from {target} where _key in (
+                select a._key from {accepted} a join {existing} r on r._key = a._key
+                where not a._key_dup and r._row_hash <> {row_hash}
+            )
+            """
+        )
+    # After that delete, a row is new or changed exactly when its key is not in the table.
+    new_only = "" if accepted_rows == load.inserted else f"anti join {existing} r on r._key = a._key"
     con.execute(
         f"""
         insert into {target} ({column_list}, {", ".join(BOOKKEEPING)})
-        select {column_list}, _key, _row_hash, {ty.quote(load_id)}, {ty.quote(source_file)}, _line
-        from {t}_changed
+        select {", ".join(f"a.{n}" for n in names)}, a._key, {row_hash}, {ty.quote(load_id)},
+               {ty.quote(source_file)}, a._line
+        from {accepted} a {new_only}
+        where not a._key_dup
         """
     )
     # Temp tables live in memory (spilling to disk): free them before the next entity.
-    for table in (f"{t}_accepted", f"{t}_changed", t, q):
+    con.execute(f"drop view {accepted}")
+    for table in (t, q):
         con.execute(f"drop table {table}")
     drop_source(con, src)
     return load

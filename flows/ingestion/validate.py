@@ -205,11 +205,7 @@ def check(
         typed.append(f"cast({expression} as {column.sql_type}) as {column.name}")
     drop = [f"{c.name}__digits" for c in entity.columns.values() if c.type == "phone"]
     star = f"c.* exclude ({', '.join(drop)})" if drop else "c.*"
-    con.execute(
-        f"create or replace temp table {t}_typed as select {star}, {', '.join(typed)} "
-        f"from {cleaned_sql} c {' '.join(joins)}"
-    )
-    con.execute(f"drop table if exists {t}_phones")
+    typed_sql = f"select {star}, {', '.join(typed)} from {cleaned_sql} c {' '.join(joins)}"
 
     extra_cols, fk_joins, flags, outcomes = [], [], [], []
     for e in entity.row_expectations:
@@ -219,7 +215,7 @@ def check(
             not_null = " and ".join(f"{c} is not null" for c in e.columns)
             on = " and ".join(f"u{e.index}.{c} = t.{c}" for c in e.columns)
             fk_joins.append(
-                f"left join (select {cols}, min(_line) as _first{e.index} from {t}_typed "
+                f"left join (select {cols}, min(_line) as _first{e.index} from typed "
                 f"where {not_null} group by all having count(*) > 1) u{e.index} on {on}"
             )
             extra_cols.append(f"_first{e.index}")
@@ -239,16 +235,19 @@ def check(
         predicate, reason = _predicate(entity, e, params)
         flags.append(f"coalesce({predicate}, false) as _x{e.index}")
         outcomes.append(ExpectationOutcome(e, reason))
+    # One table is written: typing is inlined (`not materialized`), and the uniqueness joins
+    # read only the key columns of it. At 20M rows each copy of the text costs seconds and spills.
     con.execute(
         f"""
         create or replace temp table {t}_checked as
-        with prepared as (
-            select t.*{"".join(", " + c for c in extra_cols)} from {t}_typed t {" ".join(fk_joins)}
+        with typed as not materialized ({typed_sql}),
+        prepared as (
+            select t.*{"".join(", " + c for c in extra_cols)} from typed t {" ".join(fk_joins)}
         )
         select *{"".join(", " + f for f in flags)} from prepared
         """
     )
-    con.execute(f"drop table {t}_typed")
+    con.execute(f"drop table if exists {t}_phones")
 
     element_count = con.execute(f"select count(*) from {t}_checked").fetchone()[0]
     if outcomes:
