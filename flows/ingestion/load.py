@@ -304,12 +304,15 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
     # (and disk, spilled). The unique rules already rejected repeated keys; only a key derived
     # from the row's content (an event without event_id) can still repeat.
     if entity.derived_key:
-        select = """
+        # a key is derived where a key column is empty: filtering on that first spares
+        # computing the key of every row
+        derived = " or ".join(f"{k} is null" for k in entity.key)
+        select = f"""
             select k.*, coalesce(k._line > d._key_first, false) as _key_dup, d._key_first
             from keyed k
             left join (
                 select _key, min(_line) as _key_first from keyed
-                where starts_with(_key, 'h:') group by _key having count(*) > 1
+                where ({derived}) and starts_with(_key, 'h:') group by _key having count(*) > 1
             ) d using (_key)
         """
     else:
@@ -376,35 +379,42 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
     column_list = ", ".join(names)
     row_hash = f"hash({', '.join(f'a.{n}' for n in names)})"
     existing = f"(select _key, _row_hash from {target})"
-    accepted_rows, load.inserted, load.updated = con.execute(
-        f"""
-        select count(*), count(*) filter (r._key is null),
-               count(*) filter (r._key is not null and r._row_hash <> {row_hash})
-        from {accepted} a left join {existing} r on r._key = a._key
-        where not a._key_dup
-        """
-    ).fetchone()
-    load.unchanged = accepted_rows - load.inserted - load.updated
-    if load.updated:  # changed rows replace their earlier version
-        con.execute(
+
+    def insert(join: str = "") -> int:
+        return con.execute(
             f"""
-            delete from {target} where _key in (
-                select a._key from {accepted} a join {existing} r on r._key = a._key
-                where not a._key_dup and r._row_hash <> {row_hash}
-            )
+            insert into {target} ({column_list}, {", ".join(BOOKKEEPING)})
+            select {", ".join(f"a.{n}" for n in names)}, a._key, {row_hash}, {ty.quote(load_id)},
+                   {ty.quote(source_file)}, a._line
+            from {accepted} a {join}
+            where not a._key_dup
             """
-        )
-    # After that delete, a row is new or changed exactly when its key is not in the table.
-    new_only = "" if accepted_rows == load.inserted else f"anti join {existing} r on r._key = a._key"
-    con.execute(
-        f"""
-        insert into {target} ({column_list}, {", ".join(BOOKKEEPING)})
-        select {", ".join(f"a.{n}" for n in names)}, a._key, {row_hash}, {ty.quote(load_id)},
-               {ty.quote(source_file)}, a._line
-        from {accepted} a {new_only}
-        where not a._key_dup
-        """
-    )
+        ).fetchone()[0]
+
+    if con.execute(f"select count(*) = 0 from {target}").fetchone()[0]:
+        load.inserted = insert()  # the first load: every accepted row is new
+    else:
+        accepted_rows, load.inserted, load.updated = con.execute(
+            f"""
+            select count(*), count(*) filter (r._key is null),
+                   count(*) filter (r._key is not null and r._row_hash <> {row_hash})
+            from {accepted} a left join {existing} r on r._key = a._key
+            where not a._key_dup
+            """
+        ).fetchone()
+        load.unchanged = accepted_rows - load.inserted - load.updated
+        if load.updated:  # changed rows replace their earlier version
+            con.execute(
+                f"""
+                delete from {target} where _key in (
+                    select a._key from {accepted} a join {existing} r on r._key = a._key
+                    where not a._key_dup and r._row_hash <> {row_hash}
+                )
+                """
+            )
+        if load.inserted or load.updated:
+            # After that delete, a row is new or changed exactly when its key is not in the table.
+            insert(f"anti join {existing} r on r._key = a._key")
     # Temp tables live in memory (spilling to disk): free them before the next entity.
     con.execute(f"drop view {accepted}")
     for table in (t, q):

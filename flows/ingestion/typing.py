@@ -63,22 +63,28 @@ def _list(values) -> str:
 
 
 # Cells that need no work at all, the common case, pass through untouched: cleaning every cell
-# costs far more (trim with a list of characters is ~1 µs a cell, translate ~5 µs).
-_ASCII_CLEAN = r"[!-~](?:[ -~]*[!-~])?"  # printable ASCII, no space at either end
-_EDGE = r"[^\s\x{3000}\x{a0}\x{feff}\x00]"
-_TEXT_CLEAN = _EDGE + r"(?:(?s:.)*" + _EDGE + ")?"  # anything without whitespace at either end
+# costs far more (trim with a list of characters is ~1 µs a cell, translate ~5 µs). A cell passes
+# when trimming could not change it: its first and last characters are not in `_TRIM` (and, for
+# codes, numbers and dates, it is all ASCII, so there is nothing full-width to fold). Comparing
+# the two characters is about twice as fast as a regular expression over the cell.
+_TRIM_CODES = ", ".join(str(ord(c)) for c in sorted(_TRIM))
+
+
+def _edges_clean(cell: str) -> str:
+    return (
+        f"ascii({cell}) not in ({_TRIM_CODES}) and ascii(right({cell}, 1)) not in ({_TRIM_CODES})"
+    )
 
 
 def clean(cell: str, column: Column) -> str:
     """The cell trimmed (and for codes, numbers and dates made half-width); '' becomes NULL."""
     if column.type in ("text", "json"):
         slow = f"nullif(trim({cell}, {quote(_TRIM)}), '')"
-        return (
-            f"case when regexp_full_match({cell}, {quote(_TEXT_CLEAN)}) then {cell} else {slow} end"
-        )
+        return f"case when {_edges_clean(cell)} then {cell} else {slow} end"
     folded = f"translate({cell}, {quote(_FULL_WIDTH)}, {quote(_HALF_WIDTH)})"
     slow = f"nullif(trim({folded}, {quote(_TRIM)}), '')"
-    return f"case when regexp_full_match({cell}, {quote(_ASCII_CLEAN)}) then {cell} else {slow} end"
+    ascii_only = f"strlen({cell}) = length({cell})"
+    return f"case when {ascii_only} and {_edges_clean(cell)} then {cell} else {slow} end"
 
 
 def _timestamp(c: str, tz: str) -> str:

@@ -235,6 +235,9 @@ def check(
         predicate, reason = _predicate(entity, e, params)
         flags.append(f"coalesce({predicate}, false) as _x{e.index}")
         outcomes.append(ExpectationOutcome(e, reason))
+    # Codes and text are typed as they are cleaned: one copy of them is kept, not two.
+    same = [c.name for c in entity.columns.values() if c.type in ("id", "text")]
+    kept = f"* exclude ({', '.join(f'{n}__raw' for n in same)})" if same else "*"
     # One table is written: typing is inlined (`not materialized`), and the uniqueness joins
     # read only the key columns of it. At 20M rows each copy of the text costs seconds and spills.
     con.execute(
@@ -244,7 +247,7 @@ def check(
         prepared as (
             select t.*{"".join(", " + c for c in extra_cols)} from typed t {" ".join(fk_joins)}
         )
-        select *{"".join(", " + f for f in flags)} from prepared
+        select {kept}{"".join(", " + f for f in flags)} from prepared
         """
     )
     con.execute(f"drop table if exists {t}_phones")
@@ -262,9 +265,10 @@ def check(
                 "expect_column_values_to_be_of_type",
                 "expect_column_values_to_match_regex",
             )
-            aggregates.append(f"count_if({col}{'__raw' if reads_cell else ''} is null)")
+            cell = col if col in same else f"{col}__raw"
+            aggregates.append(f"count_if({cell if reads_cell else col} is null)")
             aggregates.append(
-                f"(list(coalesce(cast({col}__raw as varchar), cast({col} as varchar))) "
+                f"(list(coalesce(cast({cell} as varchar), cast({col} as varchar))) "
                 f"filter (where _x{i}))[1:{PARTIAL_UNEXPECTED}]"
             )
         stats = con.execute(f"select {', '.join(aggregates)} from {t}_checked").fetchone()
