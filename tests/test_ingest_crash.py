@@ -1,4 +1,5 @@
-"""A load killed with SIGKILL at any point leaves the database as it was; a re-run completes it."""
+"""A load killed with SIGKILL at any point leaves the database as it was; a re-run completes it
+and clears the killed load's temporary files."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.ingestion.load import work_dir_of
 from tests.conftest import AS_OF, query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,7 @@ def test_kill_during_a_load_then_rerun(tmp_path):
     complete = _counts(reference_db)
     assert complete == (CUSTOMERS, ORDERS, 1)
 
-    killed_mid_load = 0
+    killed_mid_load = left_behind = 0
     for fraction in (0.35, 0.6, 0.8, 0.95):
         db = tmp_path / f"killed-{fraction}.duckdb"
         process = _start(folder, db)
@@ -82,7 +84,11 @@ def test_kill_during_a_load_then_rerun(tmp_path):
         if db.exists():
             # All or nothing: the recovered database holds the whole load or none of it.
             assert _counts(db) in {complete, (0, 0, 0)}, fraction
+        left_behind += work_dir_of(db).exists()
         loads_before = _counts(db)[2] if db.exists() else 0
         assert _start(folder, db).wait() == 0
         assert _counts(db) == (CUSTOMERS, ORDERS, loads_before + 1)
+        # the killed load's temporary files went with the re-run
+        assert not work_dir_of(db).exists()
     assert killed_mid_load >= 2, "the loads finished too fast to be killed in the middle"
+    assert left_behind >= 1, "no kill left a load's temporary files to clear"

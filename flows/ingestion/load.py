@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import logging
 import shutil
-import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -169,12 +168,16 @@ def ingest(
     params = check_params(as_of, settings)
     load_id = uuid.uuid4().hex[:16]
     started = dt.datetime.now(dt.UTC)
-    work_dir = Path(tempfile.mkdtemp(prefix="followup-ingest-"))
     con = connect(db_path, settings)
-    con.execute(f"set temp_directory = {ty.quote(str(work_dir / 'spill'))}")
+    work_dir = work_dir_of(db_path)
     checks: list[CheckResult] = []
     loads: list[EntityLoad] = []
     try:
+        # Beside the database, and only once DuckDB's writer lock on it is held: the spill and
+        # transcoded files of a load that was killed go with the next load.
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir()
+        con.execute(f"set temp_directory = {ty.quote(str(work_dir / 'spill'))}")
         ensure_schema(con)
         con.execute("begin transaction")
         for name, path in found.items():
@@ -224,6 +227,11 @@ def ingest(
         con.close()
         shutil.rmtree(work_dir, ignore_errors=True)
     return IngestReport(load_id, params.as_of_date, loads, checks, table_rows)
+
+
+def work_dir_of(db_path: Path) -> Path:
+    """Where a load of `db_path` keeps its temporary files while it runs."""
+    return db_path.parent / f".{db_path.name}.ingest"
 
 
 def _source_files(source_dir: Path | None, files: dict[str, Path], entities) -> dict[str, Path]:
