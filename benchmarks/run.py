@@ -155,18 +155,29 @@ def main() -> None:
 def ingest_stages(source: Path, work: Path, env: dict[str, str], runs: int) -> dict[str, dict]:
     """Our ingest (read, type, validate, quarantine, upsert) against DuckDB's own read of the
     same files, each into a new database."""
+    db = work / "bench.duckdb"
+    results = timed_stages(
+        {
+            "duckdb_read_csv (reference)": lambda db: ["duckdb_read", str(source), str(db)],
+            "ingest + validate": lambda db: ["ingest_core", str(source), str(db), AS_OF],
+        },
+        db,
+        env,
+        runs,
+    )
+    db.unlink(missing_ok=True)
+    return results
+
+
+def timed_stages(stages: dict, db: Path, env: dict[str, str], runs: int) -> dict[str, dict]:
+    """The median of `runs` runs of each stage, each starting without the database `db`."""
     results = {}
-    for stage, args in {
-        "duckdb_read_csv (reference)": lambda db: ["duckdb_read", str(source), str(db)],
-        "ingest + validate": lambda db: ["ingest_core", str(source), str(db), AS_OF],
-    }.items():
-        measured = []
+    for stage, args in stages.items():
+        timings = []
         for _ in range(runs):
-            db = work / "bench.duckdb"
             db.unlink(missing_ok=True)
-            measured.append(measure(args(db), env))
-            db.unlink(missing_ok=True)
-        results[stage] = median_of(measured)
+            timings.append(measure(args(db), env))
+        results[stage] = median_of(timings)
         print(f"{stage}: {results[stage]}", flush=True)
     return results
 
@@ -234,19 +245,12 @@ PANDAS = "pandas RFM from the CSVs (alternative)"
 def cycle_stages(source: Path, work: Path, env: dict[str, str], runs: int) -> dict[str, dict]:
     """The whole daily cycle as a user runs it, against the floor (the core outputs in the
     fewest DuckDB statements) and the pandas way; then feedback and the report on its result."""
-    results = {}
-    for stage, args in {
+    stages = {
         FLOOR: lambda db: ["floor", str(source), str(db), AS_OF],
         PANDAS: lambda db: ["pandas_rfm", str(source), str(db.with_suffix(".parquet")), AS_OF],
         CYCLE: lambda db: ["cycle", str(source), str(db), AS_OF],
-    }.items():
-        timings = []
-        for _ in range(runs):
-            db = work / "cycle.duckdb"
-            db.unlink(missing_ok=True)
-            timings.append(measure(args(db), env))
-        results[stage] = median_of(timings)
-        print(f"{stage}: {results[stage]}", flush=True)
+    }
+    results = timed_stages(stages, work / "cycle.duckdb", env, runs)
     # our RFM step: the customer_rfm model's own time in the last cycle's build
     nodes = json.loads((work / "cycle.nodes.json").read_text())
     results["_rfm model"] = {"seconds": round(nodes.get("model:customer_rfm", 0.0), 2)}
