@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import logging
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal, Protocol
+
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
 KINDS = ("http_json", "smtp", "webhook", "call_list", "file")
 # Settings of a channel that belong to the dispatcher, not to the channel kind.
@@ -126,6 +129,21 @@ def mask(text: str | None) -> str | None:
         return None
     text = _PHONE.sub(lambda m: f"{m[1]}{m[2]}****{m[4]}", text)
     return _EMAIL.sub(lambda m: f"{m[1]}***@{m[2]}", text)
+
+
+def retrying(who: object, message_id: str, log: logging.Logger) -> Retrying:
+    """Up to 3 tries of one message within a call, 0–2 s apart (jittered, growing). The call
+    tried returns (outcome, try again?); after the last try its outcome stands."""
+    return Retrying(
+        stop=stop_after_attempt(3),
+        wait=wait_random_exponential(multiplier=0.25, max=2.0),
+        retry=retry_if_result(lambda answer: answer[1]),
+        retry_error_callback=lambda state: state.outcome.result(),
+        before_sleep=lambda state: log.info(
+            "%s: %s, trying again (%s)", who, state.outcome.result()[0].error, message_id
+        ),
+        reraise=True,
+    )
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -47,15 +47,11 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote
 
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
-
-from adapters.channels import ChannelConfigError, Message, Outcome, mask
+from adapters.channels import ChannelConfigError, Message, Outcome, mask, retrying
 
 log = logging.getLogger(__name__)
 
 FALLBACK_SUBJECT = "客户回访"
-_TRIES = 3  # sends per message within one call, for 4xx replies and connection trouble
-_MAX_WAIT = 2.0  # the longest pause between two of those sends, in seconds
 # `email.policy.SMTP` (CRLF, RFC 2047 headers) with two changes: bodies are encoded to 7 bit
 # (base64 / quoted-printable), so no server needs 8BITMIME for Chinese text; and headers set raw
 # are left as written, so a long List-Unsubscribe URL is not turned into an encoded word that
@@ -174,18 +170,8 @@ class Channel:
             mail = self.compose(m, to)
         except (TypeError, ValueError) as exc:
             return Outcome.failed(m, f"cannot build the mail: {self._clean(str(exc), m)}")
-        retrying = Retrying(
-            stop=stop_after_attempt(_TRIES),
-            wait=wait_random_exponential(multiplier=0.25, max=_MAX_WAIT),
-            retry=retry_if_result(lambda answer: answer[1]),
-            retry_error_callback=lambda state: state.outcome.result(),
-            before_sleep=lambda state: log.info(
-                "%s: %s, trying again (%s)", self, state.outcome.result()[0].error, m.message_id
-            ),
-            reraise=True,
-        )
         try:
-            outcome, _ = retrying(self._attempt, m, mail, to)
+            outcome, _ = retrying(self, m.message_id, log)(self._attempt, m, mail, to)
         except _Refused:
             raise
         except Exception as exc:  # a surprise must cost this message an attempt, not the batch

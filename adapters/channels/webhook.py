@@ -33,22 +33,21 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import (
-    Retrying,
-    retry_if_result,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
-from adapters.channels import ChannelConfigError, Message, Outcome, mask, retry_after_seconds
+from adapters.channels import (
+    ChannelConfigError,
+    Message,
+    Outcome,
+    mask,
+    retry_after_seconds,
+    retrying,
+)
 
 log = logging.getLogger(__name__)
 
 FLAVORS = ("wecom", "dingtalk", "feishu")
 # Answer codes that mean "too many messages for now", per flavor.
 _RATE_LIMITED = {"wecom": {45009}, "dingtalk": {130101, 660026}, "feishu": {9499, 11232}}
-_TRIES = 3  # posts per message within one call, for 5xx, timeouts and dropped connections
-_MAX_WAIT = 2.0  # the longest pause between two of those posts, in seconds
 
 
 class Channel:
@@ -109,21 +108,8 @@ class Channel:
             body = json.dumps(self._body(m), ensure_ascii=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             return Outcome.failed(m, f"cannot encode the message: {self._scrub(str(exc))}")
-        retrying = Retrying(
-            stop=stop_after_attempt(_TRIES),
-            wait=wait_random_exponential(multiplier=0.25, max=_MAX_WAIT),
-            retry=retry_if_result(lambda answer: answer[1]),
-            retry_error_callback=lambda state: state.outcome.result(),
-            before_sleep=lambda state: log.info(
-                "%s: %s, trying again (%s)",
-                self.safe_url,
-                state.outcome.result()[0].error,
-                m.message_id,
-            ),
-            reraise=True,
-        )
         try:
-            outcome, _ = retrying(self._post, m, body)
+            outcome, _ = retrying(self.safe_url, m.message_id, log)(self._post, m, body)
         except Exception as exc:  # a surprise must cost this message an attempt, not the batch
             return Outcome.retry(m, f"{type(exc).__name__}: {self._first_line(exc)}")
         return outcome
