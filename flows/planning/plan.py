@@ -177,13 +177,19 @@ def opt_outs_sql(con: duckdb.DuckDBPyConnection, events: str | None, cutoff: str
 
 
 def _opt_outs(
-    con: duckdb.DuckDBPyConnection, start: dt.datetime, events: str = "fct_events"
+    con: duckdb.DuckDBPyConnection,
+    start: dt.datetime,
+    customers: pl.Series,
+    events: str = "fct_events",
 ) -> dict[str, dict[str, dt.datetime]]:
     """customer -> channel (or 'all') -> the first opt-out before `start`, from `events` (the
-    morning's models, or for an intraday run the raw events as loaded since)."""
+    morning's models, or for an intraday run the raw events as loaded since), for `customers`
+    (the candidates': the rest do not matter to the day's decisions)."""
     opted = opt_outs_sql(con, events, "< $start")
     rows = con.execute(
-        f"select customer_id, scope, min(opted_at) from ({opted}) group by all", {"start": start}
+        f"select customer_id, scope, min(opted_at) from ({opted}) "
+        "where customer_id in (select unnest($customers)) group by all",
+        {"start": start, "customers": customers.unique().to_list()},
     ).fetchall()
     out: dict[str, dict[str, dt.datetime]] = defaultdict(dict)
     for customer, channel, at in rows:
@@ -372,7 +378,10 @@ def decide(
     `stopped`: (customer_id, playbook) -> tier, the escalations' `stop` actions; `tasks_today`:
     owner -> tasks the day's earlier runs gave them."""
     stopped = stopped or {}
-    caps = _Caps(history, policy)
+    # the caps of the day's customers only: the others' contacts cannot block a decision
+    caps = _Caps(
+        history.join(candidates.select("customer_id"), on="customer_id", how="semi"), policy
+    )
     owners = _Owners(staff, policy)
     owners.preload(tasks_today or {})
     ordered = candidates.sort(
@@ -455,7 +464,7 @@ def plan(
             candidates,
             history,
             _staff(con),
-            _opt_outs(con, start),
+            _opt_outs(con, start, candidates["customer_id"]),
             as_of,
             start,
             policy,
@@ -516,7 +525,7 @@ def plan_intraday(
             candidates,
             history,
             _staff(con),
-            _opt_outs(con, at, "staging.stg_raw__events"),
+            _opt_outs(con, at, candidates["customer_id"], "staging.stg_raw__events"),
             as_of,
             at,
             policy,
