@@ -169,10 +169,12 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
     raise ValueError(f"{entity.name}: expectation type {kind!r} is not supported by the SQL engine")
 
 
-def check(
+def typed_select(
     con: duckdb.DuckDBPyConnection, entity: Entity, src: SourceTable, params: CheckParams
-) -> CheckResult:
-    """Create `<src.table>_checked`: typed columns, `<col>__raw` cleaned text, `_x<i>` flags."""
+) -> str:
+    """A select of `src`'s rows with every cell cleaned (`<col>__raw`) and typed (`<col>`), and
+    `_line`. Phones the SQL cannot decide are parsed by `phonenumbers` into `<src.table>_phones`,
+    which the select joins (the caller drops it)."""
     t = src.table
     # Stage 1: clean every cell once (the typing expressions refer to the cleaned column).
     cleaned = ["s._line"]
@@ -205,7 +207,15 @@ def check(
         typed.append(f"cast({expression} as {column.sql_type}) as {column.name}")
     drop = [f"{c.name}__digits" for c in entity.columns.values() if c.type == "phone"]
     star = f"c.* exclude ({', '.join(drop)})" if drop else "c.*"
-    typed_sql = f"select {star}, {', '.join(typed)} from {cleaned_sql} c {' '.join(joins)}"
+    return f"select {star}, {', '.join(typed)} from {cleaned_sql} c {' '.join(joins)}"
+
+
+def check(
+    con: duckdb.DuckDBPyConnection, entity: Entity, src: SourceTable, params: CheckParams
+) -> CheckResult:
+    """Create `<src.table>_checked`: typed columns, `<col>__raw` cleaned text, `_x<i>` flags."""
+    t = src.table
+    typed_sql = typed_select(con, entity, src, params)
 
     extra_cols, fk_joins, flags, outcomes = [], [], [], []
     for e in entity.row_expectations:
