@@ -28,6 +28,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from flows.atomic import transaction
 from flows.planning.plan import idempotency_key, message_id
 
 EXPERIMENT = "post_purchase_journey.day3_care"
@@ -94,16 +95,15 @@ def simulate_history(
         rng = np.random.default_rng(seed)
         ledger = _ledger_rows(messages)
         feedback, orders = _outcomes(ledger, rng, end, business_tz)
-        con.execute("begin")
-        con.register("simulated", ledger.drop("bucket").to_arrow())
-        con.execute(
-            """
-            insert into message_ledger by name
-            select * from simulated
-            where idempotency_key not in (select idempotency_key from message_ledger)
-            """
-        )
-        con.execute("commit")
+        with transaction(con):
+            con.register("simulated", ledger.drop("bucket").to_arrow())
+            con.execute(
+                """
+                insert into message_ledger by name
+                select * from simulated
+                where idempotency_key not in (select idempotency_key from message_ledger)
+                """
+            )
     finally:
         con.close()
     feedback_file, orders_file = out_dir / "feedback.csv", out_dir / "orders.csv"

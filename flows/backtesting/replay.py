@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from flows.atomic import transaction
 from flows.build import compile_models, run_dbt
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import Policy, plan
@@ -285,10 +286,9 @@ class _Days:
         if index == 0:
             return
         self.pending.pop(index).result()
-        self.con.execute("begin")
-        for relation, memory in self._moved(index).items():
-            self.con.execute(f"create or replace view {relation} as select * from {memory}")
-        self.con.execute("commit")
+        with transaction(self.con):
+            for relation, memory in self._moved(index).items():
+                self.con.execute(f"create or replace view {relation} as select * from {memory}")
 
     def release(self, index: int) -> None:
         """Day `index` is planned: its slot can take a later day."""
@@ -314,14 +314,9 @@ class _Days:
             con.execute("set TimeZone = ?", [self.settings.business_tz])
             # a transaction per model: one writes to a single database, the file or a slot
             for model in models:
-                con.execute("begin")
-                try:
+                with transaction(con):
                     for statement in model.statements(day):
                         con.execute(statement)
-                    con.execute("commit")
-                except BaseException:
-                    con.execute("rollback")
-                    raise
         finally:
             con.close()
 
@@ -341,33 +336,33 @@ def _record_day(scratch: Path, day: dt.date, business_tz: str) -> None:
     try:
         con.execute("set TimeZone = ?", [business_tz])
         con.execute(DECISIONS_DDL)
-        con.execute("begin")
-        con.execute(
-            """
-            update message_ledger l set
-                status = 'suppressed',
-                reason = 'opted out of ' || o.scope || ' at '
-                    || strftime(o.at, '%Y-%m-%d %H:%M') || ', before the send'
-            from (
-                select l.idempotency_key, min(e.occurred_at) as at,
-                    arg_min(coalesce(lower(e.opt_out_channel), 'all'), e.occurred_at) as scope
-                from message_ledger l
-                join fct_events e
-                    on e.customer_id = l.customer_id
-                    and e.event_type = 'opt_out'
-                    and coalesce(lower(e.opt_out_channel), 'all') in (l.channel, 'all')
-                    and e.occurred_at >= $start and e.occurred_at <= l.due_at
-                where l.decided_on = $day and l.status = 'dry_run'
-                group by l.idempotency_key
-            ) o
-            where l.idempotency_key = o.idempotency_key
-            """,
-            {"start": start, "day": day},
-        )
-        con.execute(
-            "insert into bt_decisions by name select * from message_ledger where decided_on = ?",
-            [day],
-        )
-        con.execute("commit")
+        with transaction(con):
+            con.execute(
+                """
+                update message_ledger l set
+                    status = 'suppressed',
+                    reason = 'opted out of ' || o.scope || ' at '
+                        || strftime(o.at, '%Y-%m-%d %H:%M') || ', before the send'
+                from (
+                    select l.idempotency_key, min(e.occurred_at) as at,
+                        arg_min(coalesce(lower(e.opt_out_channel), 'all'), e.occurred_at) as scope
+                    from message_ledger l
+                    join fct_events e
+                        on e.customer_id = l.customer_id
+                        and e.event_type = 'opt_out'
+                        and coalesce(lower(e.opt_out_channel), 'all') in (l.channel, 'all')
+                        and e.occurred_at >= $start and e.occurred_at <= l.due_at
+                    where l.decided_on = $day and l.status = 'dry_run'
+                    group by l.idempotency_key
+                ) o
+                where l.idempotency_key = o.idempotency_key
+                """,
+                {"start": start, "day": day},
+            )
+            con.execute(
+                "insert into bt_decisions by name "
+                "select * from message_ledger where decided_on = ?",
+                [day],
+            )
     finally:
         con.close()

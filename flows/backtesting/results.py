@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from flows.atomic import transaction
 from flows.planning.declarations import TASK_CHANNELS
 
 TABLES = (
@@ -183,30 +184,30 @@ def compute(scratch: Path, replay, source: str, business_tz: str) -> None:
     con = duckdb.connect(str(scratch))
     try:
         con.execute("set TimeZone = ?", [business_tz])
-        con.execute("begin")
-        for table, sql in QUERIES.items():
-            params = {name: values[name] for name in PARAMS[table]}
-            con.execute(f"create or replace table {table} as {sql}", params)
-        con.execute(
-            """
-            create or replace table backtest_runs as select
-                $ran_at::timestamptz as ran_at, $start::date as from_date, $end::date as to_date,
-                $days as days, $playbooks as playbooks, $focus as focus, $source as source,
-                $seconds as seconds, $counts as decisions
-            """,
-            {
-                "ran_at": dt.datetime.now(dt.UTC),
-                "start": replay.start,
-                "end": replay.end,
-                "days": replay.days,
-                "playbooks": replay.playbooks,
-                "focus": replay.focus,
-                "source": source,
-                "seconds": json.dumps({k: round(v, 2) for k, v in replay.seconds.items()}),
-                "counts": json.dumps(replay.counts, sort_keys=True),
-            },
-        )
-        con.execute("commit")
+        with transaction(con):
+            for table, sql in QUERIES.items():
+                params = {name: values[name] for name in PARAMS[table]}
+                con.execute(f"create or replace table {table} as {sql}", params)
+            con.execute(
+                """
+                create or replace table backtest_runs as select
+                    $ran_at::timestamptz as ran_at, $start::date as from_date,
+                    $end::date as to_date,
+                    $days as days, $playbooks as playbooks, $focus as focus, $source as source,
+                    $seconds as seconds, $counts as decisions
+                """,
+                {
+                    "ran_at": dt.datetime.now(dt.UTC),
+                    "start": replay.start,
+                    "end": replay.end,
+                    "days": replay.days,
+                    "playbooks": replay.playbooks,
+                    "focus": replay.focus,
+                    "source": source,
+                    "seconds": json.dumps({k: round(v, 2) for k, v in replay.seconds.items()}),
+                    "counts": json.dumps(replay.counts, sort_keys=True),
+                },
+            )
     finally:
         con.close()
 
@@ -216,10 +217,11 @@ def publish(scratch: Path, live_db: Path) -> None:
     con = duckdb.connect(str(live_db))
     try:
         con.execute(f"attach '{scratch.resolve()}' as scratch (read_only)")
-        con.execute("begin")
-        for table in TABLES:
-            con.execute(f"create or replace table main.{table} as select * from scratch.{table}")
-        con.execute("commit")
+        with transaction(con):
+            for table in TABLES:
+                con.execute(
+                    f"create or replace table main.{table} as select * from scratch.{table}"
+                )
         con.execute("detach scratch")
     finally:
         con.close()

@@ -38,6 +38,7 @@ import polars as pl
 import yaml
 
 from adapters.channels import Message, Outcome, mask
+from flows.atomic import transaction
 from flows.dispatching.store import ensure_tables
 from flows.dispatching.templates import Renderer, TemplateError
 from flows.dispatching.worker import InProcess, InWorkers
@@ -306,25 +307,24 @@ def _prepare(con, rows, renderer, report, channel, realtime):
             }
         )
         messages.append(_message(row, rendered))
-    con.execute("begin")
-    if claimed:
-        frame = _frame(claimed)  # noqa: F841
-        con.execute(
-            """
-            update message_ledger l set
-                attempts = l.attempts + 1, subject = f.subject, body = f.body,
-                segments = f.segments, updated_at = f.updated_at
-            from frame f where l.message_id = f.message_id
-            """
-        )
-    for row, error in broken:
-        con.execute(
-            "update message_ledger set status = 'failed', reason = 'template', error = ? "
-            "where message_id = ?",
-            [error, row["message_id"]],
-        )
-        report.counts[channel]["failed"] += 1
-    con.execute("commit")
+    with transaction(con):
+        if claimed:
+            frame = _frame(claimed)  # noqa: F841
+            con.execute(
+                """
+                update message_ledger l set
+                    attempts = l.attempts + 1, subject = f.subject, body = f.body,
+                    segments = f.segments, updated_at = f.updated_at
+                from frame f where l.message_id = f.message_id
+                """
+            )
+        for row, error in broken:
+            con.execute(
+                "update message_ledger set status = 'failed', reason = 'template', error = ? "
+                "where message_id = ?",
+                [error, row["message_id"]],
+            )
+            report.counts[channel]["failed"] += 1
     if not messages:
         return None
     return messages, {r["message_id"]: r for r in rows}
@@ -396,20 +396,19 @@ def _record(con, future, rows, options, windows, realtime, report, channel) -> N
         report.counts[channel][update["status"] if update["status"] != "pending" else "retry"] += 1
         updates.append(update)
     frame = pl.DataFrame(updates, schema=_UPDATE_SCHEMA)  # noqa: F841
-    con.execute("begin")
-    con.execute(
-        """
-        update message_ledger l set
-            status = f.status, reason = f.reason, error = f.error, sent_at = f.sent_at,
-            next_attempt_at = f.next_attempt_at, provider_message_id = f.provider_message_id,
-            updated_at = f.updated_at
-        from frame f where l.message_id = f.message_id
-        """
-    )
-    if tasks:
-        task_frame = pl.DataFrame(tasks, infer_schema_length=None)  # noqa: F841
-        con.execute("insert or ignore into manual_followups by name select * from task_frame")
-    con.execute("commit")
+    with transaction(con):
+        con.execute(
+            """
+            update message_ledger l set
+                status = f.status, reason = f.reason, error = f.error, sent_at = f.sent_at,
+                next_attempt_at = f.next_attempt_at, provider_message_id = f.provider_message_id,
+                updated_at = f.updated_at
+            from frame f where l.message_id = f.message_id
+            """
+        )
+        if tasks:
+            task_frame = pl.DataFrame(tasks, infer_schema_length=None)  # noqa: F841
+            con.execute("insert or ignore into manual_followups by name select * from task_frame")
 
 
 _UPDATE_SCHEMA = {
@@ -531,20 +530,19 @@ def _render_dry_run(
              "segments": r.segments}
         )  # fmt: skip
         report.counts[row["channel"]]["dry_run"] += 1
-    con.execute("begin")
-    if rendered:
-        frame = _frame(rendered)  # noqa: F841
-        con.execute(
-            "update message_ledger l set subject = f.subject, body = f.body, "
-            "segments = f.segments from frame f where l.message_id = f.message_id"
-        )
-    if broken:
-        errors = pl.DataFrame(broken, infer_schema_length=None)  # noqa: F841
-        con.execute(
-            "update message_ledger l set error = f.error, reason = 'template' "
-            "from errors f where l.message_id = f.message_id"
-        )
-    con.execute("commit")
+    with transaction(con):
+        if rendered:
+            frame = _frame(rendered)  # noqa: F841
+            con.execute(
+                "update message_ledger l set subject = f.subject, body = f.body, "
+                "segments = f.segments from frame f where l.message_id = f.message_id"
+            )
+        if broken:
+            errors = pl.DataFrame(broken, infer_schema_length=None)  # noqa: F841
+            con.execute(
+                "update message_ledger l set error = f.error, reason = 'template' "
+                "from errors f where l.message_id = f.message_id"
+            )
 
 
 def _summary(report: DispatchReport) -> str:

@@ -58,6 +58,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
+from flows.atomic import transaction
 from flows.dispatching.store import ensure_tables, known_keys
 from flows.planning.declarations import TASK_CHANNELS, Playbook, load_playbooks, offset_minutes
 from flows.planning.plan import Policy, idempotency_key, message_id
@@ -368,39 +369,37 @@ def escalate(
     try:
         con.execute("set TimeZone = ?", [business_tz])
         ensure_tables(con)
-        con.execute("begin")
-        if declared:
-            params = {"names": list(declared), "start": start}
-            ledger = con.sql(_LEDGER, params=params).pl()
-            actions = decide(
-                ledger,
-                con.sql(_FEEDBACK, params=params).pl(),
-                dict(con.execute(_TIERS, {"names": list(declared)}).fetchall()),
-                declared,
-                as_of,
-                business_tz,
-                dict(con.execute(_OPTED_OUT, {"start": start}).fetchall()),
-            )
-            known = {i for (i,) in con.execute("select escalation_id from escalations").fetchall()}
-            new = [a for a in actions if a.escalation_id not in known]
-            _insert(con, "escalations", [_escalation_row(a, as_of, start) for a in new])
-            report.counts = dict(Counter(a.action for a in new))
-            today = [
-                Action(*row)
-                for row in con.execute(
-                    f"select {', '.join(f.name for f in fields(Action))} from escalations "
-                    "where as_of_date = ? order by escalation_id",
-                    [as_of],
-                ).fetchall()
-            ]
-            sources = {r["message_id"]: r for r in ledger.iter_rows(named=True)}
-            _messages(con, today, sources, as_of, start, dry_run)
-            if not dry_run:
-                _tasks(con, today, sources, declared, policy, as_of, start)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            if declared:
+                params = {"names": list(declared), "start": start}
+                ledger = con.sql(_LEDGER, params=params).pl()
+                actions = decide(
+                    ledger,
+                    con.sql(_FEEDBACK, params=params).pl(),
+                    dict(con.execute(_TIERS, {"names": list(declared)}).fetchall()),
+                    declared,
+                    as_of,
+                    business_tz,
+                    dict(con.execute(_OPTED_OUT, {"start": start}).fetchall()),
+                )
+                known = {
+                    i for (i,) in con.execute("select escalation_id from escalations").fetchall()
+                }
+                new = [a for a in actions if a.escalation_id not in known]
+                _insert(con, "escalations", [_escalation_row(a, as_of, start) for a in new])
+                report.counts = dict(Counter(a.action for a in new))
+                today = [
+                    Action(*row)
+                    for row in con.execute(
+                        f"select {', '.join(f.name for f in fields(Action))} from escalations "
+                        "where as_of_date = ? order by escalation_id",
+                        [as_of],
+                    ).fetchall()
+                ]
+                sources = {r["message_id"]: r for r in ledger.iter_rows(named=True)}
+                _messages(con, today, sources, as_of, start, dry_run)
+                if not dry_run:
+                    _tasks(con, today, sources, declared, policy, as_of, start)
     finally:
         con.close()
     return report

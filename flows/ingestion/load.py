@@ -8,7 +8,6 @@ back, so the database is as it was.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import shutil
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
+from flows.atomic import transaction
 from flows.ingestion import typing as ty
 from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity
 from flows.ingestion.readers import (
@@ -179,50 +179,45 @@ def ingest(
         work_dir.mkdir()
         con.execute(f"set temp_directory = {ty.quote(str(work_dir / 'spill'))}")
         ensure_schema(con)
-        con.execute("begin transaction")
-        for name, path in found.items():
-            entity = load_entity(name)
-            try:
-                src = read_source(con, entity, path, f"src_{name}", work_dir)
-                result = check(con, entity, src, params)
-                checks.append(result)
-                load = _apply(con, result, load_id)
-            except SourceError as exc:
-                raise IngestError(str(exc), checks) from exc
-            except duckdb.Error as exc:  # e.g. out of memory or disk: still one line
-                first_line = str(exc).splitlines()[0]
-                raise IngestError(f"{path.name}: {first_line}", checks) from exc
-            loads.append(load)
-            _enforce_bad_share(load, settings.max_bad_share, checks)
-            con.execute(
-                "insert into load_log values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    load_id,
-                    name,
-                    str(path),
-                    src.encoding,
-                    params.as_of_date,
-                    started,
-                    load.rows_read,
-                    load.inserted,
-                    load.updated,
-                    load.unchanged,
-                    load.errors,
-                    load.warnings,
-                    load.blank_rows,
-                ],
-            )
-        if on_commit is not None:
-            on_commit(con)
-        con.execute("commit")
+        with transaction(con):
+            for name, path in found.items():
+                entity = load_entity(name)
+                try:
+                    src = read_source(con, entity, path, f"src_{name}", work_dir)
+                    result = check(con, entity, src, params)
+                    checks.append(result)
+                    load = _apply(con, result, load_id)
+                except SourceError as exc:
+                    raise IngestError(str(exc), checks) from exc
+                except duckdb.Error as exc:  # e.g. out of memory or disk: still one line
+                    first_line = str(exc).splitlines()[0]
+                    raise IngestError(f"{path.name}: {first_line}", checks) from exc
+                loads.append(load)
+                _enforce_bad_share(load, settings.max_bad_share, checks)
+                con.execute(
+                    "insert into load_log values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        load_id,
+                        name,
+                        str(path),
+                        src.encoding,
+                        params.as_of_date,
+                        started,
+                        load.rows_read,
+                        load.inserted,
+                        load.updated,
+                        load.unchanged,
+                        load.errors,
+                        load.warnings,
+                        load.blank_rows,
+                    ],
+                )
+            if on_commit is not None:
+                on_commit(con)
         table_rows = {
             name: con.execute(f"select count(*) from raw.{name}").fetchone()[0]
             for name in dict.fromkeys((*LOAD_ORDER, *entities))
         }
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # no transaction was open yet
-            con.execute("rollback")
-        raise
     finally:
         con.close()
         shutil.rmtree(work_dir, ignore_errors=True)

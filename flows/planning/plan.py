@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 import yaml
 
+from flows.atomic import transaction
 from flows.dispatching.store import ensure_tables, known_keys
 from flows.planning import calendar
 from flows.planning.declarations import PLAYBOOK_DIR, TASK_CHANNELS
@@ -437,58 +438,55 @@ def plan(
         con.execute("set TimeZone = ?", [business_tz])
         ensure_tables(con)
         con.execute(DIFF_DDL)
-        con.execute("begin")
-        candidates = _candidates(con, as_of)
-        keys = _keys(candidates)
-        # the ledger's rows for today's candidates (not every key it holds: 650k after a 90-day
-        # backtest at 100k customers, read again every day)
-        known = known_keys(con, keys)
-        # Re-planning a date: this date's unsent decisions are made again (the morning's: an
-        # intraday run's, made later in the day, stand).
-        replanned = (
-            "where decided_on = ? and attempts = 0 and status <> 'sent' and origin = 'plan' "
-            "and created_at <= ?"
-        )
-        earlier = con.execute(
-            f"select idempotency_key, playbook, status from message_ledger {replanned}",
-            [as_of, start],
-        ).fetchall()
-        con.execute(f"delete from message_ledger {replanned}", [as_of, start])
-        # A follow-up already decided on another day, or sent, is not decided again.
-        kept = known - {key for key, _, _ in earlier}
-        fresh = [c or k not in kept for c, k in zip(candidates["carried"], keys, strict=True)]
-        candidates = candidates.filter(pl.Series(fresh, dtype=pl.Boolean))
-        history = _history(con, as_of, _longest_cap(policy))
-        stopped = _stopped(con, as_of)
-        decisions = decide(
-            candidates,
-            history,
-            _staff(con),
-            _opt_outs(con, start, candidates["customer_id"]),
-            as_of,
-            start,
-            policy,
-            dry_run,
-            stopped=stopped,
-        )
-        rows = _ledger_rows(decisions, as_of, start)
-        con.execute(
-            "delete from message_ledger where idempotency_key in (select unnest(?))",
-            [[r["idempotency_key"] for r in rows]],
-        )
-        if rows:
-            # every row typed from all rows: a reason may first appear after a hundred without one
-            frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
-            con.execute("insert into message_ledger by name select * from frame")
-        report = _report(as_of, dry_run, rows, earlier, known)
-        con.execute("delete from plan_diff where as_of_date = ?", [as_of])
-        if report.diff:
-            diff = pl.DataFrame(report.diff, infer_schema_length=None)  # noqa: F841
-            con.execute("insert into plan_diff by name select * from diff")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            candidates = _candidates(con, as_of)
+            keys = _keys(candidates)
+            # the ledger's rows for today's candidates (not every key it holds: 650k after a 90-day
+            # backtest at 100k customers, read again every day)
+            known = known_keys(con, keys)
+            # Re-planning a date: this date's unsent decisions are made again (the morning's: an
+            # intraday run's, made later in the day, stand).
+            replanned = (
+                "where decided_on = ? and attempts = 0 and status <> 'sent' and origin = 'plan' "
+                "and created_at <= ?"
+            )
+            earlier = con.execute(
+                f"select idempotency_key, playbook, status from message_ledger {replanned}",
+                [as_of, start],
+            ).fetchall()
+            con.execute(f"delete from message_ledger {replanned}", [as_of, start])
+            # A follow-up already decided on another day, or sent, is not decided again.
+            kept = known - {key for key, _, _ in earlier}
+            fresh = [c or k not in kept for c, k in zip(candidates["carried"], keys, strict=True)]
+            candidates = candidates.filter(pl.Series(fresh, dtype=pl.Boolean))
+            history = _history(con, as_of, _longest_cap(policy))
+            stopped = _stopped(con, as_of)
+            decisions = decide(
+                candidates,
+                history,
+                _staff(con),
+                _opt_outs(con, start, candidates["customer_id"]),
+                as_of,
+                start,
+                policy,
+                dry_run,
+                stopped=stopped,
+            )
+            rows = _ledger_rows(decisions, as_of, start)
+            con.execute(
+                "delete from message_ledger where idempotency_key in (select unnest(?))",
+                [[r["idempotency_key"] for r in rows]],
+            )
+            if rows:
+                # every row typed from all rows: a reason may first appear after a hundred
+                # without one
+                frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
+                con.execute("insert into message_ledger by name select * from frame")
+            report = _report(as_of, dry_run, rows, earlier, known)
+            con.execute("delete from plan_diff where as_of_date = ?", [as_of])
+            if report.diff:
+                diff = pl.DataFrame(report.diff, infer_schema_length=None)  # noqa: F841
+                con.execute("insert into plan_diff by name select * from diff")
     finally:
         con.close()
     return report
@@ -514,33 +512,30 @@ def plan_intraday(
     try:
         con.execute("set TimeZone = ?", [business_tz])
         ensure_tables(con)
-        con.execute("begin")
-        candidates = _candidates(con, as_of, playbooks)
-        keys = _keys(candidates)
-        known = known_keys(con, keys)
-        candidates = candidates.filter(pl.Series([k not in known for k in keys], dtype=pl.Boolean))
-        history = _history(con, as_of, _longest_cap(policy), today=True)
-        stopped = _stopped(con, as_of)
-        decisions = decide(
-            candidates,
-            history,
-            _staff(con),
-            _opt_outs(con, at, candidates["customer_id"], "staging.stg_raw__events"),
-            as_of,
-            at,
-            policy,
-            dry_run,
-            stopped=stopped,
-            tasks_today=_tasks_today(con, as_of),
-        )
-        rows = _ledger_rows(decisions, as_of, at)
-        if rows:
-            frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
-            con.execute("insert into message_ledger by name select * from frame")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
+        with transaction(con):
+            candidates = _candidates(con, as_of, playbooks)
+            keys = _keys(candidates)
+            known = known_keys(con, keys)
+            fresh = pl.Series([k not in known for k in keys], dtype=pl.Boolean)
+            candidates = candidates.filter(fresh)
+            history = _history(con, as_of, _longest_cap(policy), today=True)
+            stopped = _stopped(con, as_of)
+            decisions = decide(
+                candidates,
+                history,
+                _staff(con),
+                _opt_outs(con, at, candidates["customer_id"], "staging.stg_raw__events"),
+                as_of,
+                at,
+                policy,
+                dry_run,
+                stopped=stopped,
+                tasks_today=_tasks_today(con, as_of),
+            )
+            rows = _ledger_rows(decisions, as_of, at)
+            if rows:
+                frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
+                con.execute("insert into message_ledger by name select * from frame")
     finally:
         con.close()
     return _report(as_of, dry_run, rows, [], known)

@@ -8,6 +8,7 @@ import datetime as dt
 
 import duckdb
 
+from flows.atomic import transaction
 from flows.planning import calendar
 from flows.planning.declarations import TASK_CHANNELS, Playbook
 
@@ -153,8 +154,7 @@ def write_planning_tables(
     end = max(as_of, until or as_of) + dt.timedelta(days=CALENDAR_DAYS_AHEAD)
     days = [(d.day, d.is_workday, d.source) for d in calendar.days(start, end)]
     columns = ", ".join(f"{name} {kind}" for name, kind in STEP_COLUMNS.items())
-    con.execute("begin")
-    try:
+    with transaction(con):
         con.execute("create schema if not exists config")
         con.execute(f"create or replace table config.playbook_steps ({columns})")
         rows = step_rows(playbooks)
@@ -175,7 +175,3 @@ def write_planning_tables(
             "(calendar_date date, is_workday boolean, source varchar)"
         )
         con.executemany("insert into config.calendar_days values (?, ?, ?)", days)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
