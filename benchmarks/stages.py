@@ -44,41 +44,30 @@ def ingest_typing(source: Path, db: Path, as_of: str) -> None:
     """The part of the ingest no rule can skip: each file read as text (as the ingest reads it),
     every cell cleaned and typed into a table, and the key checked for repeats. No other rule,
     no quarantine, no upsert: how close to DuckDB's `read_csv` an ingest could get at best."""
-    import shutil
-
     from flows.ingestion.entities import load_entity
-    from flows.ingestion.load import check_params, connect, work_dir_of
+    from flows.ingestion.load import check_params, load_connection
     from flows.ingestion.readers import read_source
-    from flows.ingestion.validate import typed_select
+    from flows.ingestion.validate import UNIQUE, typed_select
     from flows.settings import Settings
 
     settings = Settings.from_env()
     params = check_params(dt.date.fromisoformat(as_of), settings)
-    con = connect(db, settings)
-    work_dir = work_dir_of(db)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir()
-    con.execute(f"set temp_directory = '{work_dir / 'spill'}'")
-    for name in ENTITIES:
-        entity = load_entity(name)
-        src = read_source(con, entity, source / f"{name}.csv", f"src_{name}", work_dir)
-        columns = ", ".join(entity.columns)
-        con.execute(
-            f"create table {name} as select {columns} "
-            f"from ({typed_select(con, entity, src, params)})"
-        )
-        for e in entity.row_expectations:
-            if e.type in (
-                "expect_column_values_to_be_unique",
-                "expect_compound_columns_to_be_unique",
-            ):
-                keys = ", ".join(e.columns)
-                con.execute(
-                    f"select count(*) from (select {keys} from {name} "
-                    f"group by all having count(*) > 1)"
-                ).fetchone()
-    con.close()
-    shutil.rmtree(work_dir, ignore_errors=True)
+    with load_connection(db, settings) as (con, work_dir):
+        for name in ENTITIES:
+            entity = load_entity(name)
+            src = read_source(con, entity, source / f"{name}.csv", f"src_{name}", work_dir)
+            columns = ", ".join(entity.columns)
+            con.execute(
+                f"create table {name} as select {columns} "
+                f"from ({typed_select(con, entity, src, params)})"
+            )
+            for e in entity.row_expectations:
+                if e.type in UNIQUE:
+                    keys = ", ".join(e.columns)
+                    con.execute(
+                        f"select count(*) from (select {keys} from {name} "
+                        f"group by all having count(*) > 1)"
+                    ).fetchone()
 
 
 def dbt_build(db: Path, as_of: str, full_refresh: bool) -> None:

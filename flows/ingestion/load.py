@@ -8,11 +8,13 @@ back, so the database is as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import shutil
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -168,16 +170,9 @@ def ingest(
     params = check_params(as_of, settings)
     load_id = uuid.uuid4().hex[:16]
     started = dt.datetime.now(dt.UTC)
-    con = connect(db_path, settings)
-    work_dir = work_dir_of(db_path)
     checks: list[CheckResult] = []
     loads: list[EntityLoad] = []
-    try:
-        # Beside the database, and only once DuckDB's writer lock on it is held: the spill and
-        # transcoded files of a load that was killed go with the next load.
-        shutil.rmtree(work_dir, ignore_errors=True)
-        work_dir.mkdir()
-        con.execute(f"set temp_directory = {ty.quote(str(work_dir / 'spill'))}")
+    with load_connection(db_path, settings) as (con, work_dir):
         ensure_schema(con)
         with transaction(con):
             for name, path in found.items():
@@ -218,15 +213,32 @@ def ingest(
             name: con.execute(f"select count(*) from raw.{name}").fetchone()[0]
             for name in dict.fromkeys((*LOAD_ORDER, *entities))
         }
-    finally:
-        con.close()
-        shutil.rmtree(work_dir, ignore_errors=True)
     return IngestReport(load_id, params.as_of_date, loads, checks, table_rows)
 
 
 def work_dir_of(db_path: Path) -> Path:
     """Where a load of `db_path` keeps its temporary files while it runs."""
     return db_path.parent / f".{db_path.name}.ingest"
+
+
+@contextlib.contextmanager
+def load_connection(
+    db_path: Path, settings: Settings
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, Path]]:
+    """A load's connection (`connect`) and its folder for temporary files (`work_dir_of`):
+    DuckDB's spill and the transcoded copies of the files. Both go when the block ends."""
+    con = connect(db_path, settings)
+    work_dir = work_dir_of(db_path)
+    try:
+        # Beside the database, and only once DuckDB's writer lock on it is held: the spill and
+        # transcoded files of a load that was killed go with the next load.
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir()
+        con.execute(f"set temp_directory = {ty.quote(str(work_dir / 'spill'))}")
+        yield con, work_dir
+    finally:
+        con.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _source_files(source_dir: Path | None, files: dict[str, Path], entities) -> dict[str, Path]:

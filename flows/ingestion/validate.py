@@ -22,6 +22,8 @@ from flows.ingestion.readers import SourceTable
 log = logging.getLogger(__name__)
 
 PARTIAL_UNEXPECTED = 20
+# The expectations of a key that must not repeat (one column, or several together).
+UNIQUE = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
             f"{ty.quote(e.kwargs['regex'])}))",
             ty.quote(f"{col}: not a valid {label}"),
         )
-    if kind in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
+    if kind in UNIQUE:
         cols = e.columns
         label = ", ".join(cols)
         return (
@@ -219,7 +221,7 @@ def check(
 
     extra_cols, fk_joins, flags, outcomes = [], [], [], []
     for e in entity.row_expectations:
-        if e.type in ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"):
+        if e.type in UNIQUE:
             # Only the few duplicated values are joined back: cheaper than a window over all rows.
             cols = ", ".join(e.columns)
             not_null = " and ".join(f"{c} is not null" for c in e.columns)
