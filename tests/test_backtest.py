@@ -337,3 +337,91 @@ def test_a_disabled_playbook_can_be_tried_and_an_unknown_one_is_named(tmp_path) 
     assert [p.name for p in choose_playbooks(folder, ["t_daily"])] == ["t_daily", "t_survey"]
     with pytest.raises(BacktestError, match=r"no playbook named t_nope in .* t_daily, t_survey"):
         choose_playbooks(folder, ["t_nope"])
+
+
+def test_columns_read_keeps_what_a_filter_or_a_join_reads_and_drops_the_rest() -> None:
+    """The replay narrows each model to the columns later SQL reads, as DuckDB's planner sees
+    them with only the removal of unused columns on: a column read in a filter, a join or an
+    expression whose result is used counts; one in a result nobody selects does not."""
+    import duckdb
+
+    from flows.backtesting.replay import columns_read
+
+    con = duckdb.connect()
+    con.execute("create table t as select 1 as a, 2 as b, 3 as c, 4 as d, 5 as e")
+    con.execute("create table u as select 1 as a, 'x' as f, 'y' as g")
+    sql = """
+        with wide as (
+            select t.a, t.b * 2 as twice_b, t.e + 1 as unused_e, u.f
+            from t join u on t.a = u.a
+            where t.c > 0
+        )
+        select a, twice_b, f from wide
+    """
+    read = columns_read(con, sql)
+    assert read == {"memory.main.t": {"a", "b", "c"}, "memory.main.u": {"a", "f"}}
+    # the optimizers it turned off are on again
+    assert con.execute("select current_setting('disabled_optimizers')").fetchone()[0] == ""
+
+
+def test_narrowed_models_give_the_same_due_follow_ups_and_plan_candidates(
+    demo_run, tmp_path
+) -> None:
+    """On a demo day, the models narrowed to what is read give the same `followups_due` and the
+    same plan candidates as the full models, and the columns nobody reads are left null."""
+    import duckdb
+
+    from flows.backtesting.replay import compiled, narrowed
+    from flows.planning.plan import CANDIDATES
+    from flows.settings import Settings
+
+    db = tmp_path / "followup.duckdb"
+    shutil.copy(demo_run.db, db)
+    settings = Settings.from_env()
+    models = compiled(db, settings)
+    day = REPLAYED[1]
+    con = duckdb.connect(str(db))
+    con.execute("set TimeZone = ?", [settings.business_tz])
+    variants = {"whole": models, "narrow": narrowed(con, models)}
+    catalog = f'"{db.stem}".'
+    results = {}
+    for name, chosen in variants.items():
+        con.execute(f"attach ':memory:' as {name}")
+        con.execute(f"create schema {name}.intermediate")
+        moved = {m.relation: f"{name}." + m.relation.removeprefix(catalog) for m in chosen}
+        con.execute(
+            f"create table {moved[next(m.relation for m in chosen if m.name == 'followups_due')]}"
+            " as select * from followups_due limit 0"
+        )
+        for model in chosen:
+            for statement in model.moved(moved).statements(day):
+                con.execute(statement)
+        # the plan's query, reading the day's tables of this variant
+        candidates = CANDIDATES.replace("from followups_due", f"from {name}.main.followups_due")
+        candidates = candidates.replace("join customer_360", f"join {name}.main.customer_360")
+        assert candidates.count(f"{name}.main.") == 2
+        results[name] = {
+            "due": con.execute(f"select * from {name}.main.followups_due order by all").fetchall(),
+            "candidates": con.execute(
+                f"select * from ({candidates}) order by all", {"as_of": day, "playbooks": None}
+            ).fetchall(),
+            "rfm": con.execute(
+                f"select count(r_score), count(tier) from {name}.main.customer_rfm"
+            ).fetchone(),
+        }
+    assert len(results["whole"]["due"]) > 100 and len(results["whole"]["candidates"]) > 100
+    assert results["narrow"]["due"] == results["whole"]["due"]
+    assert results["narrow"]["candidates"] == results["whole"]["candidates"]
+    # nothing reads the RFM scores a day's tier comes from: the narrowed model leaves them out
+    scores, tiers = results["narrow"]["rfm"]
+    assert scores == 0 and tiers == results["whole"]["rfm"][1] > 0
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [("1536MB", 1_536_000_000), ("4GiB", 4 * 1024**3), ("1.5 gb", 1_500_000_000), ("80%", None)],
+)
+def test_a_memory_limit_is_read_in_duckdbs_units(limit, expected) -> None:
+    from flows.backtesting.replay import memory_bytes
+
+    assert memory_bytes(limit) == expected

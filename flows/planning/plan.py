@@ -100,57 +100,59 @@ class PlanReport:
     diff: list[dict] = field(default_factory=list)  # per playbook
 
 
+# Today's due follow-ups and the deferred ones back today, with what the decisions read about
+# their customers (`$as_of`, `$playbooks`). The backtest reads which columns it needs.
+CANDIDATES = """
+with due as (
+    select customer_id, playbook, step, anchor_id, variant, channel, purpose, priority,
+        owner_id, due_at, fallback_channels, is_task, as_of_date as first_due_date,
+        false as carried
+    from followups_due
+    where as_of_date = $as_of
+        and ($playbooks is null or list_contains($playbooks, playbook))
+),
+carried as (
+    select l.customer_id, l.playbook, l.step, l.anchor_id, l.variant, l.channel,
+        l.purpose, l.priority, l.owner_id,
+        l.due_at + to_days(cast(datediff('day', l.decided_on, $as_of) as integer)),
+        s.fallback_channels, s.is_task, l.first_due_date, true as carried
+    from message_ledger l
+    left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
+    where $playbooks is null and (
+        -- deferred to today (or earlier) by an earlier day's run
+        (l.status = 'deferred' and l.planned_for <= $as_of and l.decided_on < $as_of)
+        -- or carried into today by an earlier run of today, now made again
+        or (
+            l.decided_on = $as_of and l.first_due_date < $as_of
+            and l.attempts = 0 and l.status <> 'sent'
+        )
+    )
+),
+both_kinds as (
+    select * from due
+    union all
+    select * from carried
+)
+select
+    b.*,
+    c.phone is not null as has_phone,
+    c.email is not null as has_email,
+    c.has_consent_sms as consent_sms,
+    c.has_consent_email as consent_email,
+    c.has_consent_phone as consent_phone,
+    c.industry
+from both_kinds b
+left join customer_360 c on b.customer_id = c.customer_id
+"""
+
+
 def _candidates(
     con: duckdb.DuckDBPyConnection, as_of: dt.date, playbooks: list[str] | None = None
 ) -> pl.DataFrame:
     """Today's due follow-ups, and the ledger's deferred ones that come back today, with what
     the decisions need to know about their customers. With `playbooks` (an intraday run), their
     due follow-ups only: the morning brought back the deferred ones."""
-    return con.sql(
-        """
-        with due as (
-            select customer_id, playbook, step, anchor_id, variant, channel, purpose, priority,
-                owner_id, due_at, fallback_channels, is_task, as_of_date as first_due_date,
-                false as carried
-            from followups_due
-            where as_of_date = $as_of
-                and ($playbooks is null or list_contains($playbooks, playbook))
-        ),
-        carried as (
-            select l.customer_id, l.playbook, l.step, l.anchor_id, l.variant, l.channel,
-                l.purpose, l.priority, l.owner_id,
-                l.due_at + to_days(cast(datediff('day', l.decided_on, $as_of) as integer)),
-                s.fallback_channels, s.is_task, l.first_due_date, true as carried
-            from message_ledger l
-            left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
-            where $playbooks is null and (
-                -- deferred to today (or earlier) by an earlier day's run
-                (l.status = 'deferred' and l.planned_for <= $as_of and l.decided_on < $as_of)
-                -- or carried into today by an earlier run of today, now made again
-                or (
-                    l.decided_on = $as_of and l.first_due_date < $as_of
-                    and l.attempts = 0 and l.status <> 'sent'
-                )
-            )
-        ),
-        both_kinds as (
-            select * from due
-            union all
-            select * from carried
-        )
-        select
-            b.*,
-            c.phone is not null as has_phone,
-            c.email is not null as has_email,
-            c.has_consent_sms as consent_sms,
-            c.has_consent_email as consent_email,
-            c.has_consent_phone as consent_phone,
-            c.industry
-        from both_kinds b
-        left join customer_360 c on b.customer_id = c.customer_id
-        """,
-        params={"as_of": as_of, "playbooks": playbooks},
-    ).pl()
+    return con.sql(CANDIDATES, params={"as_of": as_of, "playbooks": playbooks}).pl()
 
 
 def opt_outs_sql(con: duckdb.DuckDBPyConnection, events: str | None, cutoff: str) -> str | None:
