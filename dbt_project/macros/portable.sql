@@ -66,6 +66,20 @@
     array_join(array_sort(collect_set({{ expr }})), ', ')
 {%- endmacro %}
 
+{#- The n-th smallest non-null value of a group, null when it has fewer (a sort of the group's
+    values, not a window over all its rows). -#}
+{% macro nth_smallest(expr, n) -%}
+    {{ return(adapter.dispatch('nth_smallest', 'followup')(expr, n)) }}
+{%- endmacro %}
+
+{% macro default__nth_smallest(expr, n) -%}
+    min({{ expr }}, {{ n }})[{{ n }}]
+{%- endmacro %}
+
+{% macro spark__nth_smallest(expr, n) -%}
+    try_element_at(array_sort(collect_list({{ expr }})), {{ n }})
+{%- endmacro %}
+
 {#- Population standard deviation (0 for a single value). -#}
 {% macro stddev_pop(expr) -%}
     stddev_pop({{ expr }})

@@ -29,11 +29,7 @@ visible_customers as (
 ),
 
 paid_orders as (
-    select
-        *,
-        row_number() over (
-            partition by customer_id order by ordered_at, order_id
-        ) as paid_order_number
+    select *
     from orders
     where is_paid
 ),
@@ -42,7 +38,7 @@ order_summary as (
     select
         customer_id,
         min(ordered_at) as first_paid_order_at,
-        min(case when paid_order_number = 2 then ordered_at end) as second_paid_order_at,
+        {{ nth_smallest('ordered_at', 2) }} as second_paid_order_at,
         max(ordered_at) as last_paid_order_at,
         min(order_date) as first_order_date,
         max(order_date) as last_order_date,
