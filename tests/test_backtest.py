@@ -422,6 +422,8 @@ def test_narrowed_models_give_the_same_due_follow_ups_and_plan_candidates(
     [("1536MB", 1_536_000_000), ("4GiB", 4 * 1024**3), ("1.5 gb", 1_500_000_000), ("80%", None)],
 )
 def test_a_memory_limit_is_read_in_duckdbs_units(limit, expected) -> None:
+    import duckdb
+
     from flows.backtesting.replay import memory_bytes
 
-    assert memory_bytes(limit) == expected
+    assert memory_bytes(duckdb.connect(), limit) == expected

@@ -172,15 +172,11 @@ def narrowed(con: duckdb.DuckDBPyConnection, models: list[CompiledModel]) -> lis
     return done[::-1]
 
 
-def memory_bytes(limit: str) -> int | None:
-    """A DuckDB memory limit ('1536MB', '4GiB') in bytes; None for a form it does not know
-    (a percentage)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", limit, re.IGNORECASE)
-    if match is None:
-        return None
-    number, prefix, binary = match.groups()
-    power = "kmgt".find(prefix.lower()) + 1 if prefix else 0
-    return int(float(number) * (1024 if binary else 1000) ** power)
+def memory_bytes(con: duckdb.DuckDBPyConnection, limit: str) -> int | None:
+    """A DuckDB memory limit ('1536MB', '4GiB') in bytes, read by DuckDB itself; None for a form
+    that is not a size (a percentage)."""
+    (size,) = con.execute("select try(parse_formatted_bytes(?))", [limit]).fetchone()
+    return size
 
 
 def check_range(start: dt.date, end: dt.date, today: dt.date) -> None:
@@ -362,7 +358,7 @@ class _Days:
                 con.execute(f"create view {relation} as select * from {memory}")
             # the slots' tables count against DuckDB's memory limit: room for them on top of
             # the limit set (a third of the default went to them, and the queries spilled)
-            limit = memory_bytes(settings.duckdb_memory_limit)
+            limit = memory_bytes(con, settings.duckdb_memory_limit)
             if limit is not None:
                 (held,) = con.execute(
                     "select memory_usage_bytes from duckdb_memory() where tag = 'IN_MEMORY_TABLE'"
