@@ -66,6 +66,47 @@
     array_join(array_sort(collect_set({{ expr }})), ', ')
 {%- endmacro %}
 
+{#- The number of distinct non-null values of a group: an aggregate DuckDB drops when nothing
+    reads it (its count(distinct) became a separate pass over the rows, read or not). -#}
+{% macro distinct_count(expr) -%}
+    {{ return(adapter.dispatch('distinct_count', 'followup')(expr)) }}
+{%- endmacro %}
+
+{% macro default__distinct_count(expr) -%}
+    len(list_distinct(list({{ expr }})))
+{%- endmacro %}
+
+{% macro spark__distinct_count(expr) -%}
+    size(collect_set({{ expr }}))
+{%- endmacro %}
+
+{#- A group's values as a list, for `distinct_count_in_lists` (which leaves nulls out). -#}
+{% macro collected(expr) -%}
+    {{ return(adapter.dispatch('collected', 'followup')(expr)) }}
+{%- endmacro %}
+
+{% macro default__collected(expr) -%}
+    list({{ expr }})
+{%- endmacro %}
+
+{% macro spark__collected(expr) -%}
+    collect_list({{ expr }})
+{%- endmacro %}
+
+{#- The number of distinct non-null values across lists of one type, any of which may be null
+    (0 when all are). -#}
+{% macro distinct_count_in_lists(lists) -%}
+    {{ return(adapter.dispatch('distinct_count_in_lists', 'followup')(lists)) }}
+{%- endmacro %}
+
+{% macro default__distinct_count_in_lists(lists) -%}
+    len(list_distinct(flatten([{{ lists | join(', ') }}])))
+{%- endmacro %}
+
+{% macro spark__distinct_count_in_lists(lists) -%}
+    size(array_distinct(flatten(filter(array({{ lists | join(', ') }}), x -> x is not null))))
+{%- endmacro %}
+
 {#- The n-th smallest non-null value of a group, null when it has fewer (a sort of the group's
     values, not a window over all its rows). -#}
 {% macro nth_smallest(expr, n) -%}
