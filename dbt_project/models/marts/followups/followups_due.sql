@@ -71,6 +71,32 @@ next_workdays as (
     from calendar
 ),
 
+-- the anchors some after / before step can make due near the run date, by the bound `anchored`
+-- checks for each step taken with the steps' widest offsets: most anchors (orders years old) are
+-- left out before the join to every step of their kind, by two comparisons with constants
+anchor_bounds as (
+    select
+        {{ dbt.dateadd(
+            'minute', '-max(offset_minutes)', dbt.dateadd('day', -(lookback + 2), as_of_start())
+        ) }} as earliest_anchor_at,
+        {{ dbt.dateadd('minute', '-min(offset_minutes)', dbt.dateadd('day', 2, as_of_start())) }}
+            as latest_anchor_at
+    from steps
+    where trigger_kind in ('after', 'before')
+),
+
+recent_anchors as (
+    select anchors.*
+    from anchors
+    cross join anchor_bounds
+    where
+        (
+            anchors.anchor_at >= anchor_bounds.earliest_anchor_at
+            or anchors.visible_at >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
+        )
+        and anchors.anchor_at < anchor_bounds.latest_anchor_at
+),
+
 -- after / before: the step's offset from each anchor of its kind
 anchored as (
     select
@@ -94,7 +120,7 @@ anchored as (
                 ~ ' as date) as ' ~ dbt.type_timestamp() ~ ')'
             ) }}
         end as planned_local
-    from anchors
+    from recent_anchors as anchors
     inner join steps
         on
             anchors.anchor_kind = steps.anchor
