@@ -27,7 +27,14 @@ from tests.conftest import AS_OF
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-MARTS = ("customer_rfm", "customer_tags", "followups_due", "campaign_performance", "ab_results")
+MARTS = (
+    "customer_360",
+    "customer_rfm",
+    "customer_tags",
+    "followups_due",
+    "campaign_performance",
+    "ab_results",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,8 +66,8 @@
     array_join(array_sort(collect_set({{ expr }})), ', ')
 {%- endmacro %}
 
-{#- The number of distinct non-null values of a group: an aggregate DuckDB drops when nothing
-    reads it (its count(distinct) became a separate pass over the rows, read or not). -#}
+{#- The number of distinct non-null values of a group, as an aggregate DuckDB drops when nothing
+    reads it: it plans a count(distinct) as a second pass over the rows, read or not. -#}
 {% macro distinct_count(expr) -%}
     {{ return(adapter.dispatch('distinct_count', 'followup')(expr)) }}
 {%- endmacro %}
@@ -126,7 +126,8 @@
     stddev_pop({{ expr }})
 {%- endmacro %}
 
-{#- The value of `expr` on the row where `order_by` is largest within a group. -#}
+{#- The value of `expr` on the row where `order_by` is largest within a group, among the rows
+    where `expr` is not null (DuckDB's arg_max; Spark's max_by alone would give a null). -#}
 {% macro value_at_max(expr, order_by) -%}
     {{ return(adapter.dispatch('value_at_max', 'followup')(expr, order_by)) }}
 {%- endmacro %}
@@ -136,7 +137,7 @@
 {%- endmacro %}
 
 {% macro spark__value_at_max(expr, order_by) -%}
-    max_by({{ expr }}, {{ order_by }})
+    max_by({{ expr }}, case when {{ expr }} is not null then {{ order_by }} end)
 {%- endmacro %}
 
 {% macro value_at_min(expr, order_by) -%}
@@ -148,7 +149,7 @@
 {%- endmacro %}
 
 {% macro spark__value_at_min(expr, order_by) -%}
-    min_by({{ expr }}, {{ order_by }})
+    min_by({{ expr }}, case when {{ expr }} is not null then {{ order_by }} end)
 {%- endmacro %}
 
 {#- An instant as wall-clock time in a time zone given per row (a column). -#}

@@ -65,10 +65,10 @@ order_summary as (
     group by customer_id
 ),
 
-{#- Every order (refunded ones too): the refunds, and the order days for active_days. The days
-    with activity are collected by the summaries and counted in `joined`, not by a union of
-    orders and events grouped again: that was half the model's time, spent even when nothing
-    reads active_days (the backtest's replayed days do not). -#}
+-- every order (refunded ones too): the refunds, and the order days for active_days. The days
+-- with activity are collected by the summaries and counted in `joined`, not by a union of orders
+-- and events grouped again: that was half the model's time, spent even when nothing reads
+-- active_days (the backtest's replayed days do not).
 all_order_summary as (
     select
         customer_id,
