@@ -214,8 +214,9 @@ def backtest_volume_figure(volume: pd.DataFrame, focus: tuple[str, ...] = ()) ->
         barmode="stack",
         # one colour per playbook: the default ten repeat with the fifteen shipped ones
         colorway=px_colors.qualitative.Dark24,
+        # the days need no axis title (the section's heading names them): it sat under the
+        # legend's first row
         yaxis={"title": "would-be messages", "rangemode": "tozero"},
-        xaxis={"title": "replayed day"},
-        legend={"orientation": "h", "y": -0.2},
+        legend={"orientation": "h", "y": -0.15},
     )
     return _style(fig)
