@@ -15,6 +15,9 @@
 )) }}
 
 {%- set lookback = var('planning_lookback_days') -%}
+{#- the time `anchored` keeps anchors' due times in: the look-back, give or take a day -#}
+{%- set due_from = dbt.dateadd('day', -(lookback + 2), as_of_start()) -%}
+{%- set due_before = dbt.dateadd('day', 2, as_of_start()) -%}
 
 with
 
@@ -76,11 +79,8 @@ next_workdays as (
 -- left out before the join to every step of their kind, by two comparisons with constants
 anchor_bounds as (
     select
-        {{ dbt.dateadd(
-            'minute', '-max(offset_minutes)', dbt.dateadd('day', -(lookback + 2), as_of_start())
-        ) }} as earliest_anchor_at,
-        {{ dbt.dateadd('minute', '-min(offset_minutes)', dbt.dateadd('day', 2, as_of_start())) }}
-            as latest_anchor_at
+        {{ dbt.dateadd('minute', '-max(offset_minutes)', due_from) }} as earliest_anchor_at,
+        {{ dbt.dateadd('minute', '-min(offset_minutes)', due_before) }} as latest_anchor_at
     from steps
     where trigger_kind in ('after', 'before')
 ),
@@ -92,7 +92,7 @@ recent_anchors as (
     where
         (
             anchors.anchor_at >= anchor_bounds.earliest_anchor_at
-            or anchors.visible_at >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
+            or anchors.visible_at >= {{ due_from }}
         )
         and anchors.anchor_at < anchor_bounds.latest_anchor_at
 ),
@@ -138,11 +138,11 @@ anchored as (
     where
         (
             {{ dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at') }}
-            >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
-            or anchors.visible_at >= {{ dbt.dateadd('day', -(lookback + 2), as_of_start()) }}
+            >= {{ due_from }}
+            or anchors.visible_at >= {{ due_from }}
         )
         and {{ dbt.dateadd('minute', 'steps.offset_minutes', 'anchors.anchor_at') }}
-        < {{ dbt.dateadd('day', 2, as_of_start()) }}
+        < {{ due_before }}
 ),
 
 -- re-entry: `never` keeps a customer's first anchor of the kind, `after_days` skips an anchor
