@@ -268,7 +268,8 @@ M1_TICKET = "T-M1@2026-11-19 22:30:00+08"
 
 
 def _due(db: Path, as_of: dt.date, playbook: str) -> list[tuple]:
-    """(customer, step, anchor, channel, due time in Asia/Shanghai) of the named customers."""
+    """(customer, step, anchor, channel, due time in Asia/Shanghai) of the named customers,
+    that no rule removed."""
     return query(
         db,
         f"""
@@ -276,6 +277,21 @@ def _due(db: Path, as_of: dt.date, playbook: str) -> list[tuple]:
             strftime(timezone('{TZ}', due_at), '%Y-%m-%d %H:%M')
         from followups_due
         where as_of_date = ? and playbook = ? and customer_id not like 'BULK%'
+            and removed_by is null
+        order by all
+        """,
+        [as_of, playbook],
+    )
+
+
+def _removed(db: Path, as_of: dt.date, playbook: str) -> list[tuple]:
+    """(customer, step, removed_by, removed_reason) of the follow-ups a rule removed."""
+    return query(
+        db,
+        """
+        select customer_id, step, removed_by, removed_reason from followups_due
+        where as_of_date = ? and playbook = ? and removed_by is not null
+            and customer_id not like 'BULK%'
         order by all
         """,
         [as_of, playbook],
@@ -349,6 +365,10 @@ def test_complaint_call_moves_into_the_call_window_and_onto_a_working_day(db: Pa
     # working day; M4's ticket was opened again, so its survey (Sun 10:00) is not due
     assert _due(db, SUNDAY, "t_complaint") == [
         ("M3", "survey", "T-M3@2026-11-18 23:00:00+08", "sms", "2026-11-22 09:00"),
+    ]
+    # ... and stays a row that says why
+    assert _removed(db, SUNDAY, "t_complaint") == [
+        ("M4", "survey", "exit", "ticket reopened on 2026-11-20"),
     ]
     assert _due(db, TUESDAY, "t_complaint") == []
 
@@ -638,8 +658,11 @@ def bug_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ticket = {"ticket_id": "T-CD"}
     _write_sources(
         root / "source",
-        customers=[("CD", ""), ("KN", "America/New_York"), ("CW", "")],
-        orders=[("KN-1", "KN", "2026-08-25 10:00:00", 300)],
+        customers=[("CD", ""), ("KN", "America/New_York"), ("CW", ""), ("RF", ""), ("TP", "")],
+        orders=[
+            ("KN-1", "KN", "2026-08-25 10:00:00", 300),
+            ("RF-1", "RF", "2026-11-10 10:00:00", 300),
+        ],
         events=[
             # CD complained twice about one ticket (by phone, then in the app) before it was
             # resolved on Thu 11-19 22:30
@@ -648,10 +671,27 @@ def bug_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ("B3", "CD", "ticket_resolved", "2026-11-19 22:30:00", ticket),
             # CW's last login: 10-23 15:00, so the churn warning (30 days) is first seen on 11-23
             ("B4", "CW", "login", "2026-10-23 15:00:00", {}),
+            # RF's first refund, of the only order RF ever made: no earlier refund, no later order
+            ("B5", "RF", "refund", "2026-11-20 15:00:00", {}),
+            # TP is a prospect: a trial class on Sun 11-22 08:00 and no paid order at all
+            ("B6", "TP", "trial_class", "2026-11-22 08:00:00", {}),
         ],
         contracts=[],
     )
     return _build_company(root, root / "source", None, (MONDAY,))
+
+
+def test_a_first_refund_of_the_only_order_triggers_the_winback(bug_db: Path) -> None:
+    # re-entry after 30 days with no earlier refund is no reason to skip; ordered_again with no
+    # paid order after the refund is no exit (both compared a missing value, and dropped it)
+    due = [(c, s, ch, t) for c, s, _, ch, t in _due(bug_db, MONDAY, "refund_winback")]
+    assert due == [("RF", "offer", "sms", "2026-11-23 10:00")]
+    assert _removed(bug_db, MONDAY, "refund_winback") == []
+
+
+def test_a_prospect_without_a_paid_order_gets_the_trial_class_call(bug_db: Path) -> None:
+    due = [(c, s, ch, t) for c, s, _, ch, t in _due(bug_db, MONDAY, "trial_class_followup")]
+    assert due == [("TP", "call", "call", "2026-11-23 09:00")]
 
 
 def test_two_complaints_on_one_ticket_give_one_call_and_one_survey(bug_db: Path) -> None:

@@ -69,3 +69,24 @@
         {%- endfor %}
     end
 {%- endmacro %}
+
+{#- The first day a run makes follow-ups due on (var `catch_up_from`, set by the build from the
+    plan's watermark: the day after the last completed plan for an earlier date); the run's own
+    date without it. Never after the run's date. -#}
+{% macro catch_up_from() -%}
+    {%- set value = var('catch_up_from', none) -%}
+    {%- if value is none -%}
+        {{ as_of_date() }}
+    {%- else -%}
+        {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value | string) -%}
+            {{ exceptions.raise_compiler_error("catch_up_from " ~ value ~ ": write YYYY-MM-DD") }}
+        {%- endif -%}
+        cast('{{ value }}' as date)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Local midnight starting the catch-up's first day, in the business timezone. -#}
+{% macro catch_up_start() -%}
+    {%- set value = var('catch_up_from', none) -%}
+    {{ local_midnight("'" ~ (value or as_of_value()) ~ "'") }}
+{%- endmacro %}

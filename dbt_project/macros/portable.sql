@@ -262,6 +262,7 @@
         'unique_key': unique_key,
         'incremental_strategy': 'delete+insert',
         'full_refresh': false,
+        'on_schema_change': 'append_new_columns',
     } -%}
     {%- if clear_date -%}
         {%- do config.update({'pre_hook': (

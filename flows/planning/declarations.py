@@ -44,6 +44,9 @@ STATES = {
 }
 EXITS = ("ordered_again", "replied", "opted_out", "ticket_reopened")
 _OFFSET = re.compile(r"^(?P<sign>[+-]?)(?P<n>\d+)(?P<unit>[dhm])$")
+# How late a step may still go after its due time (a run that did not happen, caught up by the
+# next), when it does not say: a call or visit a few days, a message a day.
+DEFAULT_LATE_BY = {"call": "3d", "visit": "3d", "sms": "1d", "email": "1d", "im": "1d"}
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -96,12 +99,35 @@ class Step(_Strict):
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # an A/B decision is never `ship` while an arm has fewer messages than this
     min_sample: Annotated[int, Field(gt=0)] = 200
+    # how long after its due time it may still go (caught up after a missed run); past that it
+    # is suppressed as too late. Default per channel: DEFAULT_LATE_BY
+    late_by: str | None = None
 
     @field_validator("offset")
     @classmethod
     def _offset(cls, value: str) -> str:
         offset_minutes(value)
         return value
+
+    @field_validator("late_by")
+    @classmethod
+    def _late_by(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            minutes = offset_minutes(str(value))
+        except ValueError:
+            raise ValueError(
+                f"bad late_by {value!r}: write a whole number and d, h or m, e.g. 3d, 12h, 0d"
+            ) from None
+        if minutes < 0 or str(value).strip().startswith(("+", "-")):
+            raise ValueError(f"bad late_by {value!r}: how late it may go, e.g. 3d, 12h, 0d")
+        return value
+
+    @property
+    def late_by_minutes(self) -> int:
+        """How late this step may still go, in minutes (declared, or the channel's default)."""
+        return offset_minutes(self.late_by or DEFAULT_LATE_BY[self.channel])
 
     @field_validator("at")
     @classmethod

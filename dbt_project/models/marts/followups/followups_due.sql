@@ -1,6 +1,10 @@
-{#- Every follow-up a playbook's trigger makes due on the run date, before consent, caps and
-    arbitration (each one's fate is its ledger row). Due times are the customer's local send
-    time moved into the channel's send window, and onto a working day for calls and visits.
+{#- Every follow-up a playbook's trigger makes due in the run's catch-up (from the day after the
+    last completed plan to the run date, var `catch_up_from`; docs/schedule-rules.md), before
+    consent, caps and arbitration (each one's fate is its ledger row). Due times are the
+    customer's local send time moved into the channel's send window, and onto a working day for
+    calls and visits. A follow-up that a re-entry, audience or exit rule removes, or that is
+    past its `late_by`, stays as a row with `removed_by` and `removed_reason`; every rule says
+    what a missing value means (no earlier anchor, no paid order, no reply, no industry).
     A run replaces its own date only; earlier dates stay for the diff against the last run.
     An intraday run (var `as_of_time`, `followup intraday`) sees the data up to its moment,
     computes the playbooks declared `intraday` only, and replaces their rows of the date; the
@@ -15,8 +19,9 @@
 )) }}
 
 {%- set lookback = var('planning_lookback_days') -%}
-{#- the time `anchored` keeps anchors' due times in: the look-back, give or take a day -#}
-{%- set due_from = dbt.dateadd('day', -(lookback + 2), as_of_start()) -%}
+{#- the time `anchored` keeps anchors' due times in: the catch-up and the look-back before it,
+    give or take a day -#}
+{%- set due_from = dbt.dateadd('day', -(lookback + 2), catch_up_start()) -%}
 {%- set due_before = dbt.dateadd('day', 2, as_of_start()) -%}
 
 with
@@ -63,6 +68,16 @@ replies as (
     from feedback
     where response_type = 'reply' and responded_at < {{ as_of_start() }}
     group by customer_id
+),
+
+-- the local days a state's or a cadence's occurrence can be planned on and still fall due in
+-- the catch-up (windows and holidays move a due time up to the look-back later)
+planned_days as (
+    select calendar_date
+    from calendar
+    where
+        calendar_date >= cast({{ dbt.dateadd('day', -(lookback + 1), catch_up_from()) }} as date)
+        and calendar_date <= {{ as_of_date() }}
 ),
 
 next_workdays as (
@@ -171,6 +186,8 @@ earlier_anchors as (
     group by anchored.customer_id, anchored.playbook, anchored.step, anchored.anchor_id
 ),
 
+-- re-entry removes (as a row with its reason) an anchor that follows an earlier one of its kind:
+-- `never` any earlier one, `after_days` one less than the days before. No earlier anchor: kept.
 after_candidates as (
     select
         anchored.customer_id,
@@ -182,7 +199,20 @@ after_candidates as (
         anchored.reopened_at,
         anchored.visible_at,
         anchored.timezone,
-        anchored.planned_local
+        anchored.planned_local,
+        case
+            when steps.reentry_rule = 'never' and coalesce(earlier_anchors.earlier_count, 0) > 0
+                then 're-entry never: an earlier ' || anchored.anchor_kind || ' on '
+                || cast({{ local_date('earlier_anchors.last_earlier_at') }} as {{ dbt.type_string() }})
+            when
+                steps.reentry_rule = 'after_days'
+                and earlier_anchors.last_earlier_at is not null
+                and earlier_anchors.last_earlier_at
+                > {{ dbt.dateadd('day', '-steps.reentry_days', 'anchored.anchor_at') }}
+                then 're-entry after ' || cast(steps.reentry_days as {{ dbt.type_string() }})
+                || ' days: an earlier ' || anchored.anchor_kind || ' on '
+                || cast({{ local_date('earlier_anchors.last_earlier_at') }} as {{ dbt.type_string() }})
+        end as reentry_reason
     from anchored
     inner join steps on anchored.playbook = steps.playbook and anchored.step = steps.step
     left join earlier_anchors
@@ -191,13 +221,6 @@ after_candidates as (
             and anchored.playbook = earlier_anchors.playbook
             and anchored.step = earlier_anchors.step
             and anchored.anchor_id = earlier_anchors.anchor_id
-    where
-        not (steps.reentry_rule = 'never' and coalesce(earlier_anchors.earlier_count, 0) > 0)
-        and not (
-            steps.reentry_rule = 'after_days'
-            and earlier_anchors.last_earlier_at
-            > {{ dbt.dateadd('day', '-steps.reentry_days', 'anchored.anchor_at') }}
-        )
 ),
 
 -- states: due the day the state began (plus the offset), and every `reentry_days` after while
@@ -226,18 +249,34 @@ state_starts as (
     inner join customers on anchors.customer_id = customers.customer_id
 ),
 
+-- every occurrence planned on a day that can fall due in the catch-up: the first due day, and
+-- with `after_days` every `reentry_days` after it while the state lasts
 state_occurrences as (
     select
-        *,
+        state_starts.*,
+        planned_days.calendar_date as occurrence_date,
         case
-            when reentry_rule = 'after_days'
+            when state_starts.reentry_rule = 'after_days'
                 then cast(floor(
-                    {{ dbt.datediff('first_due_date', as_of_date(), 'day') }} / reentry_days
+                    {{ dbt.datediff('state_starts.first_due_date', 'planned_days.calendar_date', 'day') }}
+                    / state_starts.reentry_days
                 ) as integer)
             else 0
         end as occurrence
     from state_starts
-    where first_due_date <= {{ as_of_date() }}
+    inner join planned_days
+        on
+            planned_days.calendar_date >= state_starts.first_due_date
+            and (
+                planned_days.calendar_date = state_starts.first_due_date
+                or (
+                    state_starts.reentry_rule = 'after_days'
+                    and mod(
+                        {{ dbt.datediff('state_starts.first_due_date', 'planned_days.calendar_date', 'day') }},
+                        state_starts.reentry_days
+                    ) = 0
+                )
+            )
 ),
 
 state_candidates as (
@@ -253,11 +292,9 @@ state_candidates as (
         visible_at,
         timezone,
         {{ dbt.dateadd(
-            'minute',
-            'send_at_minutes',
-            'cast(' ~ dbt.dateadd('day', 'occurrence * coalesce(reentry_days, 0)', 'first_due_date')
-            ~ ' as ' ~ dbt.type_timestamp() ~ ')'
-        ) }} as planned_local
+            'minute', 'send_at_minutes', 'cast(occurrence_date as ' ~ dbt.type_timestamp() ~ ')'
+        ) }} as planned_local,
+        cast(null as {{ dbt.type_string() }}) as reentry_reason
     from state_occurrences
 ),
 
@@ -282,18 +319,23 @@ cadence_cycles as (
     inner join customers on rfm.customer_id = customers.customer_id
 ),
 
+-- the cycle days planned on a day that can fall due in the catch-up
 cadence_days as (
     select
-        *,
-        cast({{ dbt.dateadd(
-            'day',
-            '-mod(' ~ dbt.datediff("cast('1970-01-01' as date)", as_of_date(), 'day')
-            ~ ' + cast(floor(' ~ hash_unit("playbook || ':' || customer_id")
-            ~ ' * every_days) as integer), every_days)',
-            as_of_date()
-        ) }} as date) as cycle_date
+        cadence_cycles.*,
+        planned_days.calendar_date as cycle_date
     from cadence_cycles
-    where every_days is not null
+    inner join planned_days
+        on
+            mod(
+                {{ dbt.datediff("cast('1970-01-01' as date)", 'planned_days.calendar_date', 'day') }}
+                + cast(floor(
+                    {{ hash_unit("cadence_cycles.playbook || ':' || cadence_cycles.customer_id") }}
+                    * cadence_cycles.every_days
+                ) as integer),
+                cadence_cycles.every_days
+            ) = 0
+    where cadence_cycles.every_days is not null
 ),
 
 cadence_candidates as (
@@ -309,7 +351,8 @@ cadence_candidates as (
         timezone,
         {{ dbt.dateadd(
             'minute', 'send_at_minutes', 'cast(cycle_date as ' ~ dbt.type_timestamp() ~ ')'
-        ) }} as planned_local
+        ) }} as planned_local,
+        cast(null as {{ dbt.type_string() }}) as reentry_reason
     from cadence_days
 ),
 
@@ -362,6 +405,7 @@ candidates as (
         anchor_at,
         reopened_at,
         timezone,
+        reentry_reason,
         case
             when first_run_local is null or planned_local >= first_run_local then planned_local
             when send_at_minutes is null then first_run_local
@@ -391,7 +435,9 @@ windowed as (
         {{ send_window_minutes('steps.channel', 1) }} as window_end
     from candidates
     inner join steps on candidates.playbook = steps.playbook and candidates.step = steps.step
-    where cast(candidates.planned_local as date) >= {{ days_before_as_of(lookback) }}
+    where
+        cast(candidates.planned_local as date)
+        >= cast({{ dbt.dateadd('day', -lookback, catch_up_from()) }} as date)
 ),
 
 in_window as (
@@ -431,72 +477,134 @@ on_working_day as (
         on cast(in_window.windowed_local as date) = next_workdays.calendar_date
 ),
 
--- due on the run's day in the business time zone (10:00 in New York is 23:00 in Shanghai)
-due_today as (
-    select *
+-- due in the catch-up: from its first day to the run's date, in the business time zone (10:00
+-- in New York is 23:00 in Shanghai)
+due_in_catch_up as (
+    select
+        *,
+        {{ from_local('due_local', 'timezone') }} as due_at,
+        {{ local_date(from_local('due_local', 'timezone')) }} as due_date
     from on_working_day
-    where {{ local_date(from_local('due_local', 'timezone')) }} = {{ as_of_date() }}
+    where
+        {{ local_date(from_local('due_local', 'timezone')) }} >= {{ catch_up_from() }}
+        and {{ local_date(from_local('due_local', 'timezone')) }} <= {{ as_of_date() }}
 ),
 
--- exits and audience, as of the run's morning
-eligible as (
+-- the rules that remove a follow-up, as of the run's start, each saying what a missing value
+-- means: no value is outside an audience; no paid order, reply or reopening after the anchor is
+-- no exit
+checks as (
     select
-        due_today.*,
-        customers.owner_id
-    from due_today
-    inner join steps on due_today.playbook = steps.playbook and due_today.step = steps.step
-    inner join customers on due_today.customer_id = customers.customer_id
-    inner join rfm on due_today.customer_id = rfm.customer_id
-    left join replies on due_today.customer_id = replies.customer_id
-    where
-        not (steps.exit_ordered_again and customers.last_paid_order_at > due_today.anchor_at)
-        and not (steps.exit_replied and replies.last_reply_at > due_today.anchor_at)
-        and not (steps.exit_ticket_reopened and due_today.reopened_at is not null)
-        and (
+        due.*,
+        customers.owner_id,
+        customers.customer_type,
+        customers.industry,
+        rfm.tier,
+        rfm.value_tier,
+        coalesce(
             steps.audience_customer_type is null
-            or steps.audience_customer_type like '%,' || customers.customer_type || ',%'
-        )
-        and (
+            or steps.audience_customer_type like '%,' || customers.customer_type || ',%',
+            false
+        ) as in_customer_type,
+        coalesce(
             steps.audience_industry is null
-            or steps.audience_industry like '%,' || customers.industry || ',%'
-        )
-        and (steps.audience_tier is null or steps.audience_tier like '%,' || rfm.tier || ',%')
-        and (
+            or steps.audience_industry like '%,' || customers.industry || ',%',
+            false
+        ) as in_industry,
+        coalesce(
+            steps.audience_tier is null or steps.audience_tier like '%,' || rfm.tier || ',%', false
+        ) as in_tier,
+        coalesce(
             steps.audience_value_tier is null
-            or steps.audience_value_tier like '%,' || rfm.value_tier || ',%'
-        )
-        and (
+            or steps.audience_value_tier like '%,' || rfm.value_tier || ',%',
+            false
+        ) as in_value_tier,
+        (
             steps.audience_tags_any is null
             or exists (
                 select 1 from tags
                 where
-                    tags.customer_id = due_today.customer_id
+                    tags.customer_id = due.customer_id
                     and steps.audience_tags_any like '%,' || tags.tag || ',%'
             )
-        )
-        and (
-            steps.audience_tags_none is null
-            or not exists (
+        ) as has_tags_any,
+        (
+            steps.audience_tags_none is not null
+            and exists (
                 select 1 from tags
                 where
-                    tags.customer_id = due_today.customer_id
+                    tags.customer_id = due.customer_id
                     and steps.audience_tags_none like '%,' || tags.tag || ',%'
             )
-        )
+        ) as has_tags_none,
+        case
+            when
+                steps.exit_ordered_again
+                and customers.last_paid_order_at is not null
+                and customers.last_paid_order_at > due.anchor_at
+                then 'ordered again on '
+                || cast({{ local_date('customers.last_paid_order_at') }} as {{ dbt.type_string() }})
+            when
+                steps.exit_replied
+                and replies.last_reply_at is not null
+                and replies.last_reply_at > due.anchor_at
+                then 'replied on '
+                || cast({{ local_date('replies.last_reply_at') }} as {{ dbt.type_string() }})
+            when steps.exit_ticket_reopened and due.reopened_at is not null
+                then 'ticket reopened on '
+                || cast({{ local_date('due.reopened_at') }} as {{ dbt.type_string() }})
+        end as exit_reason,
+        {{ dbt.dateadd('minute', 'steps.late_by_minutes', 'due.due_at') }}
+        < {{ as_of_start() }} as is_too_late
+    from due_in_catch_up as due
+    inner join steps on due.playbook = steps.playbook and due.step = steps.step
+    left join customers on due.customer_id = customers.customer_id
+    left join rfm on due.customer_id = rfm.customer_id
+    left join replies on due.customer_id = replies.customer_id
+),
+
+-- the first rule that removes it: re-entry, audience, exit, too late
+judged as (
+    select
+        *,
+        case
+            when reentry_reason is not null then 'reentry'
+            when not (
+                in_customer_type and in_industry and in_tier and in_value_tier
+                and has_tags_any and not has_tags_none
+            ) then 'audience'
+            when exit_reason is not null then 'exit'
+            when is_too_late then 'too_late'
+        end as removed_by,
+        case
+            when reentry_reason is not null then reentry_reason
+            when not in_customer_type
+                then 'audience: customer_type ' || coalesce(customer_type, 'missing')
+            when not in_industry then 'audience: industry ' || coalesce(industry, 'missing')
+            when not in_tier then 'audience: tier ' || coalesce(tier, 'missing')
+            when not in_value_tier
+                then 'audience: value_tier ' || coalesce(value_tier, 'missing')
+            when not has_tags_any then 'audience: none of the tags_any'
+            when has_tags_none then 'audience: a tag of tags_none'
+            when exit_reason is not null then exit_reason
+            when is_too_late
+                then 'too late: due ' || cast(due_date as {{ dbt.type_string() }})
+        end as removed_reason
+    from checks
 ),
 
 assigned as (
     select
-        eligible.*,
+        judged.*,
         variants.variant
-    from eligible
+    from judged
     inner join variants
         on
-            eligible.playbook = variants.playbook
-            and eligible.step = variants.step
-            and {{ hash_unit("eligible.playbook || '.' || eligible.step || ':' || eligible.customer_id") }}
+            judged.playbook = variants.playbook
+            and judged.step = variants.step
+            and {{ hash_unit("judged.playbook || '.' || judged.step || ':' || judged.customer_id") }}
             >= variants.bucket_low
-            and {{ hash_unit("eligible.playbook || '.' || eligible.step || ':' || eligible.customer_id") }}
+            and {{ hash_unit("judged.playbook || '.' || judged.step || ':' || judged.customer_id") }}
             < variants.bucket_high
 ),
 
@@ -508,7 +616,7 @@ final as (
         assigned.step,
         assigned.anchor_id,
         assigned.channel,
-        {{ from_local('assigned.due_local', 'assigned.timezone') }} as due_at,
+        assigned.due_at,
         steps.priority,
         assigned.owner_id,
         assigned.variant,
@@ -519,7 +627,10 @@ final as (
         steps.is_task,
         steps.fallback_channels,
         assigned.timezone,
-        {{ from_local('assigned.planned_local', 'assigned.timezone') }} as planned_at
+        {{ from_local('assigned.planned_local', 'assigned.timezone') }} as planned_at,
+        assigned.due_date,
+        assigned.removed_by,
+        assigned.removed_reason
     from assigned
     inner join steps on assigned.playbook = steps.playbook and assigned.step = steps.step
 )
