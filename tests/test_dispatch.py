@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -273,3 +274,199 @@ def test_an_opt_out_since_the_plan_stops_the_message_before_the_send(tmp_path):
         "and message_id <> 'old5' order by 1",
     )
     assert sent == [("C0000000",), ("C0000003",), ("C0000004",)]
+
+
+# Send windows: every send inside its channel's window in the customer's own time zone
+
+SH = ZoneInfo(TZ)
+NY = ZoneInfo("America/New_York")
+LA = ZoneInfo("America/Los_Angeles")
+
+
+def _at(day: dt.date, hour: int, minute: int = 0, tz: ZoneInfo = SH) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=tz)
+
+
+def _execute(db: Path, sql: str, params: list) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    try:
+        con.execute(sql, params)
+    finally:
+        con.close()
+
+
+def _set_timezones(db: Path, zones: dict[str, str]) -> None:
+    for customer, zone in zones.items():
+        _execute(db, "update customer_360 set timezone = ? where customer_id = ?", [zone, customer])
+
+
+def _ledger(db: Path) -> dict[str, tuple]:
+    """customer -> (status, attempts, sent_at, next_attempt_at, error)"""
+    rows = query(
+        db,
+        "select customer_id, status, attempts, sent_at, next_attempt_at, error from message_ledger",
+    )
+    return {r[0]: r[1:] for r in rows}
+
+
+def _posted_to(gateway: Gateway) -> list[str]:
+    return [json.loads(body)["to"] for _, body in gateway.stats.requests]
+
+
+def test_realtime_a_new_york_customers_sms_waits_for_9_in_new_york(tmp_path):
+    """Issue 21, item 6: the 10:05 Shanghai run does not text a New York customer at 21:05 there;
+    the message waits for 09:00 New York (22:00 Shanghai) and goes with the first run at or
+    after it. The Shanghai customer's message, in its window, goes at once."""
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 2, AS_OF)  # due 10:00 Shanghai: 21:00 the evening before in New York
+    _set_timezones(db, {"C0000001": "America/New_York"})
+    opening = dt.datetime(2026, 11, 23, 9, 0, tzinfo=NY)
+    assert opening == _at(AS_OF, 22)  # EST, 13 hours behind
+    with Gateway(token=TOKEN, record=True) as gateway:
+        channels = _channels(gateway, tmp_path)
+
+        def run(at: dt.datetime):
+            return dispatch(db, AS_OF, channels=channels, business_tz=TZ, realtime=True, now=at)
+
+        first = run(_at(AS_OF, 10, 5))
+        after_first = _ledger(db)
+        assert _posted_to(gateway) == ["+86138C0000000"]
+        for hour in range(11, 21):  # the rest of the day's hourly runs
+            assert run(_at(AS_OF, hour)).handed_over == 0
+        assert run(_at(AS_OF, 21, 59)).handed_over == 0
+        assert gateway.stats.posts == 1
+        at_nine = run(opening)  # exactly 09:00 New York
+        accepted = dict(gateway.stats.accepted)
+    assert first.counts["sms"] == {"sent": 1} and first.waiting == 1
+    assert after_first["C0000000"][:3] == ("sent", 1, _at(AS_OF, 10, 5))
+    status, attempts, sent_at, next_attempt_at, _ = after_first["C0000001"]
+    assert (status, attempts, sent_at) == ("pending", 0, None)
+    assert next_attempt_at == opening
+    assert next_attempt_at.astimezone(NY).strftime("%Y-%m-%d %H:%M") == "2026-11-23 09:00"
+    assert at_nine.counts["sms"] == {"sent": 1} and at_nine.waiting == 0
+    status, attempts, sent_at, _, _ = _ledger(db)["C0000001"]
+    assert (status, attempts, sent_at) == ("sent", 1, opening)
+    assert sorted(accepted.values()) == [1, 1]
+
+
+def test_a_played_through_day_sends_at_the_customers_opening_or_leaves_it_for_the_next(tmp_path):
+    """`followup run --as-of D` plays the day through to midnight Shanghai: a message due
+    outside the customer's window goes out at the window's opening if that comes before the
+    day's end (New York, 09:00 there = 22:00 Shanghai), else waits for the next day's run (Los
+    Angeles, 09:00 there = 01:00 Shanghai the next day)."""
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 3, AS_OF)  # due 10:00 Shanghai (21:00 the evening before in New York)
+    _set_timezones(db, {"C0000001": "America/New_York", "C0000002": "America/Los_Angeles"})
+    # due 21:00 Shanghai: 05:00 in Los Angeles
+    _execute(
+        db,
+        "update message_ledger set due_at = ? where customer_id = 'C0000002'",
+        [_at(AS_OF, 21)],
+    )
+    la_opening = dt.datetime(2026, 11, 23, 9, 0, tzinfo=LA)
+    with Gateway(token=TOKEN) as gateway:
+        channels = _channels(gateway, tmp_path)
+        day = dispatch(db, AS_OF, channels=channels, business_tz=TZ)
+        after_day = _ledger(db)
+        posts_day = gateway.stats.posts
+        next_day = dispatch(db, AS_OF + dt.timedelta(days=1), channels=channels, business_tz=TZ)
+        posts = gateway.stats.posts
+    assert day.counts["sms"] == {"sent": 2} and day.waiting == 1 and posts_day == 2
+    assert after_day["C0000000"][:3] == ("sent", 1, _at(AS_OF, 10))
+    assert after_day["C0000001"][:3] == ("sent", 1, dt.datetime(2026, 11, 23, 9, tzinfo=NY))
+    assert after_day["C0000002"][:4] == ("pending", 0, None, la_opening)
+    assert la_opening == _at(AS_OF + dt.timedelta(days=1), 1)
+    assert next_day.counts["sms"] == {"sent": 1} and posts == 3
+    assert _ledger(db)["C0000002"][:3] == ("sent", 1, la_opening)
+
+
+def test_a_retry_outside_the_window_moves_to_its_next_opening(tmp_path):
+    """Retries obey the same rule: a Retry-After that lands after 20:00 moves to 09:00 the next
+    morning; a retry scheduled inside the window but picked up by a run outside it waits for
+    the next opening, in the customer's time zone."""
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 2, AS_OF)
+    _set_timezones(db, {"C0000001": "America/New_York"})
+    tomorrow = AS_OF + dt.timedelta(days=1)
+    limited = Faults(rate_limit_rate=1.0, retry_after=3600)  # 429, Retry-After: 1 hour
+    with Gateway(token=TOKEN, faults=limited) as gateway:
+        channels = _channels(gateway, tmp_path)
+        # 19:59 Shanghai: C0 is tried; C1 (06:59 New York) waits for 09:00 there
+        dispatch(db, AS_OF, channels=channels, business_tz=TZ, realtime=True,
+                 now=_at(AS_OF, 19, 59))  # fmt: skip
+        after_evening = _ledger(db)
+        # 22:00 Shanghai = 09:00 New York: C1 is tried, retried an hour later, in its window
+        dispatch(db, AS_OF, channels=channels, business_tz=TZ, realtime=True,
+                 now=_at(AS_OF, 22))  # fmt: skip
+        after_night = _ledger(db)
+        assert gateway.stats.posts == 2
+    c0 = after_evening["C0000000"]
+    assert (c0[0], c0[1], c0[2]) == ("pending", 1, None) and c0[4].startswith("429")
+    assert c0[3] == _at(tomorrow, 9)  # 20:59 is past the 20:00 close: 09:00 the next morning
+    assert after_evening["C0000001"][:4] == ("pending", 0, None, _at(AS_OF, 9, tz=NY))
+    c1 = after_night["C0000001"]
+    assert c1[:4] == ("pending", 1, None, _at(AS_OF, 10, tz=NY))
+    with Gateway(token=TOKEN, record=True) as gateway:
+        channels = _channels(gateway, tmp_path)
+        # 09:00 Shanghai the next day = 20:00 New York, the window just closed: only C0 goes
+        morning = dispatch(db, tomorrow, channels=channels, business_tz=TZ, realtime=True,
+                           now=_at(tomorrow, 9))  # fmt: skip
+        after_morning = _ledger(db)
+        evening = dispatch(db, tomorrow, channels=channels, business_tz=TZ, realtime=True,
+                           now=_at(tomorrow, 22))  # fmt: skip
+        assert _posted_to(gateway) == ["+86138C0000000", "+86138C0000001"]
+    assert morning.counts["sms"] == {"sent": 1} and morning.waiting == 1
+    assert after_morning["C0000000"][:3] == ("sent", 2, _at(tomorrow, 9))
+    assert after_morning["C0000001"][:4] == ("pending", 1, None, _at(tomorrow, 9, tz=NY))
+    assert evening.counts["sms"] == {"sent": 1}
+    assert _ledger(db)["C0000001"][:3] == ("sent", 2, _at(tomorrow, 9, tz=NY))
+
+
+def test_calls_go_to_their_list_ahead_of_time_whatever_the_customers_hour(tmp_path):
+    """Calls and visits are tasks for staff, not messages to the customer: the plan put the call
+    in the call window, and the list gets it `task_lead_minutes` before, even when it is 20:30
+    in the customer's New York."""
+    db = tmp_path / "f.duckdb"
+    seed_pending(db, 1, AS_OF, channel="call")  # due 10:00 Shanghai
+    _set_timezones(db, {"C0000000": "America/New_York"})
+    path = tmp_path / "channels.yml"
+    path.write_text(json.dumps({"call": {"kind": "call_list", "out": "call_lists"}}), "utf-8")
+    channels = load_channels(path, outbox=tmp_path / "outbox")
+    report = dispatch(
+        db, AS_OF, channels=channels, business_tz=TZ, realtime=True, now=_at(AS_OF, 9, 30),
+        task_lead_minutes=30,
+    )  # fmt: skip
+    assert report.counts["call"] == {"sent": 1} and report.waiting == 0
+    assert _ledger(db)["C0000000"][:3] == ("sent", 1, _at(AS_OF, 9, 30))
+    assert query(db, "select customer_id, kind from manual_followups") == [("C0000000", "call")]
+    listed = list((tmp_path / "call_lists" / AS_OF.isoformat()).glob("*.csv"))
+    assert len(listed) == 1 and "C0000000" in listed[0].read_text(encoding="utf-8-sig")
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        # inside: the moment itself; the window is [opens, closes)
+        (dt.datetime(2026, 11, 23, 9, 0, tzinfo=NY), dt.datetime(2026, 11, 23, 9, 0, tzinfo=NY)),
+        (
+            dt.datetime(2026, 11, 23, 19, 59, tzinfo=NY),
+            dt.datetime(2026, 11, 23, 19, 59, tzinfo=NY),
+        ),
+        # before the opening: that day's opening; at or after the close: the next day's
+        (dt.datetime(2026, 11, 23, 8, 59, tzinfo=NY), dt.datetime(2026, 11, 23, 9, 0, tzinfo=NY)),
+        (dt.datetime(2026, 11, 23, 20, 0, tzinfo=NY), dt.datetime(2026, 11, 24, 9, 0, tzinfo=NY)),
+        # given in Shanghai time, judged on New York's clock
+        (_at(AS_OF, 10, 5), dt.datetime(2026, 11, 23, 9, 0, tzinfo=NY)),
+        # the night summer time ends in New York (1 November 2026): 09:00 EST, 14:00 UTC
+        (
+            dt.datetime(2026, 11, 1, 5, 30, tzinfo=dt.UTC),
+            dt.datetime(2026, 11, 1, 14, tzinfo=dt.UTC),
+        ),
+    ],
+)
+def test_window_opening_is_judged_on_the_customers_clock(at, expected):
+    from flows.dispatching.dispatch import send_windows, window_opening
+
+    assert window_opening(at, send_windows()["sms"], NY) == expected

@@ -19,7 +19,16 @@ run before anything leaves.
 Time: with `realtime=False` (a run for a given `--as-of` day) dispatch plays the day through:
 each message goes out at its due time, a retry at its scheduled time, and those times are what
 the ledger records; nothing reads the clock. With `realtime=True` (a deployment sending what is
-due now) the clock decides what is due and the ledger records the real times.
+due now) the clock (or the run's `now`) decides what is due and the ledger records the real times.
+
+Send windows: a message reaches its customer only inside its channel's send window
+(`send_windows`) in the customer's own time zone, the first send and every retry alike
+(`window_opening`). A message whose time comes outside it is not sent: it waits, still `pending`
+and with no attempt counted, for the window's next opening, recorded as `next_attempt_at`, and
+the first run at or after that moment sends it (a played-through day sends it at the opening if
+that is before the run's end). Calls and visits are tasks for staff, not messages to the
+customer: the plan puts their due times in the call window on working days, and their lists get
+them `task_lead_minutes` before, whatever the hour.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ class DispatchReport:
     counts: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     expired: int = 0
     opted_out: int = 0  # pending messages stopped by an opt-out that came after the plan
+    waiting: int = 0  # not sent: outside the send window in the customer's time zone
     seconds: float = 0.0
 
     @property
@@ -74,10 +84,38 @@ class _Options:
     rate_per_s: float | None
 
 
+Window = tuple[dt.time, dt.time]
+
+
 def send_windows(path: Path = PROJECT_ROOT / "dbt_project" / "dbt_project.yml") -> dict:
     """Channel -> (start, end) local clock times: the same `send_windows` the due times obey."""
     windows = yaml.safe_load(path.read_text(encoding="utf-8"))["vars"]["send_windows"]
-    return {c: tuple(dt.time.fromisoformat(t) for t in w) for c, w in windows.items()}
+    parsed = {c: tuple(dt.time.fromisoformat(t) for t in w) for c, w in windows.items()}
+    for channel, (opens, closes) in parsed.items():
+        if not opens < closes:
+            raise ValueError(f"{path}: send_windows.{channel}: {opens} is not before {closes}")
+    return parsed
+
+
+def customer_window(windows: dict, channel: str) -> Window | None:
+    """The window bounding when a message of `channel` reaches its customer; none for tasks
+    (calls, visits): they go to staff's lists, their due times already in the call window."""
+    return None if channel in TASK_CHANNELS else windows.get(channel)
+
+
+def window_opening(at: dt.datetime, window: Window | None, tz: ZoneInfo) -> dt.datetime:
+    """The first moment at or after `at` inside `window` [opens, closes) on the clock of `tz`:
+    `at` itself when it is inside (or there is no window), else the window's next opening. The
+    one rule for first sends and retries alike."""
+    local = at.astimezone(tz)
+    if window is None:
+        return local
+    opens, closes = window
+    if local.time() < opens:
+        return dt.datetime.combine(local.date(), opens, tz)
+    if local.time() >= closes:
+        return dt.datetime.combine(local.date() + dt.timedelta(days=1), opens, tz)
+    return local
 
 
 def dispatch(
@@ -100,9 +138,12 @@ def dispatch(
     task_lead_minutes: int = 0,
 ) -> DispatchReport:
     """Send the pending messages due by the end of `as_of` (or, `realtime`, due by now; or
-    due before `until`), of every playbook or of `playbooks`. `now`: the run's moment, up to
-    which opt-outs stop pending messages (default: the clock). `task_lead_minutes`: tasks
-    (calls, visits) go to their lists this long before their due time, which the list shows.
+    due before `until`), of every playbook or of `playbooks`, each only inside its channel's
+    send window in its customer's time zone (else it waits for the window's next opening).
+    `now`: the run's moment, up to which opt-outs stop pending messages, and, `realtime`, the
+    moment its messages go out and are recorded (default: the clock, read per batch).
+    `task_lead_minutes`: tasks (calls, visits) go to their lists this long before their due
+    time, which the list shows.
 
     With `dry_run`, the day's `dry_run` rows are rendered (body, subject, SMS segments) and
     nothing is sent. `fan_out` (flows/dispatching/fanout.py): a started task runner the
@@ -110,8 +151,16 @@ def dispatch(
     started = time.perf_counter()
     tz = ZoneInfo(business_tz)
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
-    if until is None:
-        until = dt.datetime.now(tz) if realtime else start + dt.timedelta(days=1)
+    if until is None:  # realtime: due by now, now included
+        until = (
+            (now or dt.datetime.now(tz)) + dt.timedelta(microseconds=1)
+            if realtime
+            else start + dt.timedelta(days=1)
+        )
+
+    def clock() -> dt.datetime:  # the moment a realtime send goes out
+        return now if now is not None else dt.datetime.now(tz)
+
     renderer = renderer or Renderer()
     report = DispatchReport(as_of=as_of, dry_run=dry_run)
     con = duckdb.connect(str(db_path))
@@ -151,7 +200,7 @@ def dispatch(
                 params = {**due_now, "channel": channel}
                 _send_channel(
                     con, senders[channel], channel, params, options, renderer, windows,
-                    realtime=realtime, report=report,
+                    clock=clock if realtime else None, report=report,
                 )  # fmt: skip
             if realtime:
                 break  # retries wait for their time; a later run picks them up
@@ -253,10 +302,11 @@ def _sender(channel: str, settings: dict, options: _Options, fan_out=None):
     return InProcess(channel, settings, options.rate_per_s)
 
 
-def _send_channel(con, sender, channel, params, options, renderer, windows, *, realtime, report):
+def _send_channel(con, sender, channel, params, options, renderer, windows, *, clock, report):
     """A channel's due messages, queued once (a temporary table in send order), sent in batches,
     up to two per process in flight; each batch recorded as it returns. No read stays open
-    across the batches: an open read would keep every superseded ledger version in memory."""
+    across the batches: an open read would keep every superseded ledger version in memory.
+    `clock`: realtime, the moment of a send; None, a played-through day."""
     query = _ROWS.format(selection=_DUE, where="where l.channel = $channel")
     con.execute(
         f"create or replace temp table dispatch_queue as "
@@ -267,6 +317,7 @@ def _send_channel(con, sender, channel, params, options, renderer, windows, *, r
     (total,) = con.execute("select count(*) from dispatch_queue").fetchone()
     in_flight: deque = deque()
     limit = 2 * getattr(sender, "parallel", options.processes)
+    window = customer_window(windows, channel)
     for first in range(0, total, options.batch_size):
         cursor = con.execute(
             "select * exclude (queue_position) from dispatch_queue "
@@ -274,28 +325,39 @@ def _send_channel(con, sender, channel, params, options, renderer, windows, *, r
             [first, first + options.batch_size],
         )
         rows = _with_originals(con, _fetch(cursor, None))
-        batch = _prepare(con, rows, renderer, report, channel, realtime)
+        batch = _prepare(con, rows, renderer, report, channel, window, clock, params["until"])
         if batch is None:
             continue
         messages, rows = batch
         in_flight.append((sender.submit(messages), rows))
         while len(in_flight) >= limit:
-            _record(con, *in_flight.popleft(), options, windows, realtime, report, channel)
+            _record(con, *in_flight.popleft(), options, windows, clock, report, channel)
     while in_flight:
-        _record(con, *in_flight.popleft(), options, windows, realtime, report, channel)
+        _record(con, *in_flight.popleft(), options, windows, clock, report, channel)
     con.execute("drop table dispatch_queue")
 
 
-def _prepare(con, rows, renderer, report, channel, realtime):
-    """Render a batch and record the rendering and the attempt before anything is sent."""
-    messages, claimed, broken = [], [], []
+def _prepare(con, rows, renderer, report, channel, window, clock, until):
+    """Render a batch and record the rendering and the attempt before anything is sent. A
+    message whose send would fall outside the window in its customer's time zone is not sent:
+    its next opening is recorded as its next attempt (no attempt counted)."""
+    messages, claimed, broken, waiting = [], [], [], []
+    now = clock() if clock else None
     for row in rows:
+        row["scheduled_at"] = max(row["due_at"], row["next_attempt_at"] or row["due_at"])
+        wanted = now or row["scheduled_at"]
+        opening = window_opening(wanted, window, ZoneInfo(row["timezone"]))
+        if opening != wanted and (now is not None or opening >= until):
+            waiting.append({"message_id": row["message_id"], "next_attempt_at": opening,
+                            "updated_at": wanted})  # fmt: skip
+            continue
         try:
             rendered = renderer.render(row, row["channel"])
         except TemplateError as exc:
             broken.append((row, str(exc)))
             continue
-        row["scheduled_at"] = max(row["due_at"], row["next_attempt_at"] or row["due_at"])
+        if now is None and opening != wanted:  # played through: it goes out at the opening
+            row["scheduled_at"] = opening.astimezone(wanted.tzinfo)
         row["body"] = rendered.text
         claimed.append(
             {
@@ -303,11 +365,18 @@ def _prepare(con, rows, renderer, report, channel, realtime):
                 "subject": rendered.subject,
                 "body": rendered.text,
                 "segments": rendered.segments,
-                "updated_at": dt.datetime.now(dt.UTC) if realtime else row["scheduled_at"],
+                "updated_at": now or row["scheduled_at"],
             }
         )
         messages.append(_message(row, rendered))
     with transaction(con):
+        if waiting:
+            report.waiting += len(waiting)
+            later = pl.DataFrame(waiting, schema=_WAIT_SCHEMA)  # noqa: F841
+            con.execute(
+                "update message_ledger l set next_attempt_at = f.next_attempt_at, "
+                "updated_at = f.updated_at from later f where l.message_id = f.message_id"
+            )
         if claimed:
             frame = _frame(claimed)  # noqa: F841
             con.execute(
@@ -355,7 +424,7 @@ def _message(row: dict, rendered) -> Message:
     )
 
 
-def _record(con, future, rows, options, windows, realtime, report, channel) -> None:
+def _record(con, future, rows, options, windows, clock, report, channel) -> None:
     """Each outcome of a batch into the ledger, and call and visit tasks into manual_followups,
     in one transaction."""
     try:
@@ -366,7 +435,7 @@ def _record(con, future, rows, options, windows, realtime, report, channel) -> N
     updates, tasks = [], []
     for outcome in outcomes:
         row = rows[outcome.message_id]
-        at = dt.datetime.now(row["scheduled_at"].tzinfo) if realtime else row["scheduled_at"]
+        at = clock() if clock else row["scheduled_at"]
         attempts = row["attempts"] + 1
         update = {
             "message_id": outcome.message_id,
@@ -391,7 +460,11 @@ def _record(con, future, rows, options, windows, realtime, report, channel) -> N
         else:
             update["status"] = "pending"
             update["next_attempt_at"] = _next_attempt(
-                at, attempts, outcome.retry_after, windows.get(channel), ZoneInfo(row["timezone"])
+                at,
+                attempts,
+                outcome.retry_after,
+                customer_window(windows, channel),
+                ZoneInfo(row["timezone"]),
             )
         report.counts[channel][update["status"] if update["status"] != "pending" else "retry"] += 1
         updates.append(update)
@@ -411,6 +484,11 @@ def _record(con, future, rows, options, windows, realtime, report, channel) -> N
             con.execute("insert or ignore into manual_followups by name select * from task_frame")
 
 
+_WAIT_SCHEMA = {
+    "message_id": pl.Utf8,
+    "next_attempt_at": pl.Datetime("us", "UTC"),
+    "updated_at": pl.Datetime("us", "UTC"),
+}
 _UPDATE_SCHEMA = {
     "message_id": pl.Utf8,
     "status": pl.Utf8,
@@ -445,17 +523,10 @@ def _task(row: dict, at: dt.datetime) -> dict:
 
 def _next_attempt(at, attempts, retry_after, window, tz) -> dt.datetime:
     """Exponential backoff with full jitter (or the far side's Retry-After, if longer), moved
-    into the channel's send window in the customer's time zone."""
+    into the channel's send window in the customer's time zone (`window_opening`)."""
     backoff = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1))
     pause = max(retry_after or 0.0, random.uniform(backoff / 2, backoff))
-    later = (at + dt.timedelta(seconds=pause)).astimezone(tz)
-    if window:
-        opens, closes = window
-        if later.time() < opens:
-            later = later.replace(hour=opens.hour, minute=opens.minute, second=0, microsecond=0)
-        elif later.time() >= closes:
-            later = dt.datetime.combine(later.date() + dt.timedelta(days=1), opens, tz)
-    return later
+    return window_opening(at + dt.timedelta(seconds=pause), window, tz)
 
 
 def _expire(con, as_of: dt.date, start: dt.datetime, days: int) -> int:
@@ -549,4 +620,6 @@ def _summary(report: DispatchReport) -> str:
     parts = []
     for channel, counts in sorted(report.counts.items()):
         parts.append(f"{channel}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if report.waiting:
+        parts.append(f"{report.waiting} waiting for their send window")
     return "; ".join(parts) or "nothing due"
