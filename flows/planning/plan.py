@@ -106,7 +106,7 @@ CANDIDATES = """
 with due as (
     select customer_id, playbook, step, anchor_id, variant, channel, purpose, priority,
         owner_id, due_at, fallback_channels, is_task, as_of_date as first_due_date,
-        false as carried
+        false as carried, removed_by, removed_reason
     from followups_due
     where as_of_date = $as_of
         and ($playbooks is null or list_contains($playbooks, playbook))
@@ -115,7 +115,8 @@ carried as (
     select l.customer_id, l.playbook, l.step, l.anchor_id, l.variant, l.channel,
         l.purpose, l.priority, l.owner_id,
         l.due_at + to_days(cast(datediff('day', l.decided_on, $as_of) as integer)),
-        s.fallback_channels, s.is_task, l.first_due_date, true as carried
+        s.fallback_channels, s.is_task, l.first_due_date, true as carried,
+        cast(null as varchar) as removed_by, cast(null as varchar) as removed_reason
     from message_ledger l
     left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
     where $playbooks is null and (
@@ -399,7 +400,11 @@ def decide(
         late = (as_of - row["first_due_date"]).days
         channel, why = _channel(row, policy, opt_outs, start)
         decision["channel"] = channel or row["channel"]
-        if late > policy.max_deferral_days:
+        if row.get("removed_by") is not None:
+            # a re-entry, audience or exit rule, or too late (followups_due): a row with its reason
+            status = "exited" if row["removed_by"] == "exit" else "suppressed"
+            decision.update(status=status, reason=row["removed_reason"])
+        elif late > policy.max_deferral_days:
             decision.update(status="suppressed", reason=f"deferred {late} days, beyond the limit")
         elif (row["customer_id"], row["playbook"]) in stopped:
             tier = stopped[(row["customer_id"], row["playbook"])]
