@@ -900,7 +900,7 @@ def db(tmp_path: Path) -> Path:
         "create table followups_due (as_of_date date, customer_id varchar, playbook varchar, "
         "step varchar, anchor_id varchar, variant varchar, channel varchar, purpose varchar, "
         "priority integer, owner_id varchar, due_at timestamptz, fallback_channels varchar, "
-        "is_task boolean)"
+        "is_task boolean, removed_by varchar, removed_reason varchar)"
     )
     friday = THURSDAY + dt.timedelta(days=1)
     rows = [
@@ -913,7 +913,7 @@ def db(tmp_path: Path) -> Path:
         _due(THURSDAY, "c4", "survey", "v4", "email", "service", 1),  # opted out of email
         _due(friday, "c3", "survey", "v3", "email", "service", 1),
     ]
-    con.executemany(f"insert into followups_due values ({', '.join('?' * 13)})", rows)
+    con.executemany(f"insert into followups_due values ({', '.join('?' * 13)}, null, null)", rows)
     con.close()
     return path
 
