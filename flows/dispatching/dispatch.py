@@ -331,9 +331,9 @@ def _send_channel(con, sender, channel, params, options, renderer, windows, *, c
         messages, rows = batch
         in_flight.append((sender.submit(messages), rows))
         while len(in_flight) >= limit:
-            _record(con, *in_flight.popleft(), options, windows, clock, report, channel)
+            _record(con, *in_flight.popleft(), options, window, clock, report, channel)
     while in_flight:
-        _record(con, *in_flight.popleft(), options, windows, clock, report, channel)
+        _record(con, *in_flight.popleft(), options, window, clock, report, channel)
     con.execute("drop table dispatch_queue")
 
 
@@ -424,7 +424,7 @@ def _message(row: dict, rendered) -> Message:
     )
 
 
-def _record(con, future, rows, options, windows, clock, report, channel) -> None:
+def _record(con, future, rows, options, window, clock, report, channel) -> None:
     """Each outcome of a batch into the ledger, and call and visit tasks into manual_followups,
     in one transaction."""
     try:
@@ -460,11 +460,7 @@ def _record(con, future, rows, options, windows, clock, report, channel) -> None
         else:
             update["status"] = "pending"
             update["next_attempt_at"] = _next_attempt(
-                at,
-                attempts,
-                outcome.retry_after,
-                customer_window(windows, channel),
-                ZoneInfo(row["timezone"]),
+                at, attempts, outcome.retry_after, window, ZoneInfo(row["timezone"])
             )
         report.counts[channel][update["status"] if update["status"] != "pending" else "retry"] += 1
         updates.append(update)

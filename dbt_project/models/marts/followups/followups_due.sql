@@ -202,16 +202,18 @@ after_candidates as (
         anchored.planned_local,
         case
             when steps.reentry_rule = 'never' and coalesce(earlier_anchors.earlier_count, 0) > 0
-                then 're-entry never: an earlier ' || anchored.anchor_kind || ' on '
-                || cast({{ local_date('earlier_anchors.last_earlier_at') }} as {{ dbt.type_string() }})
+                then
+                    're-entry never: an earlier ' || anchored.anchor_kind || ' on '
+                    || cast({{ local_date('earlier_anchors.last_earlier_at') }} as {{ dbt.type_string() }})
             when
                 steps.reentry_rule = 'after_days'
                 and earlier_anchors.last_earlier_at is not null
                 and earlier_anchors.last_earlier_at
                 > {{ dbt.dateadd('day', '-steps.reentry_days', 'anchored.anchor_at') }}
-                then 're-entry after ' || cast(steps.reentry_days as {{ dbt.type_string() }})
-                || ' days: an earlier ' || anchored.anchor_kind || ' on '
-                || cast({{ local_date('earlier_anchors.last_earlier_at') }} as {{ dbt.type_string() }})
+                then
+                    're-entry after ' || cast(steps.reentry_days as {{ dbt.type_string() }})
+                    || ' days: an earlier ' || anchored.anchor_kind || ' on '
+                    || cast({{ local_date('earlier_anchors.last_earlier_at') }} as {{ dbt.type_string() }})
         end as reentry_reason
     from anchored
     inner join steps on anchored.playbook = steps.playbook and anchored.step = steps.step
@@ -266,9 +268,9 @@ state_occurrences as (
     from state_starts
     inner join planned_days
         on
-            planned_days.calendar_date >= state_starts.first_due_date
+            state_starts.first_due_date <= planned_days.calendar_date
             and (
-                planned_days.calendar_date = state_starts.first_due_date
+                state_starts.first_due_date = planned_days.calendar_date
                 or (
                     state_starts.reentry_rule = 'after_days'
                     and mod(
@@ -477,17 +479,25 @@ on_working_day as (
         on cast(in_window.windowed_local as date) = next_workdays.calendar_date
 ),
 
--- due in the catch-up: from its first day to the run's date, in the business time zone (10:00
--- in New York is 23:00 in Shanghai)
-due_in_catch_up as (
+-- the due time as an instant, and its date in the business time zone (10:00 in New York is
+-- 23:00 in Shanghai)
+due_times as (
     select
         *,
-        {{ from_local('due_local', 'timezone') }} as due_at,
-        {{ local_date(from_local('due_local', 'timezone')) }} as due_date
+        {{ from_local('due_local', 'timezone') }} as due_at
     from on_working_day
-    where
-        {{ local_date(from_local('due_local', 'timezone')) }} >= {{ catch_up_from() }}
-        and {{ local_date(from_local('due_local', 'timezone')) }} <= {{ as_of_date() }}
+),
+
+-- due in the catch-up: from its first day to the run's date
+due_in_catch_up as (
+    select *
+    from (
+        select
+            *,
+            {{ local_date('due_at') }} as due_date
+        from due_times
+    ) as dated
+    where due_date >= {{ catch_up_from() }} and due_date <= {{ as_of_date() }}
 ),
 
 -- the rules that remove a follow-up, as of the run's start, each saying what a missing value
@@ -542,17 +552,20 @@ checks as (
                 steps.exit_ordered_again
                 and customers.last_paid_order_at is not null
                 and customers.last_paid_order_at > due.anchor_at
-                then 'ordered again on '
-                || cast({{ local_date('customers.last_paid_order_at') }} as {{ dbt.type_string() }})
+                then
+                    'ordered again on '
+                    || cast({{ local_date('customers.last_paid_order_at') }} as {{ dbt.type_string() }})
             when
                 steps.exit_replied
                 and replies.last_reply_at is not null
                 and replies.last_reply_at > due.anchor_at
-                then 'replied on '
-                || cast({{ local_date('replies.last_reply_at') }} as {{ dbt.type_string() }})
+                then
+                    'replied on '
+                    || cast({{ local_date('replies.last_reply_at') }} as {{ dbt.type_string() }})
             when steps.exit_ticket_reopened and due.reopened_at is not null
-                then 'ticket reopened on '
-                || cast({{ local_date('due.reopened_at') }} as {{ dbt.type_string() }})
+                then
+                    'ticket reopened on '
+                    || cast({{ local_date('due.reopened_at') }} as {{ dbt.type_string() }})
         end as exit_reason,
         {{ dbt.dateadd('minute', 'steps.late_by_minutes', 'due.due_at') }}
         < {{ as_of_start() }} as is_too_late
@@ -563,21 +576,11 @@ checks as (
     left join replies on due.customer_id = replies.customer_id
 ),
 
--- the first rule that removes it: re-entry, audience, exit, too late
-judged as (
+-- why a follow-up is outside its audience: the first criterion it misses
+audience as (
     select
         *,
         case
-            when reentry_reason is not null then 'reentry'
-            when not (
-                in_customer_type and in_industry and in_tier and in_value_tier
-                and has_tags_any and not has_tags_none
-            ) then 'audience'
-            when exit_reason is not null then 'exit'
-            when is_too_late then 'too_late'
-        end as removed_by,
-        case
-            when reentry_reason is not null then reentry_reason
             when not in_customer_type
                 then 'audience: customer_type ' || coalesce(customer_type, 'missing')
             when not in_industry then 'audience: industry ' || coalesce(industry, 'missing')
@@ -586,11 +589,30 @@ judged as (
                 then 'audience: value_tier ' || coalesce(value_tier, 'missing')
             when not has_tags_any then 'audience: none of the tags_any'
             when has_tags_none then 'audience: a tag of tags_none'
-            when exit_reason is not null then exit_reason
-            when is_too_late
-                then 'too late: due ' || cast(due_date as {{ dbt.type_string() }})
-        end as removed_reason
+        end as audience_reason
     from checks
+),
+
+-- the first rule that removes it: re-entry, audience, exit, too late
+judged as (
+    select
+        *,
+        case
+            when reentry_reason is not null then 'reentry'
+            when audience_reason is not null then 'audience'
+            when exit_reason is not null then 'exit'
+            when is_too_late then 'too_late'
+        end as removed_by,
+        coalesce(
+            reentry_reason,
+            audience_reason,
+            exit_reason,
+            case
+                when is_too_late
+                    then 'too late: due ' || cast(due_date as {{ dbt.type_string() }})
+            end
+        ) as removed_reason
+    from audience
 ),
 
 assigned as (
