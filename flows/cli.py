@@ -503,16 +503,17 @@ def print_dispatch(report) -> None:
 
 
 def print_plan(report) -> None:
+    from flows.planning.plan import DIFF_COUNTS
+
     mode = "dry run: nothing leaves the machine" if report.dry_run else "for dispatch"
     table = Table(title=f"Follow-ups for {report.as_of} ({mode}); vs the previous run")
-    headings = ("playbook", "new", "carried", "planned", "deferred", "suppressed", "held out")
-    for heading in (*headings, "dropped"):
-        table.add_column(heading, justify="left" if heading == "playbook" else "right")
-    keys = ("new", "carried", "planned", "deferred", "suppressed", "held_out", "dropped")
+    table.add_column("playbook")
+    for key in DIFF_COUNTS:
+        table.add_column(key.replace("_", " "), justify="right")
     for row in report.diff:
-        table.add_row(row["playbook"], *(f"{row[k]:,}" for k in keys))
+        table.add_row(row["playbook"], *(f"{row[k]:,}" for k in DIFF_COUNTS))
     if not report.diff:
-        table.add_row("nothing due", *("0" for _ in keys))
+        table.add_row("nothing due", *("0" for _ in DIFF_COUNTS))
     console.print(table)
     console.print(
         "ledger: "

@@ -63,3 +63,19 @@ def test_report_command_writes_the_workbook_from_the_demo(demo_run, tmp_path: Pa
         for r in performance.iter_rows(2)
     )
     assert sent == query(demo_run.db, "select sum(sent) from campaign_performance")[0][0]
+
+
+def test_every_follow_up_of_the_days_plan_has_one_fate(demo_run):
+    # per playbook, the follow-ups new to the ledger and those carried back each got one fate,
+    # exits included (the journeys a later order ended)
+    rows = query(
+        demo_run.db,
+        """
+        select playbook, new + carried, planned + deferred + suppressed + held_out + exited, exited
+        from plan_diff where as_of_date = (select max(as_of_date) from plan_diff)
+        """,
+    )
+    assert rows, "the demo's plan wrote no plan_diff"
+    assert [(p, n) for p, n, fates, _ in rows if n != fates] == []
+    assert sum(exited for *_, exited in rows) > 0
+    assert "exited" in demo_run.output

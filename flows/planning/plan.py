@@ -40,9 +40,15 @@ create table if not exists plan_diff (
     deferred bigint not null,
     suppressed bigint not null,
     held_out bigint not null,
-    dropped bigint not null
+    dropped bigint not null,
+    exited bigint not null default 0
 )
 """
+# per run date and playbook: the follow-ups new to the ledger and carried back, their fates, and
+# the earlier decisions of the date a re-run no longer makes
+DIFF_COUNTS = (
+    "new", "carried", "planned", "deferred", "suppressed", "held_out", "exited", "dropped"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -445,6 +451,8 @@ def plan(
         con.execute("set TimeZone = ?", [business_tz])
         ensure_tables(con)
         con.execute(DIFF_DDL)
+        # a plan_diff from before follow-ups could exit gains the column
+        con.execute("alter table plan_diff add column if not exists exited bigint default 0")
         with transaction(con):
             candidates = _candidates(con, as_of)
             keys = _keys(candidates)
@@ -627,18 +635,7 @@ def _report(as_of, dry_run, rows, earlier, known) -> PlanReport:
         {
             "as_of_date": as_of,
             "playbook": playbook,
-            **{
-                k: int(v.get(k, 0))
-                for k in (
-                    "new",
-                    "carried",
-                    "planned",
-                    "deferred",
-                    "suppressed",
-                    "held_out",
-                    "dropped",
-                )
-            },
+            **{k: int(v.get(k, 0)) for k in DIFF_COUNTS},
         }
         for playbook, v in sorted(per.items())
     ]
