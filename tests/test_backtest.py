@@ -136,12 +136,13 @@ def histories(tmp_path_factory, prefect_server) -> dict[str, Path]:
 
 
 def _due(db: Path, day: dt.date) -> list[tuple]:
-    """The replayed day's followups_due: (customer, playbook, step, anchor, due time)."""
+    """The replayed day's followups_due that no rule removed: (customer, playbook, step, anchor,
+    due time)."""
     return query(
         db,
         "select customer_id, playbook, step, anchor_id, "
         f"strftime(timezone('{TZ}', due_at), '%Y-%m-%d %H:%M') "
-        "from backtest_due where as_of_date = ? order by all",
+        "from backtest_due where as_of_date = ? and removed_by is null order by all",
         [day],
     )
 
