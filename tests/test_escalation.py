@@ -694,11 +694,11 @@ def test_the_plan_suppresses_a_stopped_customers_follow_ups(db: Path) -> None:
         "create table followups_due (as_of_date date, customer_id varchar, playbook varchar, "
         "step varchar, anchor_id varchar, variant varchar, channel varchar, purpose varchar, "
         "priority integer, owner_id varchar, due_at timestamptz, fallback_channels varchar, "
-        "is_task boolean)"
+        "is_task boolean, removed_by varchar, removed_reason varchar)"
     )
     con.executemany(
         "insert into followups_due values (?, ?, 'care', 's1', ?, 'default', 'sms', 'service', "
-        "40, null, ?, null, false)",
+        "40, null, ?, null, false, null, null)",
         [(friday, c, f"next-{c}", _at("2026-11-28 10:00")) for c in ("c5", "c7")],
     )
     con.close()
