@@ -127,13 +127,17 @@ def run_dbt(
 
 
 def run_build(
-    args: list[str], db_path: Path, as_of: dt.date, settings: Settings
+    args: list[str],
+    db_path: Path,
+    as_of: dt.date,
+    settings: Settings,
+    extra_vars: dict | None = None,
 ) -> list[NodeResult]:
     """dbt on the engine of `settings.dbt_target`. DuckDB reads its own file. Another engine
     (Spark) first gets the sources landed as Parquet in the lake and registered as its tables,
     and after dbt the models its adapter cannot run in place (the Python model `ab_results`)."""
     if settings.dbt_target == "duckdb":
-        return run_dbt(args, db_path, as_of, settings)
+        return run_dbt(args, db_path, as_of, settings, extra_vars=extra_vars)
     from dbt.cli.main import dbtRunner
 
     from flows.lake import build_python_models, land_sources
@@ -147,19 +151,21 @@ def run_build(
         result = _PlainDbt(dbtRunner()).invoke(operation)
     if not result.success:
         raise BuildError(f"dbt run-operation register_lake_sources: {result.exception}")
-    nodes = run_dbt(args, db_path, as_of, settings)
+    nodes = run_dbt(args, db_path, as_of, settings, extra_vars=extra_vars)
     if args[0] in ("build", "run"):
         build_python_models()
     return nodes
 
 
-def compile_models(select: str, db_path: Path, as_of: dt.date, settings: Settings) -> list:
+def compile_models(
+    select: str, db_path: Path, as_of: dt.date, settings: Settings, extra_vars: dict | None = None
+) -> list:
     """dbt's compiled nodes for `select` (models only), in the order they build: each with its
     `compiled_code`, `relation_name` and `config.materialized`. Always plain dbt: nothing runs."""
     from dbt.cli.main import dbtRunner
 
     args = ["compile", "--select", select]
-    args += ["--vars", json.dumps(dbt_vars(as_of, settings))]
+    args += ["--vars", json.dumps({**dbt_vars(as_of, settings), **(extra_vars or {})})]
     # `dbt compile` prints the compiled SQL even when quiet: the caller wants it, not the terminal
     with _dbt_environment(db_path, settings), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -268,6 +274,23 @@ def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None =
     return len(playbooks)
 
 
+def catch_up_vars(db_path: Path, as_of: dt.date) -> dict:
+    """The run's catch-up for the models (dbt var `catch_up_from`): from the day after the last
+    completed plan for an earlier date (the watermark in `plan_runs`), so that what came due
+    while no run happened is made due by this one (docs/schedule-rules.md §4)."""
+    import duckdb
+
+    from flows.dispatching.store import ensure_tables
+    from flows.planning.plan import catch_up_from
+
+    con = duckdb.connect(str(db_path))
+    try:
+        ensure_tables(con)
+        return {"catch_up_from": catch_up_from(con, as_of).isoformat()}
+    finally:
+        con.close()
+
+
 def build(
     db_path: Path,
     as_of: dt.date,
@@ -280,7 +303,7 @@ def build(
     """The build without a flow around it: declarations, then dbt."""
     declare_playbooks(db_path, as_of, playbook_dir)
     args = build_args(full_refresh, every_test=every_test, exclude=exclude)
-    return run_build(args, db_path, as_of, settings)
+    return run_build(args, db_path, as_of, settings, catch_up_vars(db_path, as_of))
 
 
 # Checks of the models' code (value sets, ranges, non-null columns) run with the unit tests in
@@ -334,7 +357,9 @@ def build_flow(
         started = dt.datetime.now(dt.UTC)
         playbooks = declare_playbooks_task(db_path, as_of)
         get_run_logger().info("%d playbooks declared", playbooks)
-        nodes = run_build(build_args(full_refresh), db_path, as_of, settings)
+        catch_up = catch_up_vars(db_path, as_of)
+        get_run_logger().info("follow-ups due from %s", catch_up["catch_up_from"])
+        nodes = run_build(build_args(full_refresh), db_path, as_of, settings, catch_up)
         report = BuildReport(
             as_of=as_of,
             full_refresh=full_refresh,

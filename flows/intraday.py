@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import load_channels
-from flows.build import NodeResult, build_args, declare_playbooks, run_dbt
+from flows.build import NodeResult, build_args, catch_up_vars, declare_playbooks, run_dbt
 from flows.dispatch import channels_file
 from flows.dispatching.dispatch import DispatchReport, dispatch
 from flows.ingest import ingest_flow
@@ -89,7 +89,7 @@ def models_task(db_path: Path, at: dt.datetime) -> list[NodeResult]:
         db_path,
         at.date(),
         settings,
-        extra_vars={"as_of_time": at.strftime("%H:%M")},
+        extra_vars={"as_of_time": at.strftime("%H:%M"), **catch_up_vars(db_path, at.date())},
     )
 
 

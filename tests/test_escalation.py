@@ -18,6 +18,7 @@ from flows.planning import plan as planning
 from flows.planning.declarations import Playbook
 from flows.planning.plan import Cap, Policy, idempotency_key, message_id
 from tests.conftest import query
+from tests.plan_inputs import create_plan_inputs
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -498,12 +499,7 @@ def db(tmp_path: Path) -> Path:
     ]
     frame = pl.DataFrame(ledger)  # noqa: F841 - read by the insert
     con.execute("insert into message_ledger by name select * from frame")
-    con.execute("create schema raw")
-    con.execute(
-        "create table raw.feedback (message_id varchar, customer_id varchar, "
-        "responded_at timestamptz, response_type varchar, outcome varchar, score integer, "
-        "satisfaction varchar, category varchar, text varchar)"
-    )
+    create_plan_inputs(con)
     con.executemany(
         "insert into raw.feedback (message_id, customer_id, responded_at, response_type, outcome) "
         "values (?, ?, ?, ?, ?)",
@@ -516,11 +512,6 @@ def db(tmp_path: Path) -> Path:
             ("m1", "c1", _at("2026-11-27 08:00"), "reply", None),  # after the morning
         ],
     )
-    con.execute("create schema staging")
-    con.execute(
-        "create table staging.stg_raw__staff (staff_id varchar, staff_name varchar, role varchar, "
-        "manager_id varchar, industries varchar, daily_capacity integer)"
-    )
     con.executemany(
         "insert into staging.stg_raw__staff values (?, ?, ?, ?, ?, ?)",
         [
@@ -531,26 +522,19 @@ def db(tmp_path: Path) -> Path:
             ("sp2", "周杰", "service", "mgr1", "edu;retail", 10),
         ],
     )
-    con.execute("create table customer_rfm (customer_id varchar, tier varchar)")
     con.executemany(
-        "insert into customer_rfm values (?, ?)",
+        "insert into customer_rfm (customer_id, tier) values (?, ?)",
         list(DB_TIERS.items()),
     )
-    con.execute(
-        "create table customer_360 (customer_id varchar, owner_id varchar, industry varchar, "
-        "phone varchar, email varchar, has_consent_sms boolean, has_consent_email boolean, "
-        "has_consent_phone boolean)"
-    )
     con.executemany(
-        "insert into customer_360 values (?, ?, ?, '+8613800000000', null, true, true, true)",
+        "insert into customer_360 (customer_id, owner_id, industry, phone, email, "
+        "has_consent_sms, has_consent_email, has_consent_phone) "
+        "values (?, ?, ?, '+8613800000000', null, true, true, true)",
         [(f"c{i}", "s1" if i == 3 else None, "retail") for i in range(1, 8)],
     )
     con.execute(
-        "create table fct_events (customer_id varchar, event_type varchar, "
-        "occurred_at timestamptz, opt_out_channel varchar)"
-    )
-    con.execute(
-        "insert into fct_events values ('c6', 'opt_out', ?, 'sms'), ('c7', 'login', ?, null)",
+        "insert into fct_events (customer_id, event_type, occurred_at, opt_out_channel) "
+        "values ('c6', 'opt_out', ?, 'sms'), ('c7', 'login', ?, null)",
         [_at("2026-11-26 09:00"), _at("2026-11-26 09:00")],
     )
     con.close()
@@ -684,22 +668,15 @@ def test_the_plan_suppresses_a_stopped_customers_follow_ups(db: Path) -> None:
     _escalate(db)
     friday = AS_OF + dt.timedelta(days=1)
     con = duckdb.connect(str(db))
-    con.execute("create schema config")
     con.execute(
-        "create table config.playbook_steps (playbook varchar, step varchar, "
-        "fallback_channels varchar, is_task boolean)"
-    )
-    con.execute("insert into config.playbook_steps values ('care', 's1', null, false)")
-    con.execute(
-        "create table followups_due (as_of_date date, customer_id varchar, playbook varchar, "
-        "step varchar, anchor_id varchar, variant varchar, channel varchar, purpose varchar, "
-        "priority integer, owner_id varchar, due_at timestamptz, fallback_channels varchar, "
-        "is_task boolean, removed_by varchar, removed_reason varchar)"
+        "insert into config.playbook_steps (playbook, step, fallback_channels, is_task) "
+        "values ('care', 's1', null, false)"
     )
     con.executemany(
-        "insert into followups_due values (?, ?, 'care', 's1', ?, 'default', 'sms', 'service', "
-        "40, null, ?, null, false, null, null)",
-        [(friday, c, f"next-{c}", _at("2026-11-28 10:00")) for c in ("c5", "c7")],
+        "insert into followups_due (as_of_date, customer_id, playbook, step, anchor_id, "
+        "variant, channel, purpose, priority, due_at, due_date, is_task) "
+        "values (?, ?, 'care', 's1', ?, 'default', 'sms', 'service', 40, ?, ?, false)",
+        [(friday, c, f"next-{c}", _at("2026-11-28 10:00"), friday) for c in ("c5", "c7")],
     )
     con.close()
     planning.plan(db, friday, dry_run=True, business_tz=TZ_NAME, policy=DB_POLICY)

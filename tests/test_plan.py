@@ -21,8 +21,18 @@ from hypothesis import strategies as st
 from flows.dispatching.store import ensure_tables
 from flows.planning import calendar
 from flows.planning.declarations import TASK_CHANNELS
-from flows.planning.plan import Cap, Policy, decide, idempotency_key, message_id, plan
+from flows.planning.plan import (
+    LOOKBACK_DAYS,
+    Cap,
+    Policy,
+    catch_up_from,
+    decide,
+    idempotency_key,
+    message_id,
+    plan,
+)
 from tests.conftest import query
+from tests.plan_inputs import create_plan_inputs
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -822,7 +832,7 @@ DB_POLICY = Policy(  # one marketing message a day, so that a deferral comes bac
 )
 DUE_COLUMNS = (
     "as_of_date, customer_id, playbook, step, anchor_id, variant, channel, purpose, priority, "
-    "owner_id, due_at, fallback_channels, is_task"
+    "owner_id, due_at, due_date, fallback_channels, is_task"
 )
 
 
@@ -839,6 +849,7 @@ def _due(day: dt.date, customer_id, playbook, anchor_id, channel, purpose, prior
         "priority": priority,
         "owner_id": None,
         "due_at": dt.datetime.combine(day, dt.time(10), tzinfo=TZ),
+        "due_date": day,
         "fallback_channels": None,
         "is_task": channel in TASK_CHANNELS,
         **extra,
@@ -854,13 +865,10 @@ def db(tmp_path: Path) -> Path:
     path = tmp_path / "plan.duckdb"
     con = duckdb.connect(str(path))
     con.execute(f"set timezone = '{TZ_NAME}'")
-    con.execute(
-        "create table customer_360 (customer_id varchar, phone varchar, email varchar, "
-        "has_consent_sms boolean, has_consent_email boolean, has_consent_phone boolean, "
-        "industry varchar)"
-    )
+    create_plan_inputs(con)
     con.executemany(
-        "insert into customer_360 values (?, ?, ?, ?, ?, ?, ?)",
+        "insert into customer_360 (customer_id, phone, email, has_consent_sms, "
+        "has_consent_email, has_consent_phone, industry) values (?, ?, ?, ?, ?, ?, ?)",
         [
             ("c1", "+8613800000001", "c1@example.com", True, True, True, "retail"),
             ("c2", "+8613800000002", None, False, False, True, "retail"),
@@ -869,38 +877,19 @@ def db(tmp_path: Path) -> Path:
         ],
     )
     con.execute(
-        "create table fct_events (event_id varchar, customer_id varchar, event_type varchar, "
-        "occurred_at timestamptz, opt_out_channel varchar)"
-    )
-    con.execute(
         "insert into fct_events values "
         "('e1', 'c4', 'opt_out', timestamptz '2026-11-20 09:00:00+08', 'email'), "
         "('e2', 'c1', 'login', timestamptz '2026-11-20 09:00:00+08', null)"
     )
-    con.execute("create schema staging")
     con.execute(
-        "create table staging.stg_raw__staff (staff_id varchar, staff_name varchar, "
-        "role varchar, industries varchar, daily_capacity integer)"
-    )
-    con.execute(
-        "insert into staging.stg_raw__staff values ('s1', '王芳', 'sales', 'retail', 1), "
+        "insert into staging.stg_raw__staff (staff_id, staff_name, role, industries, "
+        "daily_capacity) values ('s1', '王芳', 'sales', 'retail', 1), "
         "('s2', '李雷', 'service', 'saas', null)"
     )
-    con.execute("create schema config")
     con.execute(
-        "create table config.playbook_steps (playbook varchar, step varchar, "
-        "fallback_channels varchar, is_task boolean)"
-    )
-    con.execute(
-        "insert into config.playbook_steps values ('promo', 's1', null, false), "
-        "('winback', 's1', 'sms', false), ('care', 's1', null, true), "
-        "('survey', 's1', null, false)"
-    )
-    con.execute(
-        "create table followups_due (as_of_date date, customer_id varchar, playbook varchar, "
-        "step varchar, anchor_id varchar, variant varchar, channel varchar, purpose varchar, "
-        "priority integer, owner_id varchar, due_at timestamptz, fallback_channels varchar, "
-        "is_task boolean, removed_by varchar, removed_reason varchar)"
+        "insert into config.playbook_steps (playbook, step, fallback_channels, is_task) "
+        "values ('promo', 's1', null, false), ('winback', 's1', 'sms', false), "
+        "('care', 's1', null, true), ('survey', 's1', null, false)"
     )
     friday = THURSDAY + dt.timedelta(days=1)
     rows = [
@@ -913,7 +902,9 @@ def db(tmp_path: Path) -> Path:
         _due(THURSDAY, "c4", "survey", "v4", "email", "service", 1),  # opted out of email
         _due(friday, "c3", "survey", "v3", "email", "service", 1),
     ]
-    con.executemany(f"insert into followups_due values ({', '.join('?' * 13)}, null, null)", rows)
+    con.executemany(
+        f"insert into followups_due ({DUE_COLUMNS}) values ({', '.join('?' * 14)})", rows
+    )
     con.close()
     return path
 
@@ -936,11 +927,19 @@ def _ledger_by_key(db: Path) -> dict[str, dict]:
 
 
 def _diff(db: Path, day: dt.date) -> dict[str, dict]:
+    """The last run's counts for `day`, per playbook; each run's add up."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        frame = con.sql("select * from plan_diff where as_of_date = ?", params=[day]).pl()
+        frame = con.sql(
+            "select * exclude (run_id, run_at) from plan_diff where run_id = ("
+            "select run_id from plan_diff where as_of_date = ? order by run_at desc limit 1)",
+            params=[day],
+        ).pl()
     finally:
         con.close()
+    for r in frame.iter_rows(named=True):
+        fates = r["planned"] + r["deferred"] + r["suppressed"] + r["held_out"] + r["exited"]
+        assert r["made_due"] + r["carried"] == fates, r
     return {r["playbook"]: r for r in frame.iter_rows(named=True)}
 
 
@@ -975,6 +974,8 @@ def test_planning_a_date_twice_changes_nothing_and_deferrals_come_back(db: Path)
     again = _diff(db, THURSDAY)
     assert {p: {**d, "new": 0} for p, d in first_diff.items()} == again
     assert sum(d["dropped"] for d in again.values()) == 0
+    # each run keeps its own counts
+    assert query(db, "select count(distinct run_id) from plan_diff") == [(2,)]
 
     _plan(db, friday)
     after = _ledger_by_key(db)
@@ -1028,6 +1029,85 @@ def test_replanning_a_date_after_dispatch_leaves_sent_messages_alone(db: Path) -
     assert after == sent
 
 
+def test_a_re_run_counts_the_tasks_already_handed_out_that_day(db: Path) -> None:
+    """s1 takes one call a day: Thursday's first run gives them c2's (k2), which goes out; a
+    re-run of Thursday must not give them c1's (k1) as well."""
+    _plan(db, THURSDAY)
+    con = duckdb.connect(str(db))
+    con.execute("update message_ledger set status = 'sent', attempts = 1 where anchor_id = 'k2'")
+    con.close()
+    _plan(db, THURSDAY)
+    by_anchor_ = {r["anchor_id"]: r for r in _ledger_by_key(db).values()}
+    assert (by_anchor_["k1"]["status"], by_anchor_["k1"]["reason"]) == (
+        "deferred",
+        "owner s1 at daily capacity 1",
+    )
+
+
+def test_a_deferred_follow_up_is_judged_again_on_its_new_day(db: Path) -> None:
+    """w1 (c1's win-back, anchored on Monday) and k1 (c1's care call) are deferred from Thursday
+    to Friday. c1 orders on Thursday afternoon, and care is narrowed to the saas industry: on
+    Friday w1 exits and k1 is outside its audience, each a row with its reason."""
+    con = duckdb.connect(str(db))
+    con.execute(f"set timezone = '{TZ_NAME}'")
+    con.execute(
+        "update followups_due set anchor_at = timestamptz '2026-11-23 09:00:00+08' "
+        "where anchor_id = 'w1'"
+    )
+    con.execute("update config.playbook_steps set exit_ordered_again = playbook = 'winback'")
+    con.close()
+    _plan(db, THURSDAY)
+    con = duckdb.connect(str(db))
+    con.execute(
+        "update customer_360 set last_paid_order_at = timestamptz '2026-11-26 15:00:00+08' "
+        "where customer_id = 'c1'"
+    )
+    con.execute(
+        "update config.playbook_steps set audience_industry = ',saas,' where playbook = 'care'"
+    )
+    con.close()
+    _plan(db, THURSDAY + dt.timedelta(days=1))
+    by_anchor_ = {r["anchor_id"]: r for r in _ledger_by_key(db).values()}
+    assert by_anchor_["w1"]["anchor_at"] == dt.datetime(2026, 11, 23, 9, tzinfo=TZ)
+    assert (by_anchor_["w1"]["status"], by_anchor_["w1"]["reason"]) == (
+        "exited",
+        "ordered again on 2026-11-26",
+    )
+    assert (by_anchor_["k1"]["status"], by_anchor_["k1"]["reason"]) == (
+        "suppressed",
+        "audience: industry retail",
+    )
+
+
+def test_a_run_catches_up_what_came_due_since_the_last_plan(db: Path) -> None:
+    """The watermark: no plan yet, a run makes due its own date only; after Thursday's plan,
+    Sunday's run starts on Friday; never more than the look-back before the run. Saturday's
+    run plans Friday's survey as caught up, once, and a re-run counts it once again."""
+    con = duckdb.connect(str(db))
+    ensure_tables(con)
+    assert catch_up_from(con, THURSDAY) == THURSDAY
+    con.close()
+    _plan(db, THURSDAY)
+    con = duckdb.connect(str(db))
+    friday, saturday, sunday = (THURSDAY + dt.timedelta(days=n) for n in (1, 2, 3))
+    assert catch_up_from(con, sunday) == friday
+    assert catch_up_from(con, THURSDAY) == THURSDAY  # a re-run: nothing planned before it
+    late = THURSDAY + dt.timedelta(days=40)
+    assert catch_up_from(con, late) == late - dt.timedelta(days=LOOKBACK_DAYS)
+    # Friday's run did not happen: Saturday's made Friday's survey due (the model's catch-up)
+    con.execute("update followups_due set as_of_date = ? where anchor_id = 'v3'", [saturday])
+    con.close()
+    for _ in range(2):
+        _plan(db, saturday)
+        diff = _diff(db, saturday)
+        assert (diff["survey"]["made_due"], diff["survey"]["caught_up"]) == (1, 1)
+        assert diff["survey"]["carried"] == 0
+    [v3] = [r for r in _ledger_by_key(db).values() if r["anchor_id"] == "v3"]
+    assert (v3["first_due_date"], v3["decided_on"], v3["status"]) == (friday, saturday, "dry_run")
+    runs = query(db, "select as_of_date, catch_up_from from plan_runs order by run_at")
+    assert runs == [(THURSDAY, THURSDAY), (saturday, friday), (saturday, friday)]
+
+
 def test_an_opt_out_reason_gives_the_time_in_the_business_zone(db: Path) -> None:
     machine = duckdb.connect().execute("select current_setting('TimeZone')").fetchone()[0]
     business = "Asia/Tokyo" if machine != "Asia/Tokyo" else "Asia/Shanghai"
@@ -1051,13 +1131,9 @@ def test_an_opt_out_reply_stops_that_channel_from_its_moment(db: Path) -> None:
             "'s1', 'p0', 'sms', 'marketing', 5, '2026-11-20', '2026-11-20', '2026-11-20', "
             "'sent', now(), now())"
         )
-        con.execute("create schema raw")
         con.execute(
-            "create table raw.feedback (message_id varchar, customer_id varchar, "
-            "responded_at timestamptz, response_type varchar)"
-        )
-        con.execute(
-            "insert into raw.feedback values "
+            "insert into raw.feedback (message_id, customer_id, responded_at, response_type) "
+            "values "
             "('m0', 'c1', timestamptz '2026-11-25 20:00:00+08', 'opt_out'), "
             # after the morning of Thursday: seen from Friday on
             "('m0', 'c3', timestamptz '2026-11-26 08:00:00+08', 'opt_out')"

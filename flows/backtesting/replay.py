@@ -34,8 +34,11 @@ from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import CANDIDATES, Policy, plan
 from flows.settings import Settings
 
-# A date no data reaches: the models compiled with it carry it as a literal, replaced by each day.
+# A date no data reaches: the models compiled with it carry it as a literal, replaced by each day;
+# and the first day of the catch-up (var `catch_up_from`), replaced by the day's (the day itself
+# when every day is planned, as in a replay).
 PLACEHOLDER = dt.date(2199, 12, 31)
+CATCH_UP_PLACEHOLDER = dt.date(2199, 12, 1)
 # Inputs copied from the live database when no source folder is given; `feedback` is always
 # copied (a reply ends a journey), as is the ledger's history before the first replayed day.
 RAW_TABLES = ("customers", "orders", "events", "contracts", "staff", "tags", "feedback")
@@ -76,8 +79,9 @@ class CompiledModel:
         )
         return replace(self, sql=f"select {select} from ({self.sql}) as model")
 
-    def statements(self, day: dt.date) -> list[str]:
+    def statements(self, day: dt.date, catch_up_from: dt.date | None = None) -> list[str]:
         sql = self.sql.replace(PLACEHOLDER.isoformat(), day.isoformat())
+        sql = sql.replace(CATCH_UP_PLACEHOLDER.isoformat(), (catch_up_from or day).isoformat())
         if self.materialized == "incremental":  # followups_due: the day's rows replaced
             return [
                 f"delete from {self.relation} where as_of_date = date '{day}'",
@@ -112,7 +116,13 @@ def compiled(scratch: Path, settings: Settings) -> list[CompiledModel]:
             n.config.materialized,
             re.sub(r"\b(__dbt__cte__\w+) as \(", r"\1 as not materialized (", n.compiled_code),
         )
-        for n in compile_models("+followups_due", scratch, PLACEHOLDER, settings)
+        for n in compile_models(
+            "+followups_due",
+            scratch,
+            PLACEHOLDER,
+            settings,
+            {"catch_up_from": CATCH_UP_PLACEHOLDER.isoformat()},
+        )
         if n.relation_name and PLACEHOLDER.isoformat() in (n.compiled_code or "")
     ]
     if not any(m.name == "followups_due" for m in models):
@@ -157,7 +167,8 @@ def narrowed(con: duckdb.DuckDBPyConnection, models: list[CompiledModel]) -> lis
     """The models computing only the columns that a later model or the plan reads: a replayed
     day needs two thirds of `customer_360`'s columns and four of `customer_rfm`'s 22. The columns
     and types come from the tables dbt built for the first day, which stay whole."""
-    read = columns_read(con, CANDIDATES, {"as_of": PLACEHOLDER, "playbooks": None})
+    start = dt.datetime.combine(PLACEHOLDER, dt.time(), tzinfo=dt.UTC)
+    read = columns_read(con, CANDIDATES, {"as_of": PLACEHOLDER, "start": start, "playbooks": None})
     done: list[CompiledModel] = []
     for model in reversed(models):
         if model.materialized == "table":

@@ -23,6 +23,7 @@ create table if not exists message_ledger (
     planned_for date not null,
     decided_on date not null,
     due_at timestamptz,
+    anchor_at timestamptz,  -- when the trigger's anchor happened: a deferral's exits read it
     status varchar not null,
     reason varchar,
     attempts integer not null default 0,
@@ -83,6 +84,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         ("subject", "varchar"),
         ("body", "varchar"),
         ("segments", "integer"),
+        ("anchor_at", "timestamptz"),
     ):
         if column not in have:
             con.execute(f"alter table message_ledger add column {column} {kind}")

@@ -26,29 +26,78 @@ from flows.atomic import transaction
 from flows.dispatching.store import ensure_tables, known_keys
 from flows.planning import calendar
 from flows.planning.declarations import PLAYBOOK_DIR, TASK_CHANNELS
+from flows.settings import PROJECT_ROOT
 
 CONTACT_STATUSES = ("sent", "pending", "dry_run")  # a contact, for the caps
 _NAMESPACE = uuid.UUID("0f6b1a52-52c1-4a8e-9b66-6f6c3e0a4d11")
 
 DIFF_DDL = """
 create table if not exists plan_diff (
+    run_id varchar not null,
+    run_at timestamptz not null,
     as_of_date date not null,
     playbook varchar not null,
-    new bigint not null,
+    made_due bigint not null,
+    caught_up bigint not null,
     carried bigint not null,
+    new bigint not null,
     planned bigint not null,
     deferred bigint not null,
     suppressed bigint not null,
     held_out bigint not null,
-    dropped bigint not null,
-    exited bigint not null default 0
+    exited bigint not null,
+    dropped bigint not null
 )
 """
-# per run date and playbook: the follow-ups new to the ledger and carried back, their fates, and
-# the earlier decisions of the date a re-run no longer makes
+# per run and playbook: the follow-ups the run made due (`caught_up`: of those, due on an earlier
+# date than the run's, in its catch-up) and those deferred to the day and carried back; their
+# fates (made_due + carried = planned + deferred + suppressed + held_out + exited); `new`: the
+# follow-ups new to the ledger; `dropped`: a re-run's earlier decisions it no longer makes
 DIFF_COUNTS = (
-    "new", "carried", "planned", "deferred", "suppressed", "held_out", "exited", "dropped"
+    "made_due", "caught_up", "carried", "new",
+    "planned", "deferred", "suppressed", "held_out", "exited", "dropped",
 )  # fmt: skip
+FATES = ("planned", "deferred", "suppressed", "held_out", "exited")
+
+# Every plan that completed, written in its own transaction: the watermark a run's catch-up
+# starts after (docs/schedule-rules.md §4).
+RUNS_DDL = """
+create table if not exists plan_runs (
+    run_id varchar primary key,
+    as_of_date date not null,
+    kind varchar not null,  -- plan (a day's), intraday
+    catch_up_from date not null,
+    dry_run boolean not null,
+    run_at timestamptz not null
+)
+"""
+# the catch-up goes back at most this many days (dbt var planning_lookback_days, the same)
+LOOKBACK_DAYS = int(
+    yaml.safe_load((PROJECT_ROOT / "dbt_project" / "dbt_project.yml").read_text(encoding="utf-8"))[
+        "vars"
+    ]["planning_lookback_days"]
+)
+
+
+def catch_up_from(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> dt.date:
+    """The first date a run for `as_of` makes follow-ups due on: the day after the last
+    completed plan for an earlier date (a database planned before `plan_runs` existed: the
+    ledger's last day), at most `LOOKBACK_DAYS` back; `as_of` itself when nothing was planned
+    before it."""
+    con.execute(RUNS_DDL)
+    [(last, runs)] = con.execute(
+        "select max(as_of_date) filter (where kind = 'plan' and as_of_date < ?), count(*) "
+        "from plan_runs",
+        [as_of],
+    ).fetchall()
+    if not runs:
+        [(last,)] = con.execute(
+            "select max(decided_on) from message_ledger where origin = 'plan' and decided_on < ?",
+            [as_of],
+        ).fetchall()
+    if last is None:
+        return as_of
+    return max(last + dt.timedelta(days=1), as_of - dt.timedelta(days=LOOKBACK_DAYS))
 
 
 @dataclass(frozen=True)
@@ -106,34 +155,99 @@ class PlanReport:
     diff: list[dict] = field(default_factory=list)  # per playbook
 
 
-# Today's due follow-ups and the deferred ones back today, with what the decisions read about
-# their customers (`$as_of`, `$playbooks`). The backtest reads which columns it needs.
+# The follow-ups the run made due (`followups_due`: its catch-up, each with the rule that removed
+# it, if one did) and the deferred ones back today, with what the decisions read about their
+# customers (`$as_of`, `$start`, `$playbooks`). A deferred follow-up is judged again as of the
+# run's start by the exit and audience rules of followups_due (docs/schedule-rules.md §5, §6;
+# not `late_by`: it was in time when first decided). The backtest reads which columns it needs.
 CANDIDATES = """
 with due as (
-    select customer_id, playbook, step, anchor_id, variant, channel, purpose, priority,
-        owner_id, due_at, fallback_channels, is_task, as_of_date as first_due_date,
+    select customer_id, playbook, step, anchor_id, anchor_at, variant, channel, purpose,
+        priority, owner_id, due_at, fallback_channels, is_task, due_date as first_due_date,
         false as carried, removed_by, removed_reason
     from followups_due
     where as_of_date = $as_of
         and ($playbooks is null or list_contains($playbooks, playbook))
 ),
-carried as (
-    select l.customer_id, l.playbook, l.step, l.anchor_id, l.variant, l.channel,
-        l.purpose, l.priority, l.owner_id,
-        l.due_at + to_days(cast(datediff('day', l.decided_on, $as_of) as integer)),
-        s.fallback_channels, s.is_task, l.first_due_date, true as carried,
-        cast(null as varchar) as removed_by, cast(null as varchar) as removed_reason
+back as (
+    select l.*
     from message_ledger l
-    left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
     where $playbooks is null and (
         -- deferred to today (or earlier) by an earlier day's run
         (l.status = 'deferred' and l.planned_for <= $as_of and l.decided_on < $as_of)
         -- or carried into today by an earlier run of today, now made again
         or (
             l.decided_on = $as_of and l.first_due_date < $as_of
-            and l.attempts = 0 and l.status <> 'sent'
+            and l.attempts = 0 and l.status <> 'sent' and l.origin = 'plan'
         )
     )
+    -- what the run made due again is decided as made due (a re-run's caught-up follow-ups)
+    and not exists (
+        select 1 from due d
+        where d.customer_id = l.customer_id and d.playbook = l.playbook
+            and d.step = l.step and d.anchor_id = l.anchor_id
+    )
+),
+replies as (
+    select customer_id, max(responded_at) as last_reply_at
+    from raw.feedback
+    where response_type = 'reply' and responded_at < $start
+    group by customer_id
+),
+rechecked as (
+    select l.*, s.fallback_channels, s.is_task,
+        case
+            when not coalesce(s.audience_customer_type is null
+                or s.audience_customer_type like '%,' || c.customer_type || ',%', false)
+                then 'audience: customer_type ' || coalesce(c.customer_type, 'missing')
+            when not coalesce(s.audience_industry is null
+                or s.audience_industry like '%,' || c.industry || ',%', false)
+                then 'audience: industry ' || coalesce(c.industry, 'missing')
+            when not coalesce(s.audience_tier is null
+                or s.audience_tier like '%,' || r.tier || ',%', false)
+                then 'audience: tier ' || coalesce(r.tier, 'missing')
+            when not coalesce(s.audience_value_tier is null
+                or s.audience_value_tier like '%,' || r.value_tier || ',%', false)
+                then 'audience: value_tier ' || coalesce(r.value_tier, 'missing')
+            when s.audience_tags_any is not null and not exists (
+                select 1 from customer_tags t
+                where t.customer_id = l.customer_id
+                    and s.audience_tags_any like '%,' || t.tag || ',%'
+            ) then 'audience: none of the tags_any'
+            when s.audience_tags_none is not null and exists (
+                select 1 from customer_tags t
+                where t.customer_id = l.customer_id
+                    and s.audience_tags_none like '%,' || t.tag || ',%'
+            ) then 'audience: a tag of tags_none'
+        end as audience_reason,
+        case
+            when s.exit_ordered_again and c.last_paid_order_at > l.anchor_at
+                then 'ordered again on ' || strftime(c.last_paid_order_at, '%Y-%m-%d')
+            when s.exit_replied and p.last_reply_at > l.anchor_at
+                then 'replied on ' || strftime(p.last_reply_at, '%Y-%m-%d')
+            when s.exit_ticket_reopened and a.reopened_at < $start
+                then 'ticket reopened on ' || strftime(a.reopened_at, '%Y-%m-%d')
+        end as exit_reason
+    from back l
+    left join config.playbook_steps s on l.playbook = s.playbook and l.step = s.step
+    left join customer_360 c on l.customer_id = c.customer_id
+    left join customer_rfm r on l.customer_id = r.customer_id
+    left join replies p on l.customer_id = p.customer_id
+    left join intermediate.int_followup_anchors a
+        on l.customer_id = a.customer_id and l.anchor_id = a.anchor_id
+            and a.reopened_at is not null
+),
+carried as (
+    select customer_id, playbook, step, anchor_id, anchor_at, variant, channel, purpose,
+        priority, owner_id,
+        due_at + to_days(cast(datediff('day', decided_on, $as_of) as integer)),
+        fallback_channels, is_task, first_due_date, true as carried,
+        case
+            when audience_reason is not null then 'audience'
+            when exit_reason is not null then 'exit'
+        end as removed_by,
+        coalesce(audience_reason, exit_reason) as removed_reason
+    from rechecked
 ),
 both_kinds as (
     select * from due
@@ -154,12 +268,16 @@ left join customer_360 c on b.customer_id = c.customer_id
 
 
 def _candidates(
-    con: duckdb.DuckDBPyConnection, as_of: dt.date, playbooks: list[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    as_of: dt.date,
+    start: dt.datetime,
+    playbooks: list[str] | None = None,
 ) -> pl.DataFrame:
-    """Today's due follow-ups, and the ledger's deferred ones that come back today, with what
-    the decisions need to know about their customers. With `playbooks` (an intraday run), their
-    due follow-ups only: the morning brought back the deferred ones."""
-    return con.sql(CANDIDATES, params={"as_of": as_of, "playbooks": playbooks}).pl()
+    """The follow-ups the run made due, and the ledger's deferred ones that come back today,
+    with what the decisions need to know about their customers. With `playbooks` (an intraday
+    run), their due follow-ups only: the morning brought back the deferred ones."""
+    params = {"as_of": as_of, "start": start, "playbooks": playbooks}
+    return con.sql(CANDIDATES, params=params).pl()
 
 
 def opt_outs_sql(con: duckdb.DuckDBPyConnection, events: str | None, cutoff: str) -> str | None:
@@ -410,7 +528,7 @@ def decide(
             # a re-entry, audience or exit rule, or too late (followups_due): a row with its reason
             status = "exited" if row["removed_by"] == "exit" else "suppressed"
             decision.update(status=status, reason=row["removed_reason"])
-        elif late > policy.max_deferral_days:
+        elif row["carried"] and late > policy.max_deferral_days:
             decision.update(status="suppressed", reason=f"deferred {late} days, beyond the limit")
         elif (row["customer_id"], row["playbook"]) in stopped:
             tier = stopped[(row["customer_id"], row["playbook"])]
@@ -443,18 +561,19 @@ def decide(
 def plan(
     db_path: Path, as_of: dt.date, *, dry_run: bool, business_tz: str, policy: Policy | None = None
 ) -> PlanReport:
-    """Decide today's follow-ups and write them to the ledger, in one transaction."""
+    """Decide the follow-ups the run made due (its catch-up: everything due since the last
+    completed plan) and those deferred to today, and write them to the ledger with the run in
+    `plan_runs` and its counts in `plan_diff`, in one transaction."""
     policy = policy or Policy.load()
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=ZoneInfo(business_tz))
+    run = _Run(as_of, "plan", dry_run)
     con = duckdb.connect(str(db_path))
     try:
         con.execute("set TimeZone = ?", [business_tz])
-        ensure_tables(con)
-        con.execute(DIFF_DDL)
-        # a plan_diff from before follow-ups could exit gains the column
-        con.execute("alter table plan_diff add column if not exists exited bigint default 0")
+        _ensure_plan_tables(con)
         with transaction(con):
-            candidates = _candidates(con, as_of)
+            run.catch_up_from = catch_up_from(con, as_of)
+            candidates = _candidates(con, as_of, start)
             keys = _keys(candidates)
             # the ledger's rows for today's candidates (not every key it holds: 650k after a 90-day
             # backtest at 100k customers, read again every day)
@@ -486,6 +605,9 @@ def plan(
                 policy,
                 dry_run,
                 stopped=stopped,
+                # the tasks handed out today that this run does not decide again (sent, or an
+                # intraday run's) take their owners' room
+                tasks_today=_tasks_today(con, as_of),
             )
             rows = _ledger_rows(decisions, as_of, start)
             con.execute(
@@ -497,11 +619,8 @@ def plan(
                 # without one
                 frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
                 con.execute("insert into message_ledger by name select * from frame")
-            report = _report(as_of, dry_run, rows, earlier, known)
-            con.execute("delete from plan_diff where as_of_date = ?", [as_of])
-            if report.diff:
-                diff = pl.DataFrame(report.diff, infer_schema_length=None)  # noqa: F841
-                con.execute("insert into plan_diff by name select * from diff")
+            report = _report(run, rows, earlier, known)
+            _record_run(con, run, report)
     finally:
         con.close()
     return report
@@ -523,12 +642,14 @@ def plan_intraday(
     policy = policy or Policy.load()
     at = at.astimezone(ZoneInfo(business_tz))
     as_of = at.date()
+    run = _Run(as_of, "intraday", dry_run)
     con = duckdb.connect(str(db_path))
     try:
         con.execute("set TimeZone = ?", [business_tz])
-        ensure_tables(con)
+        _ensure_plan_tables(con)
         with transaction(con):
-            candidates = _candidates(con, as_of, playbooks)
+            run.catch_up_from = catch_up_from(con, as_of)
+            candidates = _candidates(con, as_of, at, playbooks)
             keys = _keys(candidates)
             known = known_keys(con, keys)
             fresh = pl.Series([k not in known for k in keys], dtype=pl.Boolean)
@@ -551,9 +672,53 @@ def plan_intraday(
             if rows:
                 frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
                 con.execute("insert into message_ledger by name select * from frame")
+            report = _report(run, rows, [], known)
+            _record_run(con, run, report)
     finally:
         con.close()
-    return _report(as_of, dry_run, rows, [], known)
+    return report
+
+
+@dataclass
+class _Run:
+    as_of: dt.date
+    kind: str  # plan, intraday
+    dry_run: bool
+    catch_up_from: dt.date | None = None
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    run_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+def _ensure_plan_tables(con: duckdb.DuckDBPyConnection) -> None:
+    ensure_tables(con)
+    con.execute(RUNS_DDL)
+    # a plan_diff from before it had a row set per run is kept aside, once
+    if (
+        "run_id"
+        not in {
+            r[0]
+            for r in con.execute(
+                "select column_name from duckdb_columns() where table_name = 'plan_diff'"
+            ).fetchall()
+        }
+        and con.execute(
+            "select count(*) from duckdb_tables() where table_name = 'plan_diff'"
+        ).fetchone()[0]
+    ):
+        con.execute("alter table plan_diff rename to plan_diff_by_date")
+    con.execute(DIFF_DDL)
+
+
+def _record_run(con: duckdb.DuckDBPyConnection, run: _Run, report: PlanReport) -> None:
+    """The run in `plan_runs` (the watermark) and its counts in `plan_diff`, in the plan's
+    transaction."""
+    con.execute(
+        "insert into plan_runs values (?, ?, ?, ?, ?, ?)",
+        [run.run_id, run.as_of, run.kind, run.catch_up_from, run.dry_run, run.run_at],
+    )
+    if report.diff:
+        diff = pl.DataFrame(report.diff, infer_schema_length=None)  # noqa: F841
+        con.execute("insert into plan_diff by name select * from diff")
 
 
 def _keys(candidates: pl.DataFrame) -> list[str]:
@@ -605,6 +770,7 @@ def _ledger_rows(decisions: list[dict], as_of: dt.date, start: dt.datetime) -> l
                 "planned_for": d["planned_for"],
                 "decided_on": as_of,
                 "due_at": d["due_at"],
+                "anchor_at": d.get("anchor_at"),
                 "status": d["status"],
                 "reason": d["reason"],
                 "attempts": 0,
@@ -616,7 +782,7 @@ def _ledger_rows(decisions: list[dict], as_of: dt.date, start: dt.datetime) -> l
     return rows
 
 
-def _report(as_of, dry_run, rows, earlier, known) -> PlanReport:
+def _report(run: _Run, rows: list[dict], earlier: list, known: set[str]) -> PlanReport:
     counts: dict[str, int] = defaultdict(int)
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     now_keys = {r["idempotency_key"] for r in rows}
@@ -625,18 +791,22 @@ def _report(as_of, dry_run, rows, earlier, known) -> PlanReport:
         p = per[r["playbook"]]
         if r["carried"]:
             p["carried"] += 1
-        elif r["idempotency_key"] not in known:
-            p["new"] += 1
+        else:
+            p["made_due"] += 1
+            p["caught_up"] += r["first_due_date"] < run.as_of
+        p["new"] += r["idempotency_key"] not in known
         p[{"dry_run": "planned", "pending": "planned"}.get(r["status"], r["status"])] += 1
     for key, playbook, _status in earlier:
         if key not in now_keys:
             per[playbook]["dropped"] += 1
     diff = [
         {
-            "as_of_date": as_of,
+            "run_id": run.run_id,
+            "run_at": run.run_at,
+            "as_of_date": run.as_of,
             "playbook": playbook,
             **{k: int(v.get(k, 0)) for k in DIFF_COUNTS},
         }
         for playbook, v in sorted(per.items())
     ]
-    return PlanReport(as_of=as_of, dry_run=dry_run, counts=dict(counts), diff=diff)
+    return PlanReport(as_of=run.as_of, dry_run=run.dry_run, counts=dict(counts), diff=diff)
