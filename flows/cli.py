@@ -506,19 +506,22 @@ def print_plan(report) -> None:
     from flows.planning.plan import DIFF_COUNTS
 
     mode = "dry run: nothing leaves the machine" if report.dry_run else "for dispatch"
-    table = Table(title=f"Follow-ups for {report.as_of} ({mode}); vs the previous run")
+    since = report.catch_up_from
+    window = f"due {since} to {report.as_of}" if since and since < report.as_of else "due today"
+    table = Table(title=f"Follow-ups for {report.as_of}, {window} ({mode})")
     table.add_column("playbook")
     for key in DIFF_COUNTS:
         table.add_column(key.replace("_", " "), justify="right")
     for row in report.diff:
         table.add_row(row["playbook"], *(f"{row[k]:,}" for k in DIFF_COUNTS))
-    if not report.diff:
+    totals = report.totals()
+    if report.diff:
+        table.add_row("all", *(f"{totals[k]:,}" for k in DIFF_COUNTS), style="bold")
+    else:
         table.add_row("nothing due", *("0" for _ in DIFF_COUNTS))
     console.print(table)
     console.print(
-        "ledger: "
-        + (", ".join(f"{s} {n:,}" for s, n in sorted(report.counts.items())) or "no rows")
-        + " (table message_ledger; the diff is in plan_diff)"
+        f"{report.balance()}: each a row of message_ledger, the run's counts in plan_diff"
     )
 
 

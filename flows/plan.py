@@ -34,7 +34,10 @@ def escalate_task(db_path: Path, as_of: dt.date, dry_run: bool) -> EscalationRep
 def summary_markdown(report: PlanReport) -> str:
     mode = "dry run" if report.dry_run else "for dispatch"
     counts = ", ".join(f"{status} {n:,}" for status, n in sorted(report.counts.items()))
-    return f"# Plan for {report.as_of} ({mode})\n\n{counts or 'nothing due'}"
+    return (
+        f"# Plan for {report.as_of} ({mode})\n\n{report.balance()}\n\n"
+        f"ledger: {counts or 'nothing due'}"
+    )
 
 
 @flow(name="plan", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
@@ -50,9 +53,12 @@ def plan_flow(
         escalated = escalate_task(db_path, as_of, dry_run)
         get_run_logger().info("escalations %s: %s", as_of, dict(escalated.counts))
         report = plan_task(db_path, as_of, dry_run)
-        get_run_logger().info("plan %s: %s", as_of, report.counts)
+        get_run_logger().info("plan %s: %s", as_of, report.balance())
         create_markdown_artifact(summary_markdown(report), key="plan-summary")
         if report.diff:
-            rows = [{**row, "as_of_date": str(row["as_of_date"])} for row in report.diff]
+            rows = [
+                {**row, "as_of_date": str(row["as_of_date"]), "run_at": str(row["run_at"])}
+                for row in report.diff
+            ]
             create_table_artifact(rows, key="plan-diff", description="per playbook vs the last run")
         return report

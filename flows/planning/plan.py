@@ -153,6 +153,23 @@ class PlanReport:
     dry_run: bool
     counts: dict[str, int] = field(default_factory=dict)  # status -> n
     diff: list[dict] = field(default_factory=list)  # per playbook
+    catch_up_from: dt.date | None = None  # the first due date the run made due
+
+    def totals(self) -> dict[str, int]:
+        """`DIFF_COUNTS` over every playbook."""
+        return {k: sum(row[k] for row in self.diff) for k in DIFF_COUNTS}
+
+    def balance(self) -> str:
+        """Where every follow-up of the run went, in one line that adds up."""
+        totals = self.totals()
+        fates = " + ".join(f"{k.replace('_', ' ')} {totals[k]:,}" for k in FATES)
+        since = ""
+        if self.catch_up_from and self.catch_up_from < self.as_of:
+            since = f" since {self.catch_up_from}"
+        return (
+            f"made due {totals['made_due']:,} (caught up{since} {totals['caught_up']:,}) + "
+            f"carried back {totals['carried']:,} = {fates}"
+        )
 
 
 # The follow-ups the run made due (`followups_due`: its catch-up, each with the rule that removed
@@ -809,4 +826,10 @@ def _report(run: _Run, rows: list[dict], earlier: list, known: set[str]) -> Plan
         }
         for playbook, v in sorted(per.items())
     ]
-    return PlanReport(as_of=run.as_of, dry_run=run.dry_run, counts=dict(counts), diff=diff)
+    return PlanReport(
+        as_of=run.as_of,
+        dry_run=run.dry_run,
+        counts=dict(counts),
+        diff=diff,
+        catch_up_from=run.catch_up_from,
+    )
