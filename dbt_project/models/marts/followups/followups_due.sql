@@ -45,8 +45,16 @@ anchors as (
     select * from {{ ref('int_followup_anchors') }}
 ),
 
+-- a customer without a time zone is in the business one
 customers as (
-    select * from {{ ref('customer_360') }}
+    select
+        customer_id,
+        owner_id,
+        customer_type,
+        industry,
+        last_paid_order_at,
+        coalesce(timezone, '{{ var("business_tz") }}') as timezone
+    from {{ ref('customer_360') }}
 ),
 
 rfm as (
