@@ -10,6 +10,7 @@ planned follow-up stays `planned` (a dry run).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections import defaultdict
@@ -222,8 +223,13 @@ def _at(day: dt.date, clock: dt.time, tz: ZoneInfo) -> dt.datetime:
 class Anchor:
     kind: str
     anchor_id: str
-    at: dt.datetime  # anchor_at; also when a run can see it
+    at: dt.datetime  # anchor_at
     ticket_id: str | None = None
+    known: dt.datetime | None = None  # when it became known, if not at its time (`visible`)
+
+    @property
+    def visible(self) -> dt.datetime:
+        return self.at if self.known is None else self.known
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,7 @@ class _Version:
 
     followup: FollowUp
     fate: Fate
-    first_due: dt.date  # the date of the run that made it due
+    first_due: dt.date  # its due date (before any deferral)
 
 
 # ---------------------------------------------------------------- the scheduler
@@ -295,11 +301,11 @@ class Scheduler:
         """The start of the morning run of `day`: 00:00 in the business zone."""
         return _at(day, MIDNIGHT, self.bz)
 
-    def first_seen(self, visible_at: dt.datetime) -> dt.datetime:
+    def first_seen(self, visible_at: dt.datetime, *, state: bool = False) -> dt.datetime:
         """The first run that can see something visible from `visible_at` (§2): the next
-        business-zone midnight, or that time itself when it is a business-zone midnight."""
+        business-zone midnight; a state that began at a business-zone midnight, that time."""
         local = visible_at.astimezone(self.bz)
-        if local.time() == MIDNIGHT:
+        if state and local.time() == MIDNIGHT:
             return local
         return self.start_of(local.date() + dt.timedelta(days=1))
 
@@ -375,11 +381,15 @@ class Scheduler:
             attr = {"contract_signed": "signed_at", "go_live": "go_live_at"}.get(kind, "end_at")
             for k in self.contracts.get(customer_id, []):
                 when = getattr(k, attr)
-                if when is not None:
-                    found.append(Anchor(kind, k.contract_id, when))
+                if when is None:
+                    continue
+                # a contract's end is known from its signing (a `before` trigger plans ahead
+                # of its anchor); one without a signing date has always been known
+                known = (k.signed_at or _at(EPOCH, MIDNIGHT, self.bz)) if attr == "end_at" else None
+                found.append(Anchor(kind, k.contract_id, when, known=known))
         else:
             raise ValueError(f"unknown anchor {kind!r}")
-        visible = [a for a in found if self.first_seen(a.at) <= start]
+        visible = [a for a in found if self.first_seen(a.visible) <= start]
         return sorted(visible, key=lambda a: (a.at, a.anchor_id))
 
     # ------------------------------------------------------------ §2-§4 made due
@@ -421,7 +431,7 @@ class Scheduler:
                         planned = _at(
                             local_day + dt.timedelta(days=step.minutes // 1440), clock, tz
                         )
-                    planned = self.not_before(planned, self.first_seen(anchor.at), clock, tz)
+                    planned = self.not_before(planned, self.first_seen(anchor.visible), clock, tz)
                     due_at = self._due_cache[cache_key] = self.due_time(planned, step.channel, tz)
                 if since <= self.due_date(due_at) <= day:
                     followup = FollowUp(
@@ -447,7 +457,7 @@ class Scheduler:
         if began is None:
             return
         tz = self.tz(customer)
-        seen = self.first_seen(began)
+        seen = self.first_seen(began, state=True)
         if seen > self.start_of(day):
             return
         every = playbook.reentry.days if playbook.reentry.rule == "after_days" else None
@@ -459,7 +469,10 @@ class Scheduler:
                 local_day = first + dt.timedelta(days=k * (every or 0))
                 if local_day > day + dt.timedelta(days=1):
                     break  # planned that late locally, it falls due after the run date
-                planned = self.not_before(_at(local_day, clock, tz), seen, clock, tz)
+                # §2's "without `at`: at that moment" holds for a state's step without one too
+                # (planned at 00:00 of its day, but no declared send time to keep)
+                send_at = clock if step.at else None
+                planned = self.not_before(_at(local_day, clock, tz), seen, send_at, tz)
                 due_at = self.due_time(planned, step.channel, tz)
                 if since <= self.due_date(due_at) <= day:
                     anchor_id = f"{began.isoformat()}#{local_day.isoformat()}"
@@ -478,7 +491,8 @@ class Scheduler:
                 k += 1
 
     def _cadence(self, playbook, customer, profile, day, since):
-        """A cadence: each cycle day of the customer's tier, at `at` (00:00 without one)."""
+        """A cadence: each cycle day of the customer's tier, at `at` (00:00 without one). §2
+        gives a cadence no offset: a step's offset is not used (each step on the cycle day)."""
         every = playbook.trigger.every_days.get(profile.tier) if profile.tier else None
         if not every:
             return
@@ -487,7 +501,7 @@ class Scheduler:
         reach = self.world.lookback_days + 2  # how far a due time can move after its plan
         for step in playbook.steps:
             clock = _clock(step.at) if step.at else MIDNIGHT
-            shift = dt.timedelta(days=step.minutes // 1440)
+            shift = dt.timedelta(0)
             local_day = since - dt.timedelta(days=reach)
             while local_day <= day + dt.timedelta(days=1):
                 cycle_day = local_day - shift
@@ -547,15 +561,21 @@ class Scheduler:
     def exit(self, playbook: Playbook, followup: FollowUp, start: dt.datetime) -> str | None:
         """Exits as of the run's start (`opted_out` is the plan's channel rule)."""
         after = followup.anchor_at
-        for rule in playbook.exit:
+        # in §5.3's order, whatever the declaration's: the reason names the first that applies
+        for rule in ("ordered_again", "replied", "ticket_reopened"):
+            if rule not in playbook.exit:
+                continue
+            # the reason names the latest order (reply) before the run
             if rule == "ordered_again":
-                for o in self.paid_orders.get(followup.customer_id, []):
-                    if after < o.ordered_at < start:
-                        return f"ordered again on {self.due_date(o.ordered_at).isoformat()}"
+                seen = [o.ordered_at for o in self.paid_orders.get(followup.customer_id, [])]
+                last = max((t for t in seen if t < start), default=None)
+                if last is not None and last > after:
+                    return f"ordered again on {self.due_date(last).isoformat()}"
             elif rule == "replied":
-                for r in self.replies.get(followup.customer_id, []):
-                    if after < r.responded_at < start:
-                        return f"replied on {self.due_date(r.responded_at).isoformat()}"
+                seen = [r.responded_at for r in self.replies.get(followup.customer_id, [])]
+                last = max((t for t in seen if t < start), default=None)
+                if last is not None and last > after:
+                    return f"replied on {self.due_date(last).isoformat()}"
             elif rule == "ticket_reopened" and followup.ticket_id:
                 for t in self.tickets.get(followup.ticket_id, []):
                     if t.reopened_at is not None and after < t.reopened_at < start:
@@ -682,11 +702,16 @@ class Scheduler:
                 customer = self.customers[followup.customer_id]
                 step = _step(self.playbooks[followup.playbook], followup.step)
                 status = "exited" if removed == "exit" else "suppressed"
-                fate = self._fate(followup, status, day, day, step.channel, customer, reason)
-                self.ledger[followup.key] = [_Version(followup, fate, day)]
+                # the ledger names the channel it would have gone by (else the step's own)
+                channel = self.channel(self.playbooks[followup.playbook], step, customer, start)[0]
+                channel = channel or step.channel
+                fate = self._fate(followup, status, day, day, channel, customer, reason)
+                self.ledger[followup.key] = [
+                    _Version(followup, fate, self.due_date(followup.due_at))
+                ]
             else:
                 queue.append((followup, None))
-        queue += [(v.followup, v) for v in carried]
+        queue += [(self.moved(v, day), v) for v in carried]
         queue.sort(
             key=lambda item: (
                 -self.playbooks[item[0].playbook].priority,
@@ -702,13 +727,20 @@ class Scheduler:
             fate = self.decide(
                 followup, before, day, start, profiles, contacts, load, last_assigned
             )
-            first_due = before.first_due if before else day
+            first_due = before.first_due if before else self.due_date(followup.due_at)
             self.ledger.setdefault(followup.key, []).append(_Version(followup, fate, first_due))
 
         self.completed.add(day)
         ledger = [self.ledger[key][-1].fate for key in sorted(self.ledger)]
         due.sort(key=lambda d: (d.due_at.timestamp(), d.customer_id, d.playbook, d.step))
         return RunResult(day, due, ledger)
+
+    def moved(self, version: _Version, day: dt.date) -> FollowUp:
+        """A deferred follow-up back on `day`: its due time moves by the whole days since the
+        decision that deferred it (the same clock time in the business zone)."""
+        days = dt.timedelta(days=(day - version.fate.decided_on).days)
+        due_at = version.followup.due_at.astimezone(self.bz) + days
+        return dataclasses.replace(version.followup, due_at=due_at)
 
     def decide(self, followup, before, day, start, profiles, contacts, load, last_assigned):
         """§6: the fate of a follow-up made due today, or of a deferred one back today."""
@@ -720,19 +752,21 @@ class Scheduler:
         def fate(status, planned_for, channel, reason, owner=customer.owner_id):
             return self._fate(followup, status, planned_for, day, channel, customer, reason, owner)
 
+        channel, why = self.channel(playbook, step, customer, start)
+        shown = channel or step.channel  # the ledger names the step's own channel without one
         if before is not None:
-            limit = self.policy.max_deferral_days
-            if (before.fate.planned_for - before.first_due).days > limit:
-                return fate("suppressed", day, before.fate.channel, f"deferred over {limit} days")
+            # the rules of §5 again as of today (audience, then exits), then the limit
             reason = audience(playbook, customer, profile)
             if reason:
-                return fate("suppressed", day, before.fate.channel, reason)
+                return fate("suppressed", day, shown, reason)
             reason = self.exit(playbook, followup, start)
             if reason:
-                return fate("exited", day, before.fate.channel, reason)
-        channel, reason = self.channel(playbook, step, customer, start)
+                return fate("exited", day, shown, reason)
+            limit = self.policy.max_deferral_days
+            if (day - before.first_due).days > limit:
+                return fate("suppressed", day, shown, f"deferred over {limit} days")
         if channel is None:
-            return fate("suppressed", day, None, reason)
+            return fate("suppressed", day, shown, why)
         if variant(playbook.name, step, customer.customer_id) == "holdout":
             return fate("held_out", day, channel, "holdout")
         reason = self.cap_blocks(contacts, customer.customer_id, day, playbook.purpose, channel)

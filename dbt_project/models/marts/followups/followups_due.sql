@@ -186,11 +186,19 @@ earlier_anchors as (
             anchored.playbook = steps.playbook
             and anchored.step = steps.step
             and steps.reentry_rule in ('never', 'after_days')
+    -- an earlier anchor of the trigger: of its kind, and matching its `where`
     inner join anchors
         on
             anchored.customer_id = anchors.customer_id
             and anchored.anchor_kind = anchors.anchor_kind
             and anchored.anchor_at > anchors.anchor_at
+            and (steps.where_intent is null or anchors.lead_intent = steps.where_intent)
+            and (steps.where_form is null or anchors.lead_form = steps.where_form)
+            and (steps.where_source is null or anchors.lead_source = steps.where_source)
+            and (
+                steps.where_product_category is null
+                or anchors.product_category = steps.where_product_category
+            )
     group by anchored.customer_id, anchored.playbook, anchored.step, anchored.anchor_id
 ),
 
@@ -385,8 +393,11 @@ first_runs as (
         case
             when {{ intraday }} and all_candidates.visible_at >= {{ as_of_midnight() }}
                 then all_candidates.visible_at
+            -- a state that began at 00:00 is in that day's models; an order or event at 00:00
+            -- is not (a run sees the facts before its start)
             when
-                all_candidates.visible_at
+                steps.trigger_kind = 'state'
+                and all_candidates.visible_at
                 = {{ local_midnight(local_date('all_candidates.visible_at')) }}
                 then all_candidates.visible_at
             else {{ local_midnight(dbt.dateadd('day', 1, local_date('all_candidates.visible_at'))) }}
