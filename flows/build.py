@@ -257,8 +257,8 @@ def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None =
     Returns the number of playbooks."""
     import duckdb
 
-    from flows.dispatching.store import ensure_tables
     from flows.ingestion.load import ensure_schema
+    from flows.ledger import ensure_tables
     from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
     from flows.planning.tables import write_planning_tables
 
@@ -280,7 +280,7 @@ def catch_up_vars(db_path: Path, as_of: dt.date) -> dict:
     while no run happened is made due by this one (docs/schedule-rules.md §4)."""
     import duckdb
 
-    from flows.dispatching.store import ensure_tables
+    from flows.ledger import ensure_tables
     from flows.planning.plan import catch_up_from
 
     con = duckdb.connect(str(db_path))

@@ -34,7 +34,7 @@ class FeedbackReport:
 
 def load_feedback(source: Path, db_path: Path, as_of: dt.date, settings: Settings) -> IngestReport:
     """`source` is a feedback file (CSV, XLSX, Parquet) or a folder holding `feedback.*`."""
-    from flows.dispatching.store import ensure_tables
+    from flows.ledger import ensure_tables
 
     if not source.exists():
         raise IngestError(f"{source}: no such file or folder")

@@ -12,9 +12,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.dispatching.escalation import EscalationReport, escalate
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.planning.escalation import EscalationReport, escalate
 from flows.planning.plan import PlanReport, plan
 from flows.settings import Settings
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from flows.dispatching.store import LEDGER_DDL, ensure_tables
+from flows.ledger import LEDGER_DDL, ensure_tables
 
 AS_OF = dt.date(2026, 11, 23)
 YESTERDAY = AS_OF - dt.timedelta(days=1)

@@ -1,4 +1,4 @@
-"""Escalation (flows/dispatching/escalation.py): `decide`'s rules on small hand-made histories, one
+"""Escalation (flows/planning/escalation.py): `decide`'s rules on small hand-made histories, one
 behaviour per test, then `escalate()` against a small hand-built database (what it writes, dry run
 then real run, idempotency) and the daily plan's suppression of a stopped customer."""
 
@@ -12,10 +12,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from flows.dispatching.escalation import Action, decide, escalate, escalation_id
-from flows.dispatching.store import ensure_tables
+from flows.ledger import ensure_tables
 from flows.planning import plan as planning
 from flows.planning.declarations import Playbook
+from flows.planning.escalation import Action, decide, escalate, escalation_id
 from flows.planning.plan import Cap, Policy, idempotency_key, message_id
 from tests.conftest import query
 from tests.plan_inputs import create_plan_inputs

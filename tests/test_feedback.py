@@ -27,9 +27,9 @@ import duckdb
 import pytest
 
 from flows.build import build
-from flows.dispatching.store import ensure_tables
 from flows.feedback import load_feedback
 from flows.ingestion.load import IngestError, ingest
+from flows.ledger import ensure_tables
 from flows.settings import Settings
 from tests.conftest import query
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.dispatching.store import ensure_tables
+from flows.ledger import ensure_tables
 from flows.planning import calendar
 from flows.planning.declarations import TASK_CHANNELS
 from flows.planning.plan import (

@@ -216,8 +216,8 @@ def prepare(scratch: Path, live_db: Path | None, start: dt.date, *, copy_raw: bo
     """Into the scratch database: the live raw tables (`copy_raw`; else a source folder was
     ingested already), the live feedback, and the live ledger as it stood the morning of
     `start`."""
-    from flows.dispatching.store import ensure_tables
     from flows.ingestion.load import ensure_schema
+    from flows.ledger import ensure_tables
 
     con = duckdb.connect(str(scratch))
     try:

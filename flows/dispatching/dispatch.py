@@ -48,9 +48,9 @@ import yaml
 
 from adapters.channels import Message, Outcome, mask
 from flows.atomic import transaction
-from flows.dispatching.store import ensure_tables
 from flows.dispatching.templates import Renderer, TemplateError
 from flows.dispatching.worker import InProcess, InWorkers
+from flows.ledger import ensure_tables
 from flows.planning.declarations import TASK_CHANNELS
 from flows.planning.plan import opt_outs_sql
 from flows.settings import PROJECT_ROOT

@@ -23,7 +23,7 @@ import polars as pl
 import yaml
 
 from flows.atomic import transaction
-from flows.dispatching.store import ensure_tables, known_keys
+from flows.ledger import ensure_tables, insert, known_keys
 from flows.planning import calendar
 from flows.planning.declarations import PLAYBOOK_DIR, TASK_CHANNELS
 from flows.settings import PROJECT_ROOT
@@ -631,11 +631,7 @@ def plan(
                 "delete from message_ledger where idempotency_key in (select unnest(?))",
                 [[r["idempotency_key"] for r in rows]],
             )
-            if rows:
-                # every row typed from all rows: a reason may first appear after a hundred
-                # without one
-                frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
-                con.execute("insert into message_ledger by name select * from frame")
+            insert(con, "message_ledger", [_without_carried(r) for r in rows])
             report = _report(run, rows, earlier, known)
             _record_run(con, run, report)
     finally:
@@ -686,9 +682,7 @@ def plan_intraday(
                 tasks_today=_tasks_today(con, as_of),
             )
             rows = _ledger_rows(decisions, as_of, at)
-            if rows:
-                frame = pl.DataFrame(rows, infer_schema_length=None).drop("carried")  # noqa: F841
-                con.execute("insert into message_ledger by name select * from frame")
+            insert(con, "message_ledger", [_without_carried(r) for r in rows])
             report = _report(run, rows, [], known)
             _record_run(con, run, report)
     finally:
@@ -797,6 +791,10 @@ def _ledger_rows(decisions: list[dict], as_of: dt.date, start: dt.datetime) -> l
             }
         )
     return rows
+
+
+def _without_carried(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "carried"}
 
 
 def _report(run: _Run, rows: list[dict], earlier: list, known: set[str]) -> PlanReport:

@@ -22,8 +22,8 @@ import duckdb
 from flows.atomic import transaction
 from flows.backtesting.replay import CompiledModel, compiled
 from flows.build import run_dbt
-from flows.dispatching.store import ensure_tables
 from flows.ingestion.load import ensure_schema
+from flows.ledger import ensure_tables
 from flows.planning.declarations import Playbook
 from flows.planning.plan import Policy, catch_up_from, plan
 from flows.planning.tables import write_planning_tables

@@ -59,7 +59,7 @@ import duckdb
 import polars as pl
 
 from flows.atomic import transaction
-from flows.dispatching.store import ensure_tables, known_keys
+from flows.ledger import ensure_tables, insert, known_keys
 from flows.planning.declarations import TASK_CHANNELS, Playbook, load_playbooks, offset_minutes
 from flows.planning.plan import Policy, idempotency_key, message_id
 
@@ -386,7 +386,7 @@ def escalate(
                     i for (i,) in con.execute("select escalation_id from escalations").fetchall()
                 }
                 new = [a for a in actions if a.escalation_id not in known]
-                _insert(con, "escalations", [_escalation_row(a, as_of, start) for a in new])
+                insert(con, "escalations", [_escalation_row(a, as_of, start) for a in new])
                 report.counts = dict(Counter(a.action for a in new))
                 today = [
                     Action(*row)
@@ -434,66 +434,6 @@ _OPTED_OUT = """
     where event_type = 'opt_out' and occurred_at < $start
     group by customer_id
 """
-
-_ESCALATION_SCHEMA = {
-    "escalation_id": pl.Utf8,
-    "as_of_date": pl.Date,
-    "customer_id": pl.Utf8,
-    "playbook": pl.Utf8,
-    "rule": pl.Utf8,
-    "action": pl.Utf8,
-    "tier": pl.Utf8,
-    "source_message_id": pl.Utf8,
-    "detail": pl.Utf8,
-    "created_at": pl.Datetime("us", "UTC"),
-}
-_MESSAGE_SCHEMA = {
-    "message_id": pl.Utf8,
-    "idempotency_key": pl.Utf8,
-    "customer_id": pl.Utf8,
-    "playbook": pl.Utf8,
-    "step": pl.Utf8,
-    "anchor_id": pl.Utf8,
-    "variant": pl.Utf8,
-    "channel": pl.Utf8,
-    "purpose": pl.Utf8,
-    "priority": pl.Int32,
-    "owner_id": pl.Utf8,
-    "first_due_date": pl.Date,
-    "planned_for": pl.Date,
-    "decided_on": pl.Date,
-    "due_at": pl.Datetime("us", "UTC"),
-    "status": pl.Utf8,
-    "reason": pl.Utf8,
-    "attempts": pl.Int32,
-    "created_at": pl.Datetime("us", "UTC"),
-    "updated_at": pl.Datetime("us", "UTC"),
-    "origin": pl.Utf8,
-}
-_TASK_SCHEMA = {
-    "task_id": pl.Utf8,
-    "customer_id": pl.Utf8,
-    "owner_id": pl.Utf8,
-    "reason": pl.Utf8,
-    "priority": pl.Int32,
-    "created_at": pl.Datetime("us", "UTC"),
-    "due_by": pl.Datetime("us", "UTC"),
-    "status": pl.Utf8,
-    "kind": pl.Utf8,
-    "playbook": pl.Utf8,
-    "message_id": pl.Utf8,
-}
-_SCHEMAS = {
-    "escalations": _ESCALATION_SCHEMA,
-    "message_ledger": _MESSAGE_SCHEMA,
-    "manual_followups": _TASK_SCHEMA,
-}
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> None:
-    if rows:
-        frame = pl.DataFrame(rows, schema=_SCHEMAS[table])  # noqa: F841 - read by the insert
-        con.execute(f"insert into {table} by name select * from frame")
 
 
 def _escalation_row(action: Action, as_of: dt.date, start: dt.datetime) -> dict:
@@ -558,7 +498,7 @@ def _messages(
             [start, as_of],
         )
     have = known_keys(con, [r["idempotency_key"] for r in rows])
-    _insert(con, "message_ledger", [r for r in rows if r["idempotency_key"] not in have])
+    insert(con, "message_ledger", [r for r in rows if r["idempotency_key"] not in have])
 
 
 def _tasks(
@@ -635,7 +575,7 @@ def _tasks(
                 "message_id": action.source_message_id,
             }
         )
-    _insert(con, "manual_followups", rows)
+    insert(con, "manual_followups", rows)
 
 
 def _specialist(

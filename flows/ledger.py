@@ -1,10 +1,12 @@
-"""The tables dispatch shares with planning and analysis: `message_ledger` (one row per message,
-written before it is sent and updated after), `manual_followups` (tasks for people) and
-`escalations` (what the escalation rules decided, once each)."""
+"""The ledger: the tables planning, escalation and dispatch write and analysis reads, their schema
+and the rows' insertion: `message_ledger` (one row per message, written before it is sent and
+updated after), `manual_followups` (tasks for people) and `escalations` (what the escalation
+rules decided, once each)."""
 
 from __future__ import annotations
 
 import duckdb
+import polars as pl
 
 LEDGER_DDL = """
 create table if not exists message_ledger (
@@ -103,3 +105,17 @@ def known_keys(con: duckdb.DuckDBPyConnection, keys: list[str]) -> set[str]:
             [keys],
         ).fetchall()
     }
+
+
+LEDGER_TABLES = ("message_ledger", "manual_followups", "escalations")
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> None:
+    """`rows` into one of the ledger's tables, by column name: the table's DDL types them, and a
+    column the rows leave out takes its default (or null)."""
+    if table not in LEDGER_TABLES:
+        raise ValueError(f"{table}: not a ledger table")
+    if rows:
+        # every row typed from all rows: a reason may first appear after a hundred without one
+        frame = pl.DataFrame(rows, infer_schema_length=None)  # noqa: F841 - read by the insert
+        con.execute(f"insert into {table} by name select * from frame")
