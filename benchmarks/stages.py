@@ -74,7 +74,7 @@ def dbt_build(db: Path, as_of: str, full_refresh: bool) -> None:
     """The daily dbt build (models, seeds, data tests) through prefect-dbt, outside a flow."""
     import json
 
-    from flows.build import build
+    from flows.building.runner import build
     from flows.settings import Settings
 
     nodes = build(db, dt.date.fromisoformat(as_of), Settings.from_env(), full_refresh=full_refresh)

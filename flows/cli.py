@@ -103,7 +103,7 @@ def _run_daily(
     channels: Path | None = None,
 ):
     _quiet_prefect()
-    from flows.build import BuildError
+    from flows.building.runner import BuildError
     from flows.daily import daily_flow
     from flows.ingestion.load import IngestError
 
@@ -664,7 +664,7 @@ def _run_past_build(db: Path, as_of: dt.date):
     node, and without the analysis models, which today's build makes (saves half a minute)."""
     import time
 
-    from flows.build import BuildError, BuildReport, build
+    from flows.building.runner import BuildError, BuildReport, build
 
     started = time.monotonic()
     with _one_line_errors(BuildError):
@@ -683,7 +683,7 @@ def _run_ingest_files(db: Path, as_of: dt.date, files: dict[str, Path]):
 
 def _run_feedback(source: Path, db: Path, as_of: dt.date | None, refresh_models: bool = True):
     _quiet_prefect()
-    from flows.build import BuildError
+    from flows.building.runner import BuildError
     from flows.feedback import feedback_flow
     from flows.ingestion.load import IngestError
 
@@ -695,7 +695,7 @@ def _run_backtest(start, end, db, source, playbooks, playbook_dir):
     _quiet_prefect()
     from flows.backtest import backtest_flow
     from flows.backtesting.replay import BacktestError
-    from flows.build import BuildError
+    from flows.building.runner import BuildError
     from flows.ingestion.load import IngestError
     from flows.planning.declarations import PlaybookError
 
@@ -712,7 +712,7 @@ def _run_backtest(start, end, db, source, playbooks, playbook_dir):
 
 def _run_intraday(at, db, source, sources_file, dry_run, channels, interval):
     _quiet_prefect()
-    from flows.build import BuildError
+    from flows.building.runner import BuildError
     from flows.ingestion.load import IngestError
     from flows.intraday import IntradayError, intraday_flow
     from flows.planning.declarations import PlaybookError

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.build import BuildReport, build_flow
+from flows.build import build_flow
+from flows.building.runner import BuildReport
 from flows.dispatch import dispatch_flow
 from flows.dispatching.dispatch import DispatchReport
 from flows.ingest import ingest_flow

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.analysis.publish import AnalysisSummary, publish_analysis, read_summary
-from flows.build import NodeResult, build_args, run_build
+from flows.building.runner import NodeResult, build_args, run_build
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.locking import writer_lock
 from flows.notify import notify_failure

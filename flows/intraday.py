@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import load_channels
-from flows.build import NodeResult, build_args, catch_up_vars, declare_playbooks, run_dbt
+from flows.building.runner import NodeResult, build_args, catch_up_vars, declare_playbooks, run_dbt
 from flows.dispatch import channels_file
 from flows.dispatching.dispatch import DispatchReport, dispatch
 from flows.ingest import ingest_flow

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from lifetimes.utils import summary_data_from_transaction_data
 
-from flows.build import BuildError, build, build_flow, run_dbt
+from flows.build import build_flow
+from flows.building.runner import BuildError, build, run_dbt
 from flows.demo_company import generate_company
 from flows.ingestion.load import ingest
 from flows.settings import Settings

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
-from flows.build import build
+from flows.building.runner import build
 from flows.feedback import load_feedback
 from flows.ingestion.load import IngestError, ingest
 from flows.ledger import ensure_tables

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.build import build
+from flows.building.runner import build
 from flows.ingestion.load import ingest
 from flows.planning.declarations import PLAYBOOK_DIR, Playbook
 from flows.settings import Settings

@@ -71,7 +71,8 @@ def test_a_failed_run_posts_flow_date_and_error(
 def test_a_wecom_robot_gets_its_payload_and_the_failing_model(
     prefect_server, httpserver, no_channels_file, tmp_path, monkeypatch
 ) -> None:
-    from flows.build import BuildError, build_flow
+    from flows.build import build_flow
+    from flows.building.runner import BuildError
 
     # raw.orders written by something else than the ingest: its times are text
     broken = tmp_path / "broken.duckdb"

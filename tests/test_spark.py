@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from flows.build import build
+from flows.building.runner import build
 from flows.settings import Settings
 from tests.conftest import AS_OF
 

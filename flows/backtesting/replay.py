@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 
 from flows.atomic import transaction
-from flows.build import compile_models, run_dbt
+from flows.building.runner import compile_models, run_dbt
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import CANDIDATES, Policy, plan
 from flows.settings import Settings

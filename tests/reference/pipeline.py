@@ -21,7 +21,7 @@ import duckdb
 
 from flows.atomic import transaction
 from flows.backtesting.replay import CompiledModel, compiled
-from flows.build import run_dbt
+from flows.building.runner import run_dbt
 from flows.ingestion.load import ensure_schema
 from flows.ledger import ensure_tables
 from flows.planning.declarations import Playbook

@@ -1,0 +1,315 @@
+"""The dbt project in `dbt_project/` for one run date: dbt invoked with the run's vars and the
+database's environment (inside a flow run, one Prefect task per node through prefect-dbt's
+`PrefectDbtRunner`; elsewhere plain dbt), the playbooks declared as the `config` tables the
+models read, and the catch-up the models make due.
+
+The models read the raw tables the ingest wrote and compute everything as of `as_of` (a dbt var):
+nothing in them reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import os
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flows.settings import PROJECT_ROOT, Settings
+
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+class BuildError(RuntimeError):
+    """dbt failed; the message names the first failing node and its error in one line."""
+
+
+@dataclass
+class NodeResult:
+    name: str
+    resource_type: str
+    status: str
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class BuildReport:
+    as_of: dt.date
+    full_refresh: bool
+    seconds: float = 0.0
+    nodes: list[NodeResult] = field(default_factory=list)
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(node.status for node in self.nodes)
+
+
+def dbt_vars(as_of: dt.date, settings: Settings) -> dict:
+    return {"as_of": as_of.isoformat(), "business_tz": settings.business_tz}
+
+
+@contextmanager
+def _dbt_environment(db_path: Path, settings: Settings):
+    """The profile in dbt_project/profiles.yml reads these; set them for this invocation only."""
+    values = {
+        "FOLLOWUP_DB": str(db_path.resolve()),
+        "FOLLOWUP_TZ": settings.business_tz,
+        "FOLLOWUP_DUCKDB_MEMORY": settings.duckdb_memory_limit,
+        "FOLLOWUP_DUCKDB_THREADS": str(settings.duckdb_threads),
+        "FOLLOWUP_DBT_TARGET": settings.dbt_target,
+        "FOLLOWUP_SPARK_DIR": str(settings.spark_dir.resolve()),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_dbt(
+    args: list[str],
+    db_path: Path,
+    as_of: dt.date,
+    settings: Settings,
+    *,
+    node_tasks: bool = True,
+    extra_vars: dict | None = None,
+) -> list[NodeResult]:
+    """Invoke dbt. Inside a flow run, through prefect-dbt: each node becomes a Prefect task
+    (unless `node_tasks` is false: a backtest's scratch build). Outside one (benchmarks, tests of
+    the models), dbt runs as it is, without a Prefect API. `extra_vars`: more project vars (an
+    intraday run's `as_of_time`)."""
+    variables = {**dbt_vars(as_of, settings), **(extra_vars or {})}
+    full_args = [*args, "--vars", json.dumps(variables)]
+    with _dbt_environment(db_path, settings):
+        try:
+            result = _runner(node_tasks).invoke(full_args)
+        except ValueError as exc:  # dbt could not run at all (bad project, profile, SQL)
+            raise BuildError(f"dbt {args[0]}: {str(exc).splitlines()[-1]}") from exc
+        finally:
+            _release_database()
+    nodes = [
+        NodeResult(
+            name=r.node.name,
+            resource_type=str(r.node.resource_type),
+            status=str(r.status),
+            seconds=float(r.execution_time or 0.0),
+            message=(r.message or "").strip(),
+        )
+        for r in (result.result.results if result.result is not None else [])
+    ]
+    if not result.success:
+        failed = [n for n in nodes if n.status in ("error", "fail", "runtime error")]
+        if failed:
+            first = failed[0]
+            detail = " ".join(first.message.split())[:300]
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            what = f"{first.resource_type} {first.name} {first.status}"
+            raise BuildError(f"dbt: {what}: {detail}{more}")
+        detail = " ".join(str(result.exception).split())[:300]
+        raise BuildError(f"dbt {args[0]} failed: {detail}")
+    return nodes
+
+
+def run_build(
+    args: list[str],
+    db_path: Path,
+    as_of: dt.date,
+    settings: Settings,
+    extra_vars: dict | None = None,
+) -> list[NodeResult]:
+    """dbt on the engine of `settings.dbt_target`. DuckDB reads its own file. Another engine
+    (Spark) first gets the sources landed as Parquet in the lake and registered as its tables,
+    and after dbt the models its adapter cannot run in place (the Python model `ab_results`)."""
+    if settings.dbt_target == "duckdb":
+        return run_dbt(args, db_path, as_of, settings, extra_vars=extra_vars)
+    from dbt.cli.main import dbtRunner
+
+    from flows.building.lake import build_python_models, land_sources
+
+    lake = settings.lake_dir.resolve()
+    land_sources(db_path, lake)
+    lake_args = json.dumps({"lake": str(lake)})
+    operation = ["run-operation", "register_lake_sources", "--args", lake_args]
+    operation += ["--vars", json.dumps(dbt_vars(as_of, settings))]
+    with _dbt_environment(db_path, settings):
+        result = _PlainDbt(dbtRunner()).invoke(operation)
+    if not result.success:
+        raise BuildError(f"dbt run-operation register_lake_sources: {result.exception}")
+    nodes = run_dbt(args, db_path, as_of, settings, extra_vars=extra_vars)
+    if args[0] in ("build", "run"):
+        build_python_models()
+    return nodes
+
+
+def compile_models(
+    select: str, db_path: Path, as_of: dt.date, settings: Settings, extra_vars: dict | None = None
+) -> list:
+    """dbt's compiled nodes for `select` (models only), in the order they build: each with its
+    `compiled_code`, `relation_name` and `config.materialized`. Always plain dbt: nothing runs."""
+    from dbt.cli.main import dbtRunner
+
+    args = ["compile", "--select", select]
+    args += ["--vars", json.dumps({**dbt_vars(as_of, settings), **(extra_vars or {})})]
+    # `dbt compile` prints the compiled SQL even when quiet: the caller wants it, not the terminal
+    with _dbt_environment(db_path, settings), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            result = _PlainDbt(dbtRunner()).invoke(args)
+        finally:
+            _release_database()
+    if not result.success:
+        raise BuildError(f"dbt compile {select} failed: {result.exception or result.result}")
+    nodes = {
+        r.node.unique_id: r.node
+        for r in result.result.results
+        if str(r.node.resource_type) == "model"
+    }
+    ordered: list = []
+
+    def visit(unique_id: str) -> None:
+        node = nodes[unique_id]
+        if node in ordered:
+            return
+        for parent in node.depends_on.nodes:
+            if parent in nodes:
+                visit(parent)
+        ordered.append(node)
+
+    for unique_id in sorted(nodes):
+        visit(unique_id)
+    return ordered
+
+
+def _runner(node_tasks: bool = True):
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    if not node_tasks or (FlowRunContext.get() is None and TaskRunContext.get() is None):
+        from dbt.cli.main import dbtRunner
+
+        return _PlainDbt(dbtRunner())
+    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+
+    return PrefectDbtRunner(
+        settings=PrefectDbtSettings(
+            project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=Path("target")
+        ),
+        raise_on_failure=False,
+    )
+
+
+@dataclass
+class _PlainDbt:
+    runner: object
+
+    def invoke(self, args: list[str]):
+        project = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+        # errors only on the terminal, as inside a flow: the nodes' results come back to the
+        # caller (a run of the demo printed every node's log line)
+        return self.runner.invoke(["--quiet", *args, *project])
+
+
+def _release_database() -> None:
+    """dbt-duckdb keeps its DuckDB connection open for the life of the process; close it so the
+    file is free for the next step (DuckDB takes one writer, and one configuration, per file)."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # another engine's adapter
+        return
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()
+
+
+def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None = None) -> int:
+    """Validate every playbook declaration (a bad one stops the run here, before anything is
+    built) and write them, with the working-day calendar, as the `config` tables the models read.
+    Returns the number of playbooks."""
+    import duckdb
+
+    from flows.ingestion.load import ensure_schema
+    from flows.ledger import ensure_tables
+    from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
+    from flows.planning.tables import write_planning_tables
+
+    playbooks = load_playbooks(playbook_dir or PLAYBOOK_DIR)
+    con = duckdb.connect(str(db_path))
+    try:
+        write_planning_tables(con, playbooks, as_of)
+        # the models read the raw tables and the ledger, even before the first feedback or plan
+        ensure_schema(con)
+        ensure_tables(con)
+    finally:
+        con.close()
+    return len(playbooks)
+
+
+def catch_up_vars(db_path: Path, as_of: dt.date) -> dict:
+    """The run's catch-up for the models (dbt var `catch_up_from`): from the day after the last
+    completed plan for an earlier date (the watermark in `plan_runs`), so that what came due
+    while no run happened is made due by this one (docs/schedule-rules.md §4)."""
+    import duckdb
+
+    from flows.ledger import ensure_tables
+    from flows.planning.plan import catch_up_from
+
+    con = duckdb.connect(str(db_path))
+    try:
+        ensure_tables(con)
+        return {"catch_up_from": catch_up_from(con, as_of).isoformat()}
+    finally:
+        con.close()
+
+
+def build(
+    db_path: Path,
+    as_of: dt.date,
+    settings: Settings,
+    full_refresh: bool = False,
+    playbook_dir: Path | None = None,
+    every_test: bool = False,
+    exclude: str | None = None,
+) -> list[NodeResult]:
+    """The build without a flow around it: declarations, then dbt."""
+    declare_playbooks(db_path, as_of, playbook_dir)
+    args = build_args(full_refresh, every_test=every_test, exclude=exclude)
+    return run_build(args, db_path, as_of, settings, catch_up_vars(db_path, as_of))
+
+
+# Checks of the models' code (value sets, ranges, non-null columns) run with the unit tests in
+# `make test`; a daily run keeps the data's integrity checks (keys, relationships, the singular
+# tests). Each dbt node is a Prefect task, and at ~0.2 s a node the difference is a minute.
+CODE_TESTS = ("not_null", "accepted_values", "between", "one_of")
+
+
+def build_args(
+    full_refresh: bool = False,
+    *,
+    every_test: bool = False,
+    select: str | None = None,
+    exclude: str | None = None,
+) -> list[str]:
+    """A daily build: every model and seed (or those `select`ed, less those `exclude`d), and the
+    data tests that guard integrity. The unit tests are the code's tests, not the data's: `make
+    test` runs them (`every_test`)."""
+    excluded = [] if every_test else [*(f"test_name:{t}" for t in CODE_TESTS)]
+    if exclude:
+        excluded.append(exclude)
+    excluded = ["--exclude", *excluded] if excluded else []
+    return [
+        "build",
+        *(["--select", select] if select else []),
+        *([] if every_test else ["--exclude-resource-type", "unit_test"]),
+        *excluded,
+        *(["--full-refresh"] if full_refresh else []),
+    ]
