@@ -234,7 +234,7 @@ def report(db: Path, out: Path) -> None:
 
 
 def generate(source: Path, customers: int, as_of: str) -> None:
-    from flows.demo_company import generate_company
+    from flows.demo.company import generate_company
 
     generate_company(source, customers=customers, as_of=dt.date.fromisoformat(as_of), fmt="csv")
 

@@ -534,7 +534,7 @@ def generate(
     fmt: Annotated[str, typer.Option("--format", help="csv, xlsx or parquet")] = "csv",
 ) -> None:
     """Write a realistic demo company (customers, orders, events, contracts, staff)."""
-    from flows.demo_company import generate_company
+    from flows.demo.company import generate_company
 
     counts = generate_company(out, customers=customers, seed=seed, as_of=_date(as_of), fmt=fmt)
     for entity, n in counts.items():
@@ -557,8 +557,8 @@ def demo(
     the local outbox: nothing leaves the machine), load the feedback and write the report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.demo_company import generate_company
-    from flows.demo_story import BETTER_VARIANT, EXPERIMENT, simulate_history
+    from flows.demo.company import generate_company
+    from flows.demo.story import BETTER_VARIANT, EXPERIMENT, simulate_history
     from flows.locking import writer_lock
 
     settings = Settings.from_env()

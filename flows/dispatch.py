@@ -11,23 +11,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from adapters.channels.config import load_channels
+from adapters.channels.config import channels_file, load_channels
 from flows.dispatching.dispatch import DispatchReport, dispatch
 from flows.dispatching.fanout import fan_out
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.settings import Settings
-
-
-def channels_file(path: Path | None) -> Path | None:
-    """The channel settings: the given file, else `channels.yml` in the working folder, else
-    none (the embedded default: a local outbox)."""
-    if path is not None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such channel settings file")
-        return Path(path)
-    local = Path("channels.yml")
-    return local if local.is_file() else None
 
 
 @task(name="send", cache_policy=NO_CACHE)

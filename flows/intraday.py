@@ -23,9 +23,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from adapters.channels.config import load_channels
+from adapters.channels.config import channels_file, load_channels
 from flows.building.runner import NodeResult, build_args, catch_up_vars, declare_playbooks, run_dbt
-from flows.dispatch import channels_file
 from flows.dispatching.dispatch import DispatchReport, dispatch
 from flows.ingest import ingest_flow
 from flows.ingestion.load import IngestReport

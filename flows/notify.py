@@ -101,8 +101,7 @@ def alert_target(flow_run: Any = None) -> tuple[str, str | None] | None:
     url = os.environ.get(ALERT_WEBHOOK_ENV, "").strip()
     if url:
         return url, flavor_of_url(url)
-    from adapters.channels.config import load_channels
-    from flows.dispatch import channels_file
+    from adapters.channels.config import channels_file, load_channels
     from flows.settings import Settings
 
     given = (getattr(flow_run, "parameters", None) or {}).get("channels")

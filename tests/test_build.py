@@ -15,7 +15,7 @@ from lifetimes.utils import summary_data_from_transaction_data
 
 from flows.build import build_flow
 from flows.building.runner import BuildError, build, run_dbt
-from flows.demo_company import generate_company
+from flows.demo.company import generate_company
 from flows.ingestion.load import ingest
 from flows.settings import Settings
 from tests.conftest import AS_OF, query

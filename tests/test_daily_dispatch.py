@@ -17,7 +17,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from benchmarks.gateway import Gateway
-from flows.demo_company import generate_company
+from flows.demo.company import generate_company
 from tests.conftest import query
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]

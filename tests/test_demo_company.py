@@ -12,8 +12,8 @@ import phonenumbers
 import polars as pl
 import pytest
 
-from flows import demo_company
-from flows.demo_company import COLUMNS, build_company, generate_company
+from flows.demo import company as demo_company
+from flows.demo.company import COLUMNS, build_company, generate_company
 from flows.ingestion.entities import load_entity
 
 AS_OF = datetime.date(2025, 6, 1)

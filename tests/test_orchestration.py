@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows.demo_company import generate_company
+from flows.demo.company import generate_company
 from ops.local import Local, start, stop
 from tests.conftest import AS_OF, query
 

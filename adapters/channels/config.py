@@ -26,6 +26,17 @@ def default_channels(outbox: Path) -> dict[str, dict[str, Any]]:
     return {name: {"kind": "file", "out": str(outbox)} for name in CHANNEL_NAMES}
 
 
+def channels_file(path: Path | None) -> Path | None:
+    """The channel settings: the given file, else `channels.yml` in the working folder, else
+    none (the embedded default: a local outbox)."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such channel settings file")
+        return Path(path)
+    local = Path("channels.yml")
+    return local if local.is_file() else None
+
+
 def load_channels(path: Path | None, outbox: Path) -> dict[str, dict[str, Any]]:
     """Channel name -> settings, references resolved. Channels the file does not name keep the
     embedded default (the outbox)."""
