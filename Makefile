@@ -30,6 +30,7 @@ docs: $(VENV)/.synced
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/sqlfluff lint benchmarks/sql
 	cd dbt_project && FOLLOWUP_DB=:memory: ../$(BIN)/sqlfluff lint models
 
