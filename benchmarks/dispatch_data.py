@@ -9,8 +9,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from flows.ledger import ensure_tables
-from flows.planning.plan import idempotency_key, message_id
+from flows.ledger import ensure_tables, idempotency_key, message_id
 
 PLAYBOOK, STEP, VARIANTS = "new_buyer_satisfaction", "survey", ("value_for_money", "after_sales")
 

@@ -33,7 +33,7 @@ from flows.backtesting.replay import (
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.planning.declarations import PLAYBOOK_DIR
-from flows.planning.plan import Policy
+from flows.planning.policy import Policy
 from flows.settings import Settings
 
 

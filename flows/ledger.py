@@ -5,8 +5,14 @@ rules decided, once each)."""
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+
 import duckdb
 import polars as pl
+
+# a message id is derived from its idempotency key, in this namespace, for life
+_NAMESPACE = uuid.UUID("0f6b1a52-52c1-4a8e-9b66-6f6c3e0a4d11")
 
 LEDGER_DDL = """
 create table if not exists message_ledger (
@@ -119,3 +125,12 @@ def insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> None
         # every row typed from all rows: a reason may first appear after a hundred without one
         frame = pl.DataFrame(rows, infer_schema_length=None)  # noqa: F841 - read by the insert
         con.execute(f"insert into {table} by name select * from frame")
+
+
+def idempotency_key(playbook: str, step: str, customer_id: str, anchor_id: str) -> str:
+    raw = "\x1f".join((playbook, step, customer_id, anchor_id))
+    return "fu1-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def message_id(key: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, key))

@@ -374,7 +374,7 @@ def test_narrowed_models_give_the_same_due_follow_ups_and_plan_candidates(
     import duckdb
 
     from flows.backtesting.replay import compiled, narrowed
-    from flows.planning.plan import CANDIDATES
+    from flows.planning.candidates import CANDIDATES
     from flows.settings import Settings
 
     db = tmp_path / "followup.duckdb"

@@ -12,11 +12,11 @@ import duckdb
 import polars as pl
 import pytest
 
-from flows.ledger import ensure_tables
+from flows.ledger import ensure_tables, idempotency_key, message_id
 from flows.planning import plan as planning
 from flows.planning.declarations import Playbook
 from flows.planning.escalation import Action, decide, escalate, escalation_id
-from flows.planning.plan import Cap, Policy, idempotency_key, message_id
+from flows.planning.policy import Cap, Policy
 from tests.conftest import query
 from tests.plan_inputs import create_plan_inputs
 

@@ -1,8 +1,8 @@
-"""The daily plan (flows/planning/plan.py): `decide`'s rules as properties over random customers,
-candidates and histories, then hand-written cases for each rule's wording and dates, then `plan()`
-against a small hand-built database for idempotency and carried deferrals.
-
-The known bugs are xfail (strict) tests at the end of the file."""
+"""The daily plan (flows/planning/plan.py) and `decide`'s rules (flows/planning/decide.py) as
+properties over random customers, candidates and histories, then hand-written cases for each
+rule's wording and dates, then `plan()` against a small hand-built database for idempotency and
+carried deferrals.
+"""
 
 from __future__ import annotations
 
@@ -18,19 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.ledger import ensure_tables
+from flows.ledger import ensure_tables, idempotency_key, message_id
 from flows.planning import calendar
+from flows.planning.decide import decide
 from flows.planning.declarations import TASK_CHANNELS
-from flows.planning.plan import (
-    LOOKBACK_DAYS,
-    Cap,
-    Policy,
-    catch_up_from,
-    decide,
-    idempotency_key,
-    message_id,
-    plan,
-)
+from flows.planning.plan import LOOKBACK_DAYS, catch_up_from, plan
+from flows.planning.policy import Cap, Policy
 from tests.conftest import query
 from tests.plan_inputs import create_plan_inputs
 
@@ -958,7 +951,7 @@ def test_planning_a_date_twice_changes_nothing_and_deferrals_come_back(db: Path)
         "p3": ("held_out", "experiment holdout: no message"),
         "v4": ("suppressed", by_anchor_["v4"]["reason"]),
     }
-    # the time in this reason is the machine's zone's (see the xfail test below)
+    # the time in this reason is the business zone's (see the test of opt-out reasons below)
     assert by_anchor_["v4"]["reason"].startswith("opted out of email at 2026-11-20 ")
     friday = THURSDAY + dt.timedelta(days=1)
     assert by_anchor_["w1"]["planned_for"] == by_anchor_["k1"]["planned_for"] == friday
@@ -998,7 +991,7 @@ def test_planning_a_date_twice_changes_nothing_and_deferrals_come_back(db: Path)
     }
 
 
-# --- known bugs -----------------------------------------------------------------------------------
+# --- re-runs and what they leave alone ---------------------------------------------------------
 
 
 def test_replanning_the_day_a_deferral_came_back_keeps_it(db: Path) -> None:

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from flows.planning.declarations import Playbook, load_playbooks
-from flows.planning.plan import Cap, Policy
+from flows.planning.policy import Cap, Policy
 from tests.reference.company import Company, generate
 from tests.reference.pipeline import Pipeline, utc
 from tests.reference.scheduler import simulate

@@ -8,7 +8,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from flows.planning.declarations import Playbook
-from flows.planning.plan import Policy
+from flows.planning.policy import Policy
 from tests.reference.scheduler import (
     Customer,
     Due,

@@ -30,8 +30,10 @@ import duckdb
 
 from flows.atomic import transaction
 from flows.building.runner import compile_models, run_dbt
+from flows.planning.candidates import CANDIDATES
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
-from flows.planning.plan import CANDIDATES, Policy, plan
+from flows.planning.plan import plan
+from flows.planning.policy import Policy
 from flows.settings import Settings
 
 # A date no data reaches: the models compiled with it carry it as a literal, replaced by each day;

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from flows.atomic import transaction
-from flows.planning.plan import idempotency_key, message_id
+from flows.ledger import idempotency_key, message_id
 
 EXPERIMENT = "post_purchase_journey.day3_care"
 SIM_PREFIX = "SIM-"  # the ids of the orders the simulation plants

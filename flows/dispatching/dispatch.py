@@ -51,8 +51,8 @@ from flows.atomic import transaction
 from flows.dispatching.templates import Renderer, TemplateError
 from flows.dispatching.worker import InProcess, InWorkers
 from flows.ledger import ensure_tables
+from flows.planning.candidates import opt_outs_sql
 from flows.planning.declarations import TASK_CHANNELS
-from flows.planning.plan import opt_outs_sql
 from flows.settings import PROJECT_ROOT
 
 RETRY_BASE_SECONDS = 60.0  # the first pause between attempts; it doubles each time

@@ -59,9 +59,9 @@ import duckdb
 import polars as pl
 
 from flows.atomic import transaction
-from flows.ledger import ensure_tables, insert, known_keys
+from flows.ledger import ensure_tables, idempotency_key, insert, known_keys, message_id
 from flows.planning.declarations import TASK_CHANNELS, Playbook, load_playbooks, offset_minutes
-from flows.planning.plan import Policy, idempotency_key, message_id
+from flows.planning.policy import Policy
 
 MESSAGE_CHANNELS = ("sms", "email", "im")  # the channels a reminder repeats a message on
 ANSWERS = ("reply", "click", "survey")  # response types that answer a message

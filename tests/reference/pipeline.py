@@ -25,7 +25,8 @@ from flows.building.runner import run_dbt
 from flows.ingestion.load import ensure_schema
 from flows.ledger import ensure_tables
 from flows.planning.declarations import Playbook
-from flows.planning.plan import Policy, catch_up_from, plan
+from flows.planning.plan import catch_up_from, plan
+from flows.planning.policy import Policy
 from flows.planning.tables import write_planning_tables
 from flows.settings import Settings
 from tests.reference.company import BUSINESS_TZ, Company

@@ -20,7 +20,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from flows.planning.declarations import Playbook, Step, offset_minutes
-from flows.planning.plan import Policy
+from flows.planning.policy import Policy
 
 TASKS = ("call", "visit")  # channels a person carries out: working days, owners' capacity
 NEEDS_PHONE = ("sms", "call", "visit")
