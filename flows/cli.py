@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from flows.console import (
+    console,
+    fail,
+    one_line_errors,
+    print_analysis,
+    print_backtest,
+    print_build,
+    print_dispatch,
+    print_intraday,
+    print_models,
+    print_plan,
+    print_report,
+    quiet_prefect,
+    silence_teardown,
+)
 from flows.settings import Settings
 
 app = typer.Typer(
@@ -20,9 +31,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Customer follow-up (回访) automation: ingest, validate, model, plan, dispatch, learn.",
 )
-# Wide enough for the tables when the output is a file or a pipe (rich falls back to 80 columns).
-console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
 
 
 def _date(value: str | None) -> dt.date | None:
@@ -34,62 +42,12 @@ def _date(value: str | None) -> dt.date | None:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    _silence_teardown()
-    raise typer.Exit(2)
-
-
-def _silence_teardown() -> None:
-    """Send what the interpreter prints while it shuts down to /dev/null.
-
-    A run's state, still held by Prefect's background threads at exit, references DuckDB objects,
-    and DuckDB's bindings (nanobind) then print pages of "leaked instance" lines at teardown,
-    burying the one line that matters. Exiting normally matters more: it stops Prefect's
-    ephemeral API server, which `os._exit` would orphan.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-
-
-def _quiet_prefect() -> None:
-    """Keep Prefect's console output to warnings and drop its tracebacks from the terminal: the
-    one-line error is ours. The flow run's full logs still go to the Prefect API (the UI)."""
-    import logging
-
-    from prefect.logging.configuration import setup_logging
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    setup_logging()
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.CRITICAL if os.environ.get("CI") else logging.WARNING)
-                handler.addFilter(lambda record: record.levelno < logging.ERROR)
-
-
-@contextmanager
-def _one_line_errors(*ours: type[Exception]):
-    """Our own errors are already one line; an API source, a playbook or a broken file gives
-    the first line of its message. Anything else is a bug and keeps its traceback."""
-    from adapters.sources.http_api import HttpSourceError
-    from flows.locking import DatabaseBusy
-
-    try:
-        yield
-    except (*ours, DatabaseBusy) as exc:
-        _fail(str(exc))
-    except (HttpSourceError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc).splitlines()[0])
-
-
 def _run_ingest(source: Path | None, db: Path, as_of: dt.date | None, sources_file: Path | None):
-    _quiet_prefect()
+    quiet_prefect()
     from flows.ingest import ingest_flow
     from flows.ingestion.load import IngestError
 
-    with _one_line_errors(IngestError):
+    with one_line_errors(IngestError):
         return ingest_flow(source=source, db=db, as_of=as_of, sources_file=sources_file)
 
 
@@ -102,12 +60,12 @@ def _run_daily(
     dry_run: bool = True,
     channels: Path | None = None,
 ):
-    _quiet_prefect()
+    quiet_prefect()
     from flows.building.runner import BuildError
     from flows.daily import daily_flow
     from flows.ingestion.load import IngestError
 
-    with _one_line_errors(IngestError, BuildError):
+    with one_line_errors(IngestError, BuildError):
         return daily_flow(
             as_of=as_of,
             source=source,
@@ -117,92 +75,6 @@ def _run_daily(
             dry_run=dry_run,
             channels=channels,
         )
-
-
-def print_build(build) -> None:
-    counts = ", ".join(f"{status} {n}" for status, n in sorted(build.counts.items()))
-    console.print(
-        f"dbt build as of {build.as_of}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
-        f"({counts})"
-    )
-
-
-def print_models(db: Path) -> None:
-    """What the build wrote: the tables analysts read first."""
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        table = Table(title=f"Models in {db}")
-        for heading in ("table", "rows", "what"):
-            table.add_column(heading, justify="right" if heading == "rows" else "left")
-        for name, what in _MODEL_SUMMARIES.items():
-            n = con.execute(f"select count(*) from main.{name}").fetchone()[0]
-            table.add_row(name, f"{n:,}", what)
-        console.print(table)
-        tiers = con.execute(
-            """
-            select tier, count(*) as n from customer_rfm group by tier
-            order by case tier when 'diamond' then 1 when 'gold' then 2
-                when 'silver' then 3 else 4 end
-            """
-        ).fetchall()
-        console.print("tiers: " + ", ".join(f"{t} {n:,}" for t, n in tiers))
-    finally:
-        con.close()
-
-
-_MODEL_SUMMARIES = {
-    "customer_360": "one row per customer: purchases, interactions, complaints, contracts",
-    "customer_rfm": "RFM scores and segment, tier, value tier, four dimensions, lifetimes",
-    "customer_tags": "rule and manual tags with the time each began",
-    "customer_tier_history": "tier and value tier on every run date",
-    "tier_changes": "upgrades and downgrades since the previous run date",
-    "fct_leads": "one row per lead with the time it reached each stage",
-    "sales_funnel": "leads per stage and conversion, overall, per source channel and owner",
-    "followups_due": "follow-ups the playbooks' triggers make due, per run date",
-    "message_ledger": "every follow-up's fate: sent, failed, deferred, suppressed, held out",
-    "manual_followups": "call and visit tasks, and escalations, for staff",
-}
-
-
-def print_report(report, db: Path) -> None:
-    import duckdb
-
-    from flows.ingestion.load import generic_reason
-
-    table = Table(title=f"Loaded into {db} (load {report.load_id}, as of {report.as_of_date})")
-    headings = ("entity", "read", "new", "changed", "same", "errors", "warnings", "in table")
-    for heading in headings:
-        table.add_column(heading, justify="left" if heading == "entity" else "right")
-    for load in report.loads:
-        counts = (load.rows_read, load.inserted, load.updated, load.unchanged)
-        table.add_row(
-            load.entity,
-            *(f"{n:,}" for n in (*counts, load.errors, load.warnings)),
-            f"{report.table_rows.get(load.entity, 0):,}",
-        )
-    console.print(table)
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute(
-            f"""
-            select entity, severity, {generic_reason("r")} as reason, count(*) as n
-            from (select entity, severity, unnest(reasons) as r from quarantine where load_id = ?)
-            group by all order by n desc, entity, reason
-            """,
-            [report.load_id],
-        ).fetchall()
-    finally:
-        con.close()
-    quarantine = Table(title="Quarantined in this load, by reason (table `quarantine`)")
-    for heading in ("entity", "severity", "reason", "rows"):
-        quarantine.add_column(heading, justify="right" if heading == "rows" else "left")
-    for entity, severity, reason, n in rows:
-        quarantine.add_row(entity, severity, reason, f"{n:,}")
-    if not rows:
-        quarantine.add_row("-", "-", "nothing quarantined", "0")
-    console.print(quarantine)
 
 
 @app.command()
@@ -220,7 +92,7 @@ def ingest(
 ) -> None:
     """Read, validate and load a source folder (and API sources) into the database."""
     if source is None and sources is None:
-        _fail("give --source DIR, --sources sources.yml, or both")
+        fail("give --source DIR, --sources sources.yml, or both")
     db = db or Settings.from_env().db_path
     report = _run_ingest(source, db, _date(as_of), sources)
     print_report(report, db)
@@ -249,7 +121,7 @@ def run(
     run_date = _date(as_of)
     db = db or Settings.from_env().db_path
     if source is None and sources is None and not db.exists():
-        _fail(f"{db} does not exist: give --source DIR to load data first")
+        fail(f"{db} does not exist: give --source DIR to load data first")
     result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
     if result.ingest is not None:
         print_report(result.ingest, db)
@@ -257,7 +129,7 @@ def run(
     print_models(db)
     print_plan(result.plan)
     print_dispatch(result.dispatch)
-    _silence_teardown()
+    silence_teardown()
 
 
 @app.command()
@@ -294,52 +166,12 @@ def intraday(
             raise typer.BadParameter(f"{at!r} is not a time (YYYY-MM-DDTHH:MM)") from None
     db = db or Settings.from_env().db_path
     if not db.exists():
-        _fail(f"{db} does not exist: run `followup run` for the day first")
+        fail(f"{db} does not exist: run `followup run` for the day first")
     result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
     if result.ingest is not None:
         print_report(result.ingest, db)
     print_intraday(result, db)
-    _silence_teardown()
-
-
-def print_intraday(report, db: Path) -> None:
-    import duckdb
-
-    when = f"{report.at:%Y-%m-%d %H:%M}"
-    if not report.playbooks:
-        console.print(f"Intraday run at {when}: no playbook declares `intraday: true`")
-        return
-    console.print(
-        f"Intraday run at {when} for {', '.join(report.playbooks)} "
-        f"(on the {report.morning} morning plan)"
-    )
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        con.execute("set TimeZone = ?", [str(report.at.tzinfo)])
-        rows = con.execute(
-            """
-            select customer_id, playbook || ' / ' || step, channel, coalesce(owner_id, ''),
-                strftime(due_at, '%H:%M'), status, coalesce(reason, '')
-            from message_ledger
-            where created_at = ? and origin = 'plan' and list_contains(?, playbook)
-            order by due_at, customer_id
-            """,
-            [report.at, report.playbooks],
-        ).fetchall()
-    finally:
-        con.close()
-    table = Table(title=f"Decided at {when} (message_ledger)")
-    for heading in ("customer", "follow-up", "channel", "owner", "due", "status", "reason"):
-        table.add_column(heading)
-    for row in rows[:30]:
-        table.add_row(*row)
-    if not rows:
-        table.add_row("nothing new since the last run", *("" for _ in range(6)))
-    elif len(rows) > 30:
-        table.add_row(f"… and {len(rows) - 30:,} more", *("" for _ in range(6)))
-    console.print(table)
-    if report.dispatch is not None:
-        print_dispatch(report.dispatch)
+    silence_teardown()
 
 
 @app.command()
@@ -354,11 +186,11 @@ def feedback(
     analysis models: campaign performance, satisfaction and the A/B results."""
     db = db or Settings.from_env().db_path
     if not db.exists():
-        _fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
+        fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
     result = _run_feedback(source, db, _date(as_of))
     print_report(result.ingest, db)
     print_analysis(result.summary)
-    _silence_teardown()
+    silence_teardown()
 
 
 @app.command()
@@ -372,10 +204,10 @@ def report(
     (phones and emails masked)."""
     db = db or Settings.from_env().db_path
     if not db.exists():
-        _fail(f"{db} does not exist: run `followup demo` or `followup run` first")
+        fail(f"{db} does not exist: run `followup demo` or `followup run` first")
     result = _run_report(db, out)
     console.print(f"workbook: {result.workbook}\nHTML page: {result.html}")
-    _silence_teardown()
+    silence_teardown()
 
 
 @app.command()
@@ -399,130 +231,10 @@ def backtest(
     anyway. Nothing is sent and the ledger is untouched; the `backtest_*` tables are written."""
     db = db or Settings.from_env().db_path
     if source is None and not db.exists():
-        _fail(f"{db} does not exist: give --source, or run `followup run` first")
+        fail(f"{db} does not exist: give --source, or run `followup run` first")
     result = _run_backtest(_date(from_), _date(to), db, source, playbook or [], playbooks_dir)
     print_backtest(result)
-    _silence_teardown()
-
-
-def print_backtest(report) -> None:
-    from flows.backtest import baseline_text
-
-    r = report.replay
-    console.print(
-        f"Backtest {r.start} → {r.end}: {r.days} days, {len(r.playbooks)} playbooks, "
-        f"{report.seconds:.1f} s (nothing sent)"
-    )
-    table = Table(
-        "playbook",
-        "due",
-        "planned",
-        "deferred: cap",
-        "deferred: capacity",
-        "suppressed",
-        "held out",
-        "ordered anyway",
-    )
-    for p in report.per_playbook:
-        table.add_row(
-            f"[bold]{p['playbook']}[/]" if p["focus"] else p["playbook"],
-            *(
-                f"{p[k]:,}"
-                for k in (
-                    "due",
-                    "planned",
-                    "deferred_by_cap",
-                    "deferred_by_capacity",
-                    "suppressed",
-                    "held_out",
-                )
-            ),
-            baseline_text(p),
-        )
-    console.print(table)
-    console.print(
-        "Tables: backtest_decisions, backtest_daily, backtest_owner_load, backtest_collisions, "
-        "backtest_outcomes, backtest_due; `followup report` adds a backtest section."
-    )
-
-
-def print_analysis(summary) -> None:
-    """Headline figures, per-playbook results and the A/B table."""
-    from flows.analysis.publish import kpi_text, lift_text, percent
-
-    if summary is None:
-        return
-    kpis = summary.kpis
-    if kpis:
-        shown = ("response_rate", "conversion_rate", "csat", "nps", "repurchase_rate")
-        console.print(
-            "headline: "
-            + ", ".join(f"{k.replace('_', ' ')} {kpi_text(k, kpis[k])}" for k in shown if k in kpis)
-        )
-    table = Table(title="A/B results (table ab_results)")
-    headings = ("experiment", "variant", "n", "rate", "lift (95% CI)", "p", "P(beat)", "decision")
-    for heading in headings:
-        table.add_column(
-            heading, justify="right" if heading in ("n", "rate", "p", "P(beat)") else "left"
-        )
-    for r in summary.ab:
-        lift = "control" if r["is_control"] else lift_text(r, "[{}, {}]")
-        table.add_row(
-            r["experiment"],
-            r["variant"],
-            f"{r['n']:,}",
-            percent(r["rate"]),
-            lift,
-            "" if r["p_value"] is None else f"{r['p_value']:.4f}",
-            percent(r["chance_to_beat_control"]),
-            r["decision"] or "",
-        )
-    if not summary.ab:
-        table.add_row("no experiment has data yet", *("" for _ in headings[1:]))
-    console.print(table)
-
-
-def print_dispatch(report) -> None:
-    mode = "dry run: rendered, nothing sent" if report.dry_run else "sent"
-    table = Table(title=f"Dispatch for {report.as_of} ({mode})")
-    statuses = sorted({s for counts in report.counts.values() for s in counts})
-    for heading in ("channel", *statuses):
-        table.add_column(heading, justify="left" if heading == "channel" else "right")
-    for channel, counts in sorted(report.counts.items()):
-        table.add_row(channel, *(f"{counts.get(s, 0):,}" for s in statuses))
-    if not report.counts:
-        table.add_column("messages", justify="right")
-        table.add_row("nothing due", "0")
-    console.print(table)
-    console.print(
-        f"{report.templates_checked} templates rendered against a sample before sending; "
-        f"{report.handed_over:,} outcomes in {report.seconds:.1f} s"
-        + (f"; {report.expired:,} expired" if report.expired else "")
-        + (f"; {report.opted_out:,} stopped by an opt-out" if report.opted_out else "")
-    )
-
-
-def print_plan(report) -> None:
-    from flows.planning.plan import DIFF_COUNTS
-
-    mode = "dry run: nothing leaves the machine" if report.dry_run else "for dispatch"
-    since = report.catch_up_from
-    window = f"due {since} to {report.as_of}" if since and since < report.as_of else "due today"
-    table = Table(title=f"Follow-ups for {report.as_of}, {window} ({mode})")
-    table.add_column("playbook")
-    for key in DIFF_COUNTS:
-        table.add_column(key.replace("_", " "), justify="right")
-    for row in report.diff:
-        table.add_row(row["playbook"], *(f"{row[k]:,}" for k in DIFF_COUNTS))
-    totals = report.totals()
-    if report.diff:
-        table.add_row("all", *(f"{totals[k]:,}" for k in DIFF_COUNTS), style="bold")
-    else:
-        table.add_row("nothing due", *("0" for _ in DIFF_COUNTS))
-    console.print(table)
-    console.print(
-        f"{report.balance()}: each a row of message_ledger, the run's counts in plan_diff"
-    )
+    silence_teardown()
 
 
 @app.command()
@@ -656,7 +368,7 @@ def demo(
         f"notebooks: FOLLOWUP_DB={db} .venv/bin/marimo run notebooks/ab_results.py",
         soft_wrap=True,  # a command to copy must not be wrapped
     )
-    _silence_teardown()
+    silence_teardown()
 
 
 def _run_past_build(db: Path, as_of: dt.date):
@@ -667,7 +379,7 @@ def _run_past_build(db: Path, as_of: dt.date):
     from flows.building.runner import BuildError, BuildReport, build
 
     started = time.monotonic()
-    with _one_line_errors(BuildError):
+    with one_line_errors(BuildError):
         nodes = build(db, as_of, Settings.from_env(), exclude="tag:analysis")
     return BuildReport(as_of, False, time.monotonic() - started, nodes)
 
@@ -675,31 +387,31 @@ def _run_past_build(db: Path, as_of: dt.date):
 def _run_ingest_files(db: Path, as_of: dt.date, files: dict[str, Path]):
     from flows.ingestion.load import IngestError, ingest
 
-    with _one_line_errors(IngestError):
+    with one_line_errors(IngestError):
         return ingest(
             db, None, settings=Settings.from_env(), as_of=as_of, files=files, entities=tuple(files)
         )
 
 
 def _run_feedback(source: Path, db: Path, as_of: dt.date | None, refresh_models: bool = True):
-    _quiet_prefect()
+    quiet_prefect()
     from flows.building.runner import BuildError
     from flows.feedback import feedback_flow
     from flows.ingestion.load import IngestError
 
-    with _one_line_errors(IngestError, BuildError):
+    with one_line_errors(IngestError, BuildError):
         return feedback_flow(source=source, db=db, as_of=as_of, refresh_models=refresh_models)
 
 
 def _run_backtest(start, end, db, source, playbooks, playbook_dir):
-    _quiet_prefect()
+    quiet_prefect()
     from flows.backtest import backtest_flow
     from flows.backtesting.replay import BacktestError
     from flows.building.runner import BuildError
     from flows.ingestion.load import IngestError
     from flows.planning.declarations import PlaybookError
 
-    with _one_line_errors(BacktestError, BuildError, IngestError, PlaybookError):
+    with one_line_errors(BacktestError, BuildError, IngestError, PlaybookError):
         return backtest_flow(
             start=start,
             end=end,
@@ -711,13 +423,13 @@ def _run_backtest(start, end, db, source, playbooks, playbook_dir):
 
 
 def _run_intraday(at, db, source, sources_file, dry_run, channels, interval):
-    _quiet_prefect()
+    quiet_prefect()
     from flows.building.runner import BuildError
     from flows.ingestion.load import IngestError
     from flows.intraday import IntradayError, intraday_flow
     from flows.planning.declarations import PlaybookError
 
-    with _one_line_errors(IntradayError, BuildError, IngestError, PlaybookError):
+    with one_line_errors(IntradayError, BuildError, IngestError, PlaybookError):
         return intraday_flow(
             at=at,
             db=db,
@@ -730,10 +442,10 @@ def _run_intraday(at, db, source, sources_file, dry_run, channels, interval):
 
 
 def _run_report(db: Path, out: Path):
-    _quiet_prefect()
+    quiet_prefect()
     from flows.report import report_flow
 
-    with _one_line_errors():
+    with one_line_errors():
         return report_flow(db=db, out=out)
 
 

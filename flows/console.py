@@ -1,0 +1,313 @@
+"""What the `followup` command prints: each step's report as a table or a line, on one console
+wide enough for the tables when the output is a file or a pipe, and an error as one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+# rich falls back to 80 columns when the output is not a terminal
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    silence_teardown()
+    raise typer.Exit(2)
+
+
+def silence_teardown() -> None:
+    """Send what the interpreter prints while it shuts down to /dev/null.
+
+    A run's state, still held by Prefect's background threads at exit, references DuckDB objects,
+    and DuckDB's bindings (nanobind) then print pages of "leaked instance" lines at teardown,
+    burying the one line that matters. Exiting normally matters more: it stops Prefect's
+    ephemeral API server, which `os._exit` would orphan.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+
+def quiet_prefect() -> None:
+    """Keep Prefect's console output to warnings and drop its tracebacks from the terminal: the
+    one-line error is ours. The flow run's full logs still go to the Prefect API (the UI)."""
+    import logging
+
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.CRITICAL if os.environ.get("CI") else logging.WARNING)
+                handler.addFilter(lambda record: record.levelno < logging.ERROR)
+
+
+@contextmanager
+def one_line_errors(*ours: type[Exception]):
+    """Our own errors are already one line; an API source, a playbook or a broken file gives
+    the first line of its message. Anything else is a bug and keeps its traceback."""
+    from adapters.sources.http_api import HttpSourceError
+    from flows.locking import DatabaseBusy
+
+    try:
+        yield
+    except (*ours, DatabaseBusy) as exc:
+        fail(str(exc))
+    except (HttpSourceError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc).splitlines()[0])
+
+
+def print_build(build) -> None:
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(build.counts.items()))
+    console.print(
+        f"dbt build as of {build.as_of}: {len(build.nodes)} nodes in {build.seconds:.1f} s "
+        f"({counts})"
+    )
+
+
+def print_models(db: Path) -> None:
+    """What the build wrote: the tables analysts read first."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        table = Table(title=f"Models in {db}")
+        for heading in ("table", "rows", "what"):
+            table.add_column(heading, justify="right" if heading == "rows" else "left")
+        for name, what in _MODEL_SUMMARIES.items():
+            n = con.execute(f"select count(*) from main.{name}").fetchone()[0]
+            table.add_row(name, f"{n:,}", what)
+        console.print(table)
+        tiers = con.execute(
+            """
+            select tier, count(*) as n from customer_rfm group by tier
+            order by case tier when 'diamond' then 1 when 'gold' then 2
+                when 'silver' then 3 else 4 end
+            """
+        ).fetchall()
+        console.print("tiers: " + ", ".join(f"{t} {n:,}" for t, n in tiers))
+    finally:
+        con.close()
+
+
+_MODEL_SUMMARIES = {
+    "customer_360": "one row per customer: purchases, interactions, complaints, contracts",
+    "customer_rfm": "RFM scores and segment, tier, value tier, four dimensions, lifetimes",
+    "customer_tags": "rule and manual tags with the time each began",
+    "customer_tier_history": "tier and value tier on every run date",
+    "tier_changes": "upgrades and downgrades since the previous run date",
+    "fct_leads": "one row per lead with the time it reached each stage",
+    "sales_funnel": "leads per stage and conversion, overall, per source channel and owner",
+    "followups_due": "follow-ups the playbooks' triggers make due, per run date",
+    "message_ledger": "every follow-up's fate: sent, failed, deferred, suppressed, held out",
+    "manual_followups": "call and visit tasks, and escalations, for staff",
+}
+
+
+def print_report(report, db: Path) -> None:
+    import duckdb
+
+    from flows.ingestion.load import generic_reason
+
+    table = Table(title=f"Loaded into {db} (load {report.load_id}, as of {report.as_of_date})")
+    headings = ("entity", "read", "new", "changed", "same", "errors", "warnings", "in table")
+    for heading in headings:
+        table.add_column(heading, justify="left" if heading == "entity" else "right")
+    for load in report.loads:
+        counts = (load.rows_read, load.inserted, load.updated, load.unchanged)
+        table.add_row(
+            load.entity,
+            *(f"{n:,}" for n in (*counts, load.errors, load.warnings)),
+            f"{report.table_rows.get(load.entity, 0):,}",
+        )
+    console.print(table)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(
+            f"""
+            select entity, severity, {generic_reason("r")} as reason, count(*) as n
+            from (select entity, severity, unnest(reasons) as r from quarantine where load_id = ?)
+            group by all order by n desc, entity, reason
+            """,
+            [report.load_id],
+        ).fetchall()
+    finally:
+        con.close()
+    quarantine = Table(title="Quarantined in this load, by reason (table `quarantine`)")
+    for heading in ("entity", "severity", "reason", "rows"):
+        quarantine.add_column(heading, justify="right" if heading == "rows" else "left")
+    for entity, severity, reason, n in rows:
+        quarantine.add_row(entity, severity, reason, f"{n:,}")
+    if not rows:
+        quarantine.add_row("-", "-", "nothing quarantined", "0")
+    console.print(quarantine)
+
+
+def print_intraday(report, db: Path) -> None:
+    import duckdb
+
+    when = f"{report.at:%Y-%m-%d %H:%M}"
+    if not report.playbooks:
+        console.print(f"Intraday run at {when}: no playbook declares `intraday: true`")
+        return
+    console.print(
+        f"Intraday run at {when} for {', '.join(report.playbooks)} "
+        f"(on the {report.morning} morning plan)"
+    )
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.execute("set TimeZone = ?", [str(report.at.tzinfo)])
+        rows = con.execute(
+            """
+            select customer_id, playbook || ' / ' || step, channel, coalesce(owner_id, ''),
+                strftime(due_at, '%H:%M'), status, coalesce(reason, '')
+            from message_ledger
+            where created_at = ? and origin = 'plan' and list_contains(?, playbook)
+            order by due_at, customer_id
+            """,
+            [report.at, report.playbooks],
+        ).fetchall()
+    finally:
+        con.close()
+    table = Table(title=f"Decided at {when} (message_ledger)")
+    for heading in ("customer", "follow-up", "channel", "owner", "due", "status", "reason"):
+        table.add_column(heading)
+    for row in rows[:30]:
+        table.add_row(*row)
+    if not rows:
+        table.add_row("nothing new since the last run", *("" for _ in range(6)))
+    elif len(rows) > 30:
+        table.add_row(f"… and {len(rows) - 30:,} more", *("" for _ in range(6)))
+    console.print(table)
+    if report.dispatch is not None:
+        print_dispatch(report.dispatch)
+
+
+def print_backtest(report) -> None:
+    from flows.backtest import baseline_text
+
+    r = report.replay
+    console.print(
+        f"Backtest {r.start} → {r.end}: {r.days} days, {len(r.playbooks)} playbooks, "
+        f"{report.seconds:.1f} s (nothing sent)"
+    )
+    table = Table(
+        "playbook",
+        "due",
+        "planned",
+        "deferred: cap",
+        "deferred: capacity",
+        "suppressed",
+        "held out",
+        "ordered anyway",
+    )
+    for p in report.per_playbook:
+        table.add_row(
+            f"[bold]{p['playbook']}[/]" if p["focus"] else p["playbook"],
+            *(
+                f"{p[k]:,}"
+                for k in (
+                    "due",
+                    "planned",
+                    "deferred_by_cap",
+                    "deferred_by_capacity",
+                    "suppressed",
+                    "held_out",
+                )
+            ),
+            baseline_text(p),
+        )
+    console.print(table)
+    console.print(
+        "Tables: backtest_decisions, backtest_daily, backtest_owner_load, backtest_collisions, "
+        "backtest_outcomes, backtest_due; `followup report` adds a backtest section."
+    )
+
+
+def print_analysis(summary) -> None:
+    """Headline figures, per-playbook results and the A/B table."""
+    from flows.analysis.publish import kpi_text, lift_text, percent
+
+    if summary is None:
+        return
+    kpis = summary.kpis
+    if kpis:
+        shown = ("response_rate", "conversion_rate", "csat", "nps", "repurchase_rate")
+        console.print(
+            "headline: "
+            + ", ".join(f"{k.replace('_', ' ')} {kpi_text(k, kpis[k])}" for k in shown if k in kpis)
+        )
+    table = Table(title="A/B results (table ab_results)")
+    headings = ("experiment", "variant", "n", "rate", "lift (95% CI)", "p", "P(beat)", "decision")
+    for heading in headings:
+        table.add_column(
+            heading, justify="right" if heading in ("n", "rate", "p", "P(beat)") else "left"
+        )
+    for r in summary.ab:
+        lift = "control" if r["is_control"] else lift_text(r, "[{}, {}]")
+        table.add_row(
+            r["experiment"],
+            r["variant"],
+            f"{r['n']:,}",
+            percent(r["rate"]),
+            lift,
+            "" if r["p_value"] is None else f"{r['p_value']:.4f}",
+            percent(r["chance_to_beat_control"]),
+            r["decision"] or "",
+        )
+    if not summary.ab:
+        table.add_row("no experiment has data yet", *("" for _ in headings[1:]))
+    console.print(table)
+
+
+def print_dispatch(report) -> None:
+    mode = "dry run: rendered, nothing sent" if report.dry_run else "sent"
+    table = Table(title=f"Dispatch for {report.as_of} ({mode})")
+    statuses = sorted({s for counts in report.counts.values() for s in counts})
+    for heading in ("channel", *statuses):
+        table.add_column(heading, justify="left" if heading == "channel" else "right")
+    for channel, counts in sorted(report.counts.items()):
+        table.add_row(channel, *(f"{counts.get(s, 0):,}" for s in statuses))
+    if not report.counts:
+        table.add_column("messages", justify="right")
+        table.add_row("nothing due", "0")
+    console.print(table)
+    console.print(
+        f"{report.templates_checked} templates rendered against a sample before sending; "
+        f"{report.handed_over:,} outcomes in {report.seconds:.1f} s"
+        + (f"; {report.expired:,} expired" if report.expired else "")
+        + (f"; {report.opted_out:,} stopped by an opt-out" if report.opted_out else "")
+    )
+
+
+def print_plan(report) -> None:
+    from flows.planning.plan import DIFF_COUNTS
+
+    mode = "dry run: nothing leaves the machine" if report.dry_run else "for dispatch"
+    since = report.catch_up_from
+    window = f"due {since} to {report.as_of}" if since and since < report.as_of else "due today"
+    table = Table(title=f"Follow-ups for {report.as_of}, {window} ({mode})")
+    table.add_column("playbook")
+    for key in DIFF_COUNTS:
+        table.add_column(key.replace("_", " "), justify="right")
+    for row in report.diff:
+        table.add_row(row["playbook"], *(f"{row[k]:,}" for k in DIFF_COUNTS))
+    totals = report.totals()
+    if report.diff:
+        table.add_row("all", *(f"{totals[k]:,}" for k in DIFF_COUNTS), style="bold")
+    else:
+        table.add_row("nothing due", *("0" for _ in DIFF_COUNTS))
+    console.print(table)
+    console.print(
+        f"{report.balance()}: each a row of message_ledger, the run's counts in plan_diff"
+    )
