@@ -14,6 +14,8 @@ import pytest
 
 from flows.ledger import ensure_tables, idempotency_key, message_id
 from flows.planning import plan as planning
+from flows.planning.decide import Day
+from flows.planning.decide import decide as plan_decide
 from flows.planning.declarations import Playbook
 from flows.planning.escalation import Action, decide, escalate, escalation_id
 from flows.planning.policy import Cap, Policy
@@ -746,7 +748,7 @@ def test_plan_decide_suppresses_a_stopped_customer_and_playbook() -> None:
         }
 
     rows = [candidate("c1", "care"), candidate("c1", "other"), candidate("c2", "care")]
-    decisions = planning.decide(
+    decisions = plan_decide(
         pl.DataFrame(rows, schema=CANDIDATE_SCHEMA),
         pl.DataFrame(
             [],
@@ -767,10 +769,7 @@ def test_plan_decide_suppresses_a_stopped_customer_and_playbook() -> None:
             },
         ),
         {},
-        AS_OF,
-        dt.datetime.combine(AS_OF, dt.time(), tzinfo=TZ),
-        DB_POLICY,
-        False,
+        Day(AS_OF, dt.datetime.combine(AS_OF, dt.time(), tzinfo=TZ), DB_POLICY, dry_run=False),
         stopped={("c1", "care"): "basic"},
     )
     outcome = {(d["customer_id"], d["playbook"]): (d["status"], d["reason"]) for d in decisions}

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from flows.ledger import ensure_tables, idempotency_key, message_id
 from flows.planning import calendar
-from flows.planning.decide import decide
+from flows.planning.decide import Day, decide
 from flows.planning.declarations import TASK_CHANNELS
 from flows.planning.plan import LOOKBACK_DAYS, catch_up_from, plan
 from flows.planning.policy import Cap, Policy
@@ -169,10 +169,7 @@ def run(
         history_frame(list(history)),
         staff_frame(list(staff)),
         opt_outs or {},
-        as_of,
-        start,
-        policy,
-        dry_run,
+        Day(as_of, start, policy, dry_run),
         tasks_today=tasks_today,
     )
 
@@ -318,10 +315,7 @@ def decide_scenario(s: dict, rows: list[dict] | None = None, history=None) -> li
         history_frame(s["history"] if history is None else history),
         staff_frame(s["staff"]),
         s["opt_outs"],
-        AS_OF,
-        START,
-        s["policy"],
-        s["dry_run"],
+        Day(AS_OF, START, s["policy"], s["dry_run"]),
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -141,21 +142,31 @@ def _blocked(
     return None
 
 
+@dataclass(frozen=True)
+class Day:
+    """The run the decisions are made in: its date, its start (it sees what happened before),
+    the policy it applies, and whether it is a dry run."""
+
+    as_of: dt.date
+    start: dt.datetime
+    policy: Policy
+    dry_run: bool
+
+
 def decide(
     candidates: pl.DataFrame,
     history: pl.DataFrame,
     staff: pl.DataFrame,
     opt_outs: dict,
-    as_of: dt.date,
-    start: dt.datetime,
-    policy: Policy,
-    dry_run: bool,
+    day: Day,
+    *,
     stopped: dict[tuple[str, str], str] | None = None,
     tasks_today: dict[str, int] | None = None,
 ) -> list[dict]:
     """One decision per candidate, highest priority first within each customer's day.
     `stopped`: (customer_id, playbook) -> tier, the escalations' `stop` actions; `tasks_today`:
     owner -> tasks the day's earlier runs gave them."""
+    as_of, start, policy, dry_run = day.as_of, day.start, day.policy, day.dry_run
     stopped = stopped or {}
     # the caps of the day's customers only: the others' contacts cannot block a decision
     caps = _Caps(

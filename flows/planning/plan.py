@@ -23,7 +23,7 @@ import yaml
 from flows.atomic import transaction
 from flows.ledger import ensure_tables, idempotency_key, insert, known_keys, message_id
 from flows.planning import candidates as inputs
-from flows.planning.decide import decide
+from flows.planning.decide import Day, decide
 from flows.planning.policy import Policy
 from flows.settings import PROJECT_ROOT
 
@@ -163,10 +163,7 @@ def plan(
                 history,
                 inputs.staff(con),
                 inputs.opt_outs(con, start, candidates["customer_id"]),
-                as_of,
-                start,
-                policy,
-                dry_run,
+                Day(as_of, start, policy, dry_run),
                 stopped=stopped,
                 # the tasks handed out today that this run does not decide again (sent, or an
                 # intraday run's) take their owners' room
@@ -220,10 +217,7 @@ def plan_intraday(
                 history,
                 inputs.staff(con),
                 inputs.opt_outs(con, at, candidates["customer_id"], "staging.stg_raw__events"),
-                as_of,
-                at,
-                policy,
-                dry_run,
+                Day(as_of, at, policy, dry_run),
                 stopped=stopped,
                 tasks_today=inputs.tasks_today(con, as_of),
             )
