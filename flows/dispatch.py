@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import channels_file, load_channels
-from flows.dispatching.dispatch import DispatchReport, dispatch
+from flows.dispatching.dispatch import DispatchReport, Sending, When, dispatch
 from flows.dispatching.fanout import fan_out
 from flows.locking import writer_lock
 from flows.notify import notify_failure
@@ -35,9 +35,8 @@ def dispatch_task(
             channels=channels,
             business_tz=settings.business_tz,
             dry_run=dry_run,
-            realtime=realtime,
-            log=get_run_logger().info,
-            fan_out=fanned,
+            when=When(realtime=realtime),
+            how=Sending(log=get_run_logger().info, fan_out=fanned),
         )
 
 

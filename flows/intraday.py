@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import channels_file, load_channels
 from flows.building.runner import NodeResult, build_args, catch_up_vars, declare_playbooks, run_dbt
-from flows.dispatching.dispatch import DispatchReport, dispatch
+from flows.dispatching.dispatch import DispatchReport, Sending, When, dispatch
 from flows.ingest import ingest_flow
 from flows.ingestion.load import IngestReport
 from flows.locking import writer_lock
@@ -117,12 +117,14 @@ def dispatch_task(
         channels=load_channels(channels_path, outbox=settings.outbox_dir),
         business_tz=settings.business_tz,
         dry_run=dry_run,
-        realtime=realtime,
-        until=at + dt.timedelta(seconds=1),
-        now=at,
-        playbooks=playbooks,
-        task_lead_minutes=interval_minutes,
-        log=get_run_logger().info,
+        when=When(
+            realtime=realtime,
+            until=at + dt.timedelta(seconds=1),
+            now=at,
+            playbooks=playbooks,
+            task_lead_minutes=interval_minutes,
+        ),
+        how=Sending(log=get_run_logger().info),
     )
 
 

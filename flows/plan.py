@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.locking import writer_lock
 from flows.notify import notify_failure
-from flows.planning.escalation import EscalationReport, escalate
+from flows.planning.escalate import EscalationReport, escalate
 from flows.planning.plan import PlanReport, plan
 from flows.settings import Settings
 

@@ -19,7 +19,7 @@ import pytest
 from adapters.channels.config import load_channels
 from benchmarks.dispatch_data import seed_pending
 from benchmarks.gateway import Faults, Gateway
-from flows.dispatching.dispatch import dispatch
+from flows.dispatching.dispatch import Sending, When, dispatch
 from flows.dispatching.templates import TemplateError
 from tests.conftest import query
 
@@ -109,7 +109,7 @@ def test_under_faults_every_message_ends_sent_or_failed_and_each_key_is_accepted
     )
     with Gateway(token=TOKEN, faults=faults) as gateway:
         channels = _channels(gateway, tmp_path, timeout=0.25, concurrency=8)
-        report = dispatch(db, AS_OF, channels=channels, business_tz=TZ, max_attempts=4)
+        report = dispatch(db, AS_OF, channels=channels, business_tz=TZ, how=Sending(max_attempts=4))
         stats = gateway.stats
     # every kind of trouble happened
     for kind in ("error", "rate_limit", "slow", "drop_before", "drop_after", "duplicate"):
@@ -135,7 +135,7 @@ def test_under_faults_every_message_ends_sent_or_failed_and_each_key_is_accepted
 
 def _dispatch_child(db: str, url: str, outbox: str) -> None:
     channels = {"sms": {"kind": "http_json", "url": url, "token": TOKEN, "rate_per_s": 1500}}
-    dispatch(Path(db), AS_OF, channels=channels, business_tz=TZ, batch_size=100)
+    dispatch(Path(db), AS_OF, channels=channels, business_tz=TZ, how=Sending(batch_size=100))
 
 
 @pytest.mark.slow
@@ -198,7 +198,7 @@ def test_a_broken_template_stops_the_run_before_anything_is_sent(tmp_path):
         with pytest.raises(TemplateError, match="no_such_field"):
             dispatch(
                 db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ,
-                renderer=renderer,
+                how=Sending(renderer=renderer),
             )  # fmt: skip
         assert gateway.stats.posts == 0
     assert _statuses(db) == {"pending": 5}
@@ -328,7 +328,9 @@ def test_realtime_a_new_york_customers_sms_waits_for_9_in_new_york(tmp_path):
         channels = _channels(gateway, tmp_path)
 
         def run(at: dt.datetime):
-            return dispatch(db, AS_OF, channels=channels, business_tz=TZ, realtime=True, now=at)
+            return dispatch(
+                db, AS_OF, channels=channels, business_tz=TZ, when=When(realtime=True, now=at)
+            )
 
         first = run(_at(AS_OF, 10, 5))
         after_first = _ledger(db)
@@ -394,12 +396,12 @@ def test_a_retry_outside_the_window_moves_to_its_next_opening(tmp_path):
     with Gateway(token=TOKEN, faults=limited) as gateway:
         channels = _channels(gateway, tmp_path)
         # 19:59 Shanghai: C0 is tried; C1 (06:59 New York) waits for 09:00 there
-        dispatch(db, AS_OF, channels=channels, business_tz=TZ, realtime=True,
-                 now=_at(AS_OF, 19, 59))  # fmt: skip
+        dispatch(db, AS_OF, channels=channels, business_tz=TZ, when=When(realtime=True,
+                 now=_at(AS_OF, 19, 59)))  # fmt: skip
         after_evening = _ledger(db)
         # 22:00 Shanghai = 09:00 New York: C1 is tried, retried an hour later, in its window
-        dispatch(db, AS_OF, channels=channels, business_tz=TZ, realtime=True,
-                 now=_at(AS_OF, 22))  # fmt: skip
+        dispatch(db, AS_OF, channels=channels, business_tz=TZ, when=When(realtime=True,
+                 now=_at(AS_OF, 22)))  # fmt: skip
         after_night = _ledger(db)
         assert gateway.stats.posts == 2
     c0 = after_evening["C0000000"]
@@ -411,11 +413,11 @@ def test_a_retry_outside_the_window_moves_to_its_next_opening(tmp_path):
     with Gateway(token=TOKEN, record=True) as gateway:
         channels = _channels(gateway, tmp_path)
         # 09:00 Shanghai the next day = 20:00 New York, the window just closed: only C0 goes
-        morning = dispatch(db, tomorrow, channels=channels, business_tz=TZ, realtime=True,
-                           now=_at(tomorrow, 9))  # fmt: skip
+        morning = dispatch(db, tomorrow, channels=channels, business_tz=TZ, when=When(realtime=True,
+                           now=_at(tomorrow, 9)))  # fmt: skip
         after_morning = _ledger(db)
-        evening = dispatch(db, tomorrow, channels=channels, business_tz=TZ, realtime=True,
-                           now=_at(tomorrow, 22))  # fmt: skip
+        evening = dispatch(db, tomorrow, channels=channels, business_tz=TZ, when=When(realtime=True,
+                           now=_at(tomorrow, 22)))  # fmt: skip
         assert _posted_to(gateway) == ["+86138C0000000", "+86138C0000001"]
     assert morning.counts["sms"] == {"sent": 1} and morning.waiting == 1
     assert after_morning["C0000000"][:3] == ("sent", 2, _at(tomorrow, 9))
@@ -434,10 +436,8 @@ def test_calls_go_to_their_list_ahead_of_time_whatever_the_customers_hour(tmp_pa
     path = tmp_path / "channels.yml"
     path.write_text(json.dumps({"call": {"kind": "call_list", "out": "call_lists"}}), "utf-8")
     channels = load_channels(path, outbox=tmp_path / "outbox")
-    report = dispatch(
-        db, AS_OF, channels=channels, business_tz=TZ, realtime=True, now=_at(AS_OF, 9, 30),
-        task_lead_minutes=30,
-    )  # fmt: skip
+    morning = When(realtime=True, now=_at(AS_OF, 9, 30), task_lead_minutes=30)
+    report = dispatch(db, AS_OF, channels=channels, business_tz=TZ, when=morning)
     assert report.counts["call"] == {"sent": 1} and report.waiting == 0
     assert _ledger(db)["C0000000"][:3] == ("sent", 1, _at(AS_OF, 9, 30))
     assert query(db, "select customer_id, kind from manual_followups") == [("C0000000", "call")]

@@ -15,7 +15,7 @@ import pytest
 from adapters.channels.config import load_channels
 from benchmarks.dispatch_data import seed_pending
 from benchmarks.gateway import Faults, Gateway
-from flows.dispatching.dispatch import dispatch
+from flows.dispatching.dispatch import Sending, dispatch
 from flows.dispatching.fanout import fan_out
 from flows.settings import Settings
 from tests.conftest import query
@@ -47,9 +47,9 @@ def test_batches_fan_out_over_two_dask_workers_and_each_message_is_accepted_once
         assert fanned is not None and fanned.workers == 2
         channels = _channels(gateway, tmp_path, timeout=0.5, concurrency=4)
         report = dispatch(
-            db, AS_OF, channels=channels, business_tz=TZ, batch_size=25, fan_out=fanned
+            db, AS_OF, channels=channels, business_tz=TZ, how=Sending(batch_size=25, fan_out=fanned)
         )
-        again = dispatch(db, AS_OF, channels=channels, business_tz=TZ, fan_out=fanned)
+        again = dispatch(db, AS_OF, channels=channels, business_tz=TZ, how=Sending(fan_out=fanned))
         stats = gateway.stats
     # the batches went out from both workers, none from this process
     assert len(fanned.served_by) == 2

@@ -1,6 +1,7 @@
-"""Escalation (flows/planning/escalation.py): `decide`'s rules on small hand-made histories, one
-behaviour per test, then `escalate()` against a small hand-built database (what it writes, dry run
-then real run, idempotency) and the daily plan's suppression of a stopped customer."""
+"""Escalation: the rules' `decide` (flows/planning/escalation.py) on small hand-made histories,
+one behaviour per test, then `escalate()` (flows/planning/escalate.py) against a small hand-built
+database (what it writes, dry run then real run, idempotency) and the daily plan's suppression of
+a stopped customer."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from flows.planning import plan as planning
 from flows.planning.decide import Day
 from flows.planning.decide import decide as plan_decide
 from flows.planning.declarations import Playbook
-from flows.planning.escalation import Action, decide, escalate, escalation_id
+from flows.planning.escalate import escalate
+from flows.planning.escalation import Action, decide, escalation_id
 from flows.planning.policy import Cap, Policy
 from tests.conftest import query
 from tests.plan_inputs import create_plan_inputs

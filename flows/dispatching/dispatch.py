@@ -37,6 +37,7 @@ import datetime as dt
 import random
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,36 @@ def window_opening(at: dt.datetime, window: Window | None, tz: ZoneInfo) -> dt.d
     return local
 
 
+@dataclass(frozen=True)
+class When:
+    """Which pending messages a dispatch sends: those due by the end of its day, or (`realtime`)
+    due by now, or due before `until`; of every playbook, or of `playbooks`. `now`: the run's
+    moment, up to which opt-outs stop pending messages, and, `realtime`, the moment its messages
+    go out and are recorded (default: the clock, read per batch). `task_lead_minutes`: tasks
+    (calls, visits) go to their lists this long before their due time, which the list shows."""
+
+    realtime: bool = False
+    now: dt.datetime | None = None
+    until: dt.datetime | None = None
+    playbooks: list[str] | None = None
+    task_lead_minutes: int = 0
+
+
+@dataclass(frozen=True)
+class Sending:
+    """How a dispatch sends: the templates' renderer, attempts per message, messages per batch,
+    how many days late a message may still go, `fan_out` (flows/dispatching/fanout.py: a started
+    task runner the batches are sent on instead of this process; the ledger is written here
+    either way), and where the day's summary line is logged."""
+
+    renderer: Renderer | None = None
+    max_attempts: int = 6
+    batch_size: int = 500
+    max_lateness_days: int = 14
+    fan_out: Any = None
+    log: Callable[[str], None] | None = None
+
+
 def dispatch(
     db_path: Path,
     as_of: dt.date,
@@ -125,29 +156,18 @@ def dispatch(
     channels: dict[str, dict[str, Any]],
     business_tz: str,
     dry_run: bool = False,
-    realtime: bool = False,
-    renderer: Renderer | None = None,
-    max_attempts: int = 6,
-    batch_size: int = 500,
-    max_lateness_days: int = 14,
-    log=None,
-    fan_out=None,
-    until: dt.datetime | None = None,
-    playbooks: list[str] | None = None,
-    now: dt.datetime | None = None,
-    task_lead_minutes: int = 0,
+    when: When = When(),
+    how: Sending = Sending(),
 ) -> DispatchReport:
-    """Send the pending messages due by the end of `as_of` (or, `realtime`, due by now; or
-    due before `until`), of every playbook or of `playbooks`, each only inside its channel's
+    """Send the pending messages `when` says are due, `how` says, each only inside its channel's
     send window in its customer's time zone (else it waits for the window's next opening).
-    `now`: the run's moment, up to which opt-outs stop pending messages, and, `realtime`, the
-    moment its messages go out and are recorded (default: the clock, read per batch).
-    `task_lead_minutes`: tasks (calls, visits) go to their lists this long before their due
-    time, which the list shows.
 
     With `dry_run`, the day's `dry_run` rows are rendered (body, subject, SMS segments) and
-    nothing is sent. `fan_out` (flows/dispatching/fanout.py): a started task runner the
-    batches are sent on instead of this process; the ledger is written here either way."""
+    nothing is sent."""
+    realtime, now, until, playbooks = when.realtime, when.now, when.until, when.playbooks
+    task_lead_minutes, renderer, log = when.task_lead_minutes, how.renderer, how.log
+    max_attempts, batch_size, fan_out = how.max_attempts, how.batch_size, how.fan_out
+    max_lateness_days = how.max_lateness_days
     started = time.perf_counter()
     tz = ZoneInfo(business_tz)
     start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
