@@ -12,13 +12,8 @@ def _():
     import marimo as mo
 
     from flows.reporting.charts import ab_lift_figure
-    from flows.reporting.data import (
-        existing_tables,
-        how_to_read,
-        load_report_data,
-        open_readonly,
-        read_table,
-    )
+    from flows.reporting.data import how_to_read, load_report_data
+    from flows.reporting.tables import existing_tables, open_readonly, read_table
 
     return (
         Path,

@@ -12,12 +12,8 @@ def _():
     import marimo as mo
     import pandas as pd
 
-    from flows.reporting.data import (
-        existing_tables,
-        load_report_data,
-        open_readonly,
-        read_table,
-    )
+    from flows.reporting.data import load_report_data
+    from flows.reporting.tables import existing_tables, open_readonly, read_table
 
     return Path, existing_tables, load_report_data, mo, open_readonly, os, pd, read_table
 

@@ -22,24 +22,21 @@ never advances the cursor.
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import duckdb
 import requests
-import yaml
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -60,21 +57,23 @@ __all__ = [
     "save_cursor",
 ]
 
+from adapters.sources.http_config import (
+    HttpSourceConfig,
+    HttpSourceError,
+    env_values,
+    expand,
+    json_type,
+    load_http_sources,
+    one_line,
+)
+
 log = logging.getLogger(__name__)
 
-_ENV_REF = re.compile(r"\$\{([^}]*)\}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# The entity names the output file, so it must be a plain file stem.
-_ENTITY_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _MAX_RETRY_AFTER_S = 60.0
 _BODY_SNIPPET_CHARS = 200
 _BACKOFF = wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.1)
 _CURSOR_TABLE = "source_cursors"
 _MISSING = object()
-
-
-class HttpSourceError(RuntimeError):
-    """An API source could not be fetched; the message names the entity and why, in one line."""
 
 
 class HttpStatusError(HttpSourceError):
@@ -105,41 +104,6 @@ _TRANSIENT = (
 
 
 @dataclass(frozen=True)
-class HttpSourceConfig:
-    """One entity served by a JSON API: one entry of `sources.yml`.
-
-    `url` and `headers` values may contain `${ENV_VAR}`, expanded at fetch time. Dotted paths
-    (`records_path`, `next_cursor_path`) walk JSON objects; an empty `records_path` means the body
-    itself is the list. `updated_at_field` is the API's field name (before `field_map`).
-    """
-
-    entity: str
-    url: str
-    pagination: Literal["page", "cursor"] = "page"
-    records_path: str = "data"
-    page_param: str = "page"
-    page_size_param: str = "page_size"
-    page_size: int = 500
-    cursor_param: str = "cursor"
-    next_cursor_path: str = "next_cursor"
-    updated_since_param: str = "updated_since"
-    updated_at_field: str = "updated_at"
-    # Mappings are not hashable; leaving them out of the hash keeps it consistent with equality.
-    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
-    timeout_s: float = 30
-    max_attempts: int = 5
-    field_map: Mapping[str, str] = field(default_factory=dict, hash=False)
-
-    def __post_init__(self) -> None:
-        problem = _config_problem(self)
-        if problem is not None:
-            raise ValueError(f"{self.entity}: {problem}")
-        # Own copies, so a caller mutating its dict cannot change a frozen config.
-        object.__setattr__(self, "headers", dict(self.headers))
-        object.__setattr__(self, "field_map", dict(self.field_map))
-
-
-@dataclass(frozen=True)
 class FetchResult:
     """What one `fetch` produced."""
 
@@ -148,48 +112,6 @@ class FetchResult:
     records: int
     pages: int
     new_cursor: str | None  # the newest `updated_at_field` value, verbatim; None when no records
-
-
-def load_http_sources(path: Path) -> list[HttpSourceConfig]:
-    """Read and validate `sources.yml`: a mapping `{entity: {url: ..., pagination: ..., ...}}`.
-
-    Unknown keys and bad values raise `ValueError` naming the file, the entity and the problem in
-    one line. `${ENV_VAR}` references are checked for syntax here and expanded only at fetch time.
-    """
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {_one_line(str(exc))}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    if document is None:
-        return []
-    if not isinstance(document, dict):
-        raise ValueError(
-            f"{path}: expected a mapping of entity -> settings, got {_json_type(document)}"
-        )
-
-    known = [f.name for f in fields(HttpSourceConfig) if f.name != "entity"]
-    configs = []
-    for entity, settings in document.items():
-        where = f"{path}: {entity}"
-        if not isinstance(entity, str):
-            raise ValueError(f"{where}: entity names must be strings")
-        if not isinstance(settings, dict):
-            raise ValueError(f"{where}: expected a mapping of settings, got {_json_type(settings)}")
-        for key in settings:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-                raise ValueError(f"{where}: unknown key {key!r} ({hint})")
-        if "url" not in settings:
-            raise ValueError(f"{where}: missing required key 'url'")
-        try:
-            configs.append(HttpSourceConfig(entity=entity, **settings))
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-    return configs
 
 
 def fetch(
@@ -209,13 +131,13 @@ def fetch(
     stale `<entity>.csv` from an earlier fetch is removed, so it can never be loaded again over
     newer data. `sleep` is how retries wait (tests pass a recorder).
     """
-    url = _expand(config.url, entity=config.entity, where="url")
+    url = expand(config.url, entity=config.entity, where="url")
     headers = {
-        name: _expand(value, entity=config.entity, where=f"headers.{name}")
+        name: expand(value, entity=config.entity, where=f"headers.{name}")
         for name, value in config.headers.items()
     }
     # Expanded URL values (an API key in the query) must not leak into error messages or logs.
-    secrets = _env_values(config.url)
+    secrets = env_values(config.url)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{config.entity}.csv"
@@ -337,7 +259,7 @@ def _pages(
             if isinstance(found, dict | list):
                 raise HttpSourceError(
                     f"{config.entity}: GET {display}: {config.next_cursor_path!r} is a JSON"
-                    f" {_json_type(found)}, expected a string or number"
+                    f" {json_type(found)}, expected a string or number"
                 )
             cursor = str(found)
             if cursor in seen:
@@ -441,7 +363,7 @@ def _retry_after(response: requests.Response) -> float | None:
 def _records(body: Any, config: HttpSourceConfig, display: str) -> list[Any]:
     found = _dig(body, config.records_path)
     if found is _MISSING:
-        keys = ", ".join(body) if isinstance(body, dict) else _json_type(body)
+        keys = ", ".join(body) if isinstance(body, dict) else json_type(body)
         raise HttpSourceError(
             f"{config.entity}: GET {display}: no {config.records_path!r} in the response"
             f" (found: {keys}); check records_path"
@@ -451,7 +373,7 @@ def _records(body: Any, config: HttpSourceConfig, display: str) -> list[Any]:
     if not isinstance(found, list):
         raise HttpSourceError(
             f"{config.entity}: GET {display}: {config.records_path or 'the body'!r} is a JSON"
-            f" {_json_type(found)}, expected a list of records"
+            f" {json_type(found)}, expected a list of records"
         )
     return found
 
@@ -471,7 +393,7 @@ def _dig(body: Any, dotted: str) -> Any:
 def _to_row(record: Any, config: HttpSourceConfig) -> dict[str, str]:
     if not isinstance(record, dict):
         raise HttpSourceError(
-            f"{config.entity}: expected each record to be a JSON object, got {_json_type(record)}"
+            f"{config.entity}: expected each record to be a JSON object, got {json_type(record)}"
         )
     row: dict[str, str] = {}
     for key, value in record.items():
@@ -535,81 +457,6 @@ def _write_csv_atomically(target: Path, columns: list[str], rows: Iterable[dict[
         raise
 
 
-# --- configuration --------------------------------------------------------------------------
-
-
-def _config_problem(config: HttpSourceConfig) -> str | None:
-    """The first thing wrong with `config`, as a phrase, or None."""
-    if not isinstance(config.entity, str) or not _ENTITY_NAME.match(config.entity):
-        return "entity names must be lowercase letters, digits and _ (they name <entity>.csv)"
-    if not isinstance(config.url, str) or not config.url.strip():
-        return "url must be a non-empty string"
-    if problem := _env_ref_problem(config.url, "url"):
-        return problem
-    if not config.url.startswith(("${", "http://", "https://")):
-        return f"url must start with http:// or https://, got {config.url!r}"
-    if config.pagination not in ("page", "cursor"):
-        return f"pagination must be 'page' or 'cursor', got {config.pagination!r}"
-    if not isinstance(config.records_path, str):
-        return "records_path must be a string (empty: the body itself is the list)"
-    for name in (
-        "page_param",
-        "page_size_param",
-        "cursor_param",
-        "next_cursor_path",
-        "updated_since_param",
-        "updated_at_field",
-    ):
-        value = getattr(config, name)
-        if not isinstance(value, str) or not value:
-            return f"{name} must be a non-empty string, got {value!r}"
-    if not _is_int(config.page_size) or config.page_size < 1:
-        return f"page_size must be a positive integer, got {config.page_size!r}"
-    if not _is_number(config.timeout_s) or config.timeout_s <= 0:
-        return f"timeout_s must be a positive number of seconds, got {config.timeout_s!r}"
-    if not _is_int(config.max_attempts) or config.max_attempts < 1:
-        return f"max_attempts must be an integer >= 1, got {config.max_attempts!r}"
-    for name in ("headers", "field_map"):
-        mapping = getattr(config, name)
-        if not isinstance(mapping, Mapping):
-            return f"{name} must be a mapping, got {_json_type(mapping)}"
-        for key, value in mapping.items():
-            if not isinstance(key, str) or not isinstance(value, str) or not value:
-                return f"{name}.{key} must map a name to a non-empty string, got {value!r}"
-            if name == "headers" and (problem := _env_ref_problem(value, f"headers.{key}")):
-                return problem
-    targets = list(config.field_map.values())
-    if duplicate := next((t for t in targets if targets.count(t) > 1), None):
-        return f"field_map sends more than one field to column {duplicate!r}"
-    return None
-
-
-def _env_ref_problem(value: str, where: str) -> str | None:
-    for match in _ENV_REF.finditer(value):
-        if not _ENV_NAME.match(match.group(1)):
-            return f"{where}: {match.group(0)!r} is not a valid ${{ENV_VAR}} reference"
-    if "${" in _ENV_REF.sub("", value):
-        return f"{where}: unclosed '${{' in {value!r}"
-    return None
-
-
-def _expand(value: str, *, entity: str, where: str) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        resolved = os.environ.get(name)
-        if not resolved:
-            raise HttpSourceError(
-                f"{entity}: environment variable {name} is not set or empty (used in {where})"
-            )
-        return resolved
-
-    return _ENV_REF.sub(substitute, value)
-
-
-def _env_values(value: str) -> list[str]:
-    return [os.environ[m.group(1)] for m in _ENV_REF.finditer(value) if os.environ.get(m.group(1))]
-
-
 # --- small helpers --------------------------------------------------------------------------
 
 
@@ -629,25 +476,8 @@ def _redact(text: str, secrets: list[str]) -> str:
 def _describe(error: BaseException | None) -> str:
     if isinstance(error, _RetryableResponse):
         return str(error)
-    return _one_line(f"{type(error).__name__}: {error}")
+    return one_line(f"{type(error).__name__}: {error}")
 
 
 def _snippet(response: requests.Response) -> str:
-    return _one_line(response.text[:_BODY_SNIPPET_CHARS]) or "(empty body)"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(type(value), "number" if _is_number(value) else type(value).__name__)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return one_line(response.text[:_BODY_SNIPPET_CHARS]) or "(empty body)"

@@ -10,9 +10,7 @@ Timestamps are shown in the business time zone, without the zone (Excel has none
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,14 @@ import pandas as pd
 from adapters.channels import mask
 from flows.analysis.abtest import COLUMNS as AB_COLUMNS
 from flows.reporting.formats import is_truthy
+from flows.reporting.tables import (
+    clean,
+    existing_tables,
+    open_readonly,
+    read_table,
+    select_columns,
+    table_columns,
+)
 from flows.settings import Settings
 
 # The columns each table is expected to have (docs/analysis.md and the contract, section 3), in
@@ -323,98 +329,6 @@ def read_backtest(con: duckdb.DuckDBPyConnection, present: dict[str, set[str]]):
     )
 
 
-# --- reading -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def open_readonly(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to an existing database; a missing file is a one-line error."""
-    path = Path(db_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such database (run `followup demo` or `followup run`)")
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        yield con
-    finally:
-        con.close()
-
-
-def existing_tables(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
-    """schema -> its tables and views."""
-    tables: dict[str, set[str]] = {}
-    for schema, name in con.execute(
-        "select table_schema, table_name from information_schema.tables"
-    ).fetchall():
-        tables.setdefault(schema, set()).add(name)
-    return tables
-
-
-def table_columns(
-    con: duckdb.DuckDBPyConnection, table: str, schema: str = "main"
-) -> dict[str, str]:
-    """column -> its type, in the table's order."""
-    return dict(
-        con.execute(
-            "select column_name, data_type from information_schema.columns "
-            "where table_schema = ? and table_name = ? order by ordinal_position",
-            [schema, table],
-        ).fetchall()
-    )
-
-
-def read_table(
-    con: duckdb.DuckDBPyConnection,
-    name: str,
-    columns: Sequence[str] = (),
-    *,
-    schema: str = "main",
-    tables: dict[str, set[str]] | None = None,
-    business_tz: str = "Asia/Shanghai",
-) -> pd.DataFrame:
-    """Table `schema.name`, `columns` first (empty where the table lacks one), then the rest; an
-    empty frame with `columns` when the table does not exist. Text masked."""
-    tables = existing_tables(con) if tables is None else tables
-    if name not in tables.get(schema, set()):
-        return pd.DataFrame({c: pd.Series([], dtype="object") for c in columns})
-    available = table_columns(con, name, schema)
-    select = _select(available, list(available), "t", business_tz)
-    frame = con.execute(f'select {select} from "{schema}"."{name}" t').df()
-    for column in columns:
-        if column not in frame.columns:
-            frame[column] = None
-    ordered = [*columns, *(c for c in frame.columns if c not in columns)]
-    return clean(frame[ordered], business_tz)
-
-
-def clean(frame: pd.DataFrame, business_tz: str) -> pd.DataFrame:
-    """Every text masked; timestamps in the business time zone, without the zone."""
-    frame = frame.copy()
-    for column in frame.columns:
-        values = frame[column]
-        if isinstance(values.dtype, pd.DatetimeTZDtype):
-            frame[column] = values.dt.tz_convert(business_tz).dt.tz_localize(None)
-        elif pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
-            frame[column] = values.map(
-                lambda v: mask(v) if isinstance(v, str) else v, na_action="ignore"
-            ).astype("object")
-    return frame
-
-
-def _select(available: dict[str, str], wanted: Sequence[str], alias: str, business_tz: str) -> str:
-    """The wanted columns, null where the table lacks one; a timestamp with a zone becomes the
-    business time zone's wall-clock time (which is also all Excel can hold)."""
-    zone = business_tz.replace("'", "''")
-    columns = []
-    for c in wanted:
-        if c not in available:
-            columns.append(f'null as "{c}"')
-        elif available[c].upper().startswith("TIMESTAMP WITH TIME ZONE"):
-            columns.append(f'timezone(\'{zone}\', {alias}."{c}") as "{c}"')
-        else:
-            columns.append(f'{alias}."{c}"')
-    return ", ".join(columns)
-
-
 def _today(
     con: duckdb.DuckDBPyConnection, present: dict[str, set[str]], business_tz: str
 ) -> tuple[dt.date | None, pd.DataFrame]:
@@ -432,8 +346,9 @@ def _today(
     if day is None:
         return None, empty
     order = [c for c in ("playbook", "step", "status", "customer_id") if c in available]
+    columns = select_columns(available, TODAY_COLUMNS, "l", business_tz)
     frame = con.execute(
-        f"select {_select(available, TODAY_COLUMNS, 'l', business_tz)} from message_ledger l "
+        f"select {columns} from message_ledger l "
         f'where l."{day_column}" = ? order by {", ".join(f"l.{c}" for c in order) or "1"}',
         [day],
     ).df()
@@ -448,7 +363,7 @@ def _manual_followups(
         return pd.DataFrame({c: pd.Series([], dtype="object") for c in MANUAL_COLUMNS})
     available = table_columns(con, "manual_followups")
     wanted = [c for c in MANUAL_COLUMNS if c != "owner_name"]
-    select = _select(available, wanted, "m", business_tz)
+    select = select_columns(available, wanted, "m", business_tz)
     staff = "staff" in present.get("raw", set()) and {"staff_id", "name"} <= set(
         table_columns(con, "staff", "raw")
     )
@@ -505,7 +420,7 @@ def _feedback_comments(
     join = "left join message_ledger l on l.message_id = f.message_id" if ledger else ""
     order = "f.responded_at desc nulls last" if "responded_at" in available else "1"
     frame = con.execute(
-        f"select {_select(available, wanted, 'f', business_tz)}, {playbook} as playbook "
+        f"select {select_columns(available, wanted, 'f', business_tz)}, {playbook} as playbook "
         f"from raw.feedback f {join} where nullif(trim(f.text), '') is not null "
         f"order by {order} limit {LATEST_COMMENTS}"
     ).df()
