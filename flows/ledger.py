@@ -5,6 +5,7 @@ rules decided, once each)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import uuid
 
@@ -134,3 +135,46 @@ def idempotency_key(playbook: str, step: str, customer_id: str, anchor_id: str) 
 
 def message_id(key: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, key))
+
+
+# --- a pending message that must not go ---------------------------------------------------------
+
+
+def expire_pending(con, as_of: dt.date, start: dt.datetime, days: int) -> int:
+    """Pending messages that never went out within `days` of their due day are failed, not sent
+    weeks late."""
+    (n,) = con.execute(
+        """
+        update message_ledger set status = 'failed', reason = 'expired',
+            error = 'not sent within ' || $days || ' days of its due day', updated_at = $start
+        where status = 'pending' and first_due_date < $as_of - to_days($days)
+        """,
+        {"as_of": as_of, "days": days, "start": start},
+    ).fetchone()
+    return n
+
+
+def suppress_opted_out(con, as_of: dt.date, now: dt.datetime, opted: str) -> int:
+    """An opt-out wins from its moment: a message the morning's plan made, not handed over yet,
+    whose customer has since opted out of its channel (`opted`: the opt-outs as rows, customer_id,
+    scope, opted_at, up to `$now`) is suppressed, not sent."""
+    (n,) = con.execute(
+        f"""
+        with opted as ({opted}),
+        stopped as (
+            select l.message_id, min(opted.opted_at) as opted_at,
+                arg_min(opted.scope, opted.opted_at) as scope
+            from message_ledger l
+            join opted on opted.customer_id = l.customer_id and opted.scope in (l.channel, 'all')
+            where l.status = 'pending' and l.attempts = 0 and l.planned_for <= $as_of
+            group by l.message_id
+        )
+        update message_ledger set status = 'suppressed', updated_at = $now,
+            reason = 'opted out of ' || stopped.scope || ' at '
+                || strftime(stopped.opted_at, '%Y-%m-%d %H:%M') || ', before the send'
+        from stopped
+        where message_ledger.message_id = stopped.message_id
+        """,
+        {"as_of": as_of, "now": now},
+    ).fetchone()
+    return n

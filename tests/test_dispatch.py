@@ -467,6 +467,6 @@ def test_calls_go_to_their_list_ahead_of_time_whatever_the_customers_hour(tmp_pa
     ],
 )
 def test_window_opening_is_judged_on_the_customers_clock(at, expected):
-    from flows.dispatching.dispatch import send_windows, window_opening
+    from flows.dispatching.windows import send_windows, window_opening
 
     assert window_opening(at, send_windows()["sms"], NY) == expected

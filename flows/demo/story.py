@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -233,7 +234,7 @@ def _outcomes(
         receipt_at = sent_at + dt.timedelta(minutes=1)
         if receipt_at < cutoff:
             outcome = "delivered" if delivered[i] else "failed"
-            rows.append(_feedback(mid, customer, _local(receipt_at, tz), "送达回执", outcome))
+            rows.append(_Feedback(mid, customer, _local(receipt_at, tz), "送达回执", outcome))
         answered_at = sent_at + dt.timedelta(hours=float(delay_hours[i]))
         if not answered[i] or answered_at >= cutoff:
             continue
@@ -242,7 +243,7 @@ def _outcomes(
         link = f"https://survey.example.com/s?m={mid}" if i % 2 else mid
         if step == "day3_care":
             rows.append(
-                _feedback(
+                _Feedback(
                     link,
                     customer,
                     answered_at,
@@ -254,7 +255,7 @@ def _outcomes(
             )
         elif step == "survey":
             rows.append(
-                _feedback(
+                _Feedback(
                     link,
                     customer,
                     answered_at,
@@ -267,7 +268,7 @@ def _outcomes(
                 )
             )
         else:
-            rows.append(_feedback(mid, customer, answered_at, "点击"))
+            rows.append(_Feedback(mid, customer, answered_at, "点击"))
     feedback = pl.DataFrame(rows, schema=_FEEDBACK_SCHEMA, orient="row")
 
     amounts = np.round(rng.lognormal(5.6, 0.6, n), 2)
@@ -305,20 +306,19 @@ _FEEDBACK_SCHEMA = {
 }
 
 
-def _feedback(
-    message: str,
-    customer: str,
-    at: str,
-    kind: str,
-    outcome: str | None = None,
-    *,
-    score: int | None = None,
-    scale: str | None = None,
-    satisfaction: str | None = None,
-    category: str | None = None,
-    text: str | None = None,
-) -> tuple:
-    return (message, customer, at, kind, outcome, score, scale, satisfaction, category, text)
+class _Feedback(NamedTuple):
+    """One row of the simulated feedback export, in its columns' order."""
+
+    message: str
+    customer: str
+    at: str
+    kind: str
+    outcome: str | None = None
+    score: int | None = None
+    scale: str | None = None
+    satisfaction: str | None = None
+    category: str | None = None
+    text: str | None = None
 
 
 def _local(at: dt.datetime, tz: str) -> str:

@@ -34,7 +34,6 @@ them `task_lead_minutes` before, whatever the hour.
 from __future__ import annotations
 
 import datetime as dt
-import random
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -45,19 +44,18 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 import polars as pl
-import yaml
 
 from adapters.channels import Message, Outcome, mask
 from flows.atomic import transaction
+from flows.dispatching.dry_run import render_dry_run
+from flows.dispatching.rows import ROWS, fetch, ledger_frame, with_originals
 from flows.dispatching.templates import Renderer, TemplateError
+from flows.dispatching.windows import customer_window, next_attempt, send_windows, window_opening
 from flows.dispatching.worker import InProcess, InWorkers
-from flows.ledger import ensure_tables
+from flows.ledger import ensure_tables, expire_pending, suppress_opted_out
 from flows.planning.candidates import opt_outs_sql
 from flows.planning.declarations import TASK_CHANNELS
-from flows.settings import PROJECT_ROOT
 
-RETRY_BASE_SECONDS = 60.0  # the first pause between attempts; it doubles each time
-RETRY_MAX_SECONDS = 6 * 3600.0
 SINGLE_WRITER_KINDS = ("file", "call_list")  # they write local files: one process only
 
 
@@ -83,40 +81,6 @@ class _Options:
     batch_size: int
     processes: int
     rate_per_s: float | None
-
-
-Window = tuple[dt.time, dt.time]
-
-
-def send_windows(path: Path = PROJECT_ROOT / "dbt_project" / "dbt_project.yml") -> dict:
-    """Channel -> (start, end) local clock times: the same `send_windows` the due times obey."""
-    windows = yaml.safe_load(path.read_text(encoding="utf-8"))["vars"]["send_windows"]
-    parsed = {c: tuple(dt.time.fromisoformat(t) for t in w) for c, w in windows.items()}
-    for channel, (opens, closes) in parsed.items():
-        if not opens < closes:
-            raise ValueError(f"{path}: send_windows.{channel}: {opens} is not before {closes}")
-    return parsed
-
-
-def customer_window(windows: dict, channel: str) -> Window | None:
-    """The window bounding when a message of `channel` reaches its customer; none for tasks
-    (calls, visits): they go to staff's lists, their due times already in the call window."""
-    return None if channel in TASK_CHANNELS else windows.get(channel)
-
-
-def window_opening(at: dt.datetime, window: Window | None, tz: ZoneInfo) -> dt.datetime:
-    """The first moment at or after `at` inside `window` [opens, closes) on the clock of `tz`:
-    `at` itself when it is inside (or there is no window), else the window's next opening. The
-    one rule for first sends and retries alike."""
-    local = at.astimezone(tz)
-    if window is None:
-        return local
-    opens, closes = window
-    if local.time() < opens:
-        return dt.datetime.combine(local.date(), opens, tz)
-    if local.time() >= closes:
-        return dt.datetime.combine(local.date() + dt.timedelta(days=1), opens, tz)
-    return local
 
 
 @dataclass(frozen=True)
@@ -189,10 +153,14 @@ def dispatch(
         con.execute("set TimeZone = ?", [business_tz])
         ensure_tables(con)
         if dry_run:
-            _render_dry_run(con, as_of, renderer, report, playbooks)
+            report.templates_checked, rendered = render_dry_run(con, as_of, renderer, playbooks)
+            for channel, n in rendered.items():
+                report.counts[channel]["dry_run"] += n
             return report
-        report.expired = _expire(con, as_of, start, max_lateness_days)
-        report.opted_out = _stop_opted_out(con, as_of, now or dt.datetime.now(tz))
+        report.expired = expire_pending(con, as_of, start, max_lateness_days)
+        opted = _opted_out(con)
+        if opted is not None:
+            report.opted_out = suppress_opted_out(con, as_of, now or dt.datetime.now(tz), opted)
         # which pending messages are due now
         due_now = {
             "as_of": as_of, "until": until, "playbooks": playbooks, "task_lead": task_lead_minutes,
@@ -219,7 +187,8 @@ def dispatch(
                     senders[channel] = _sender(channel, settings, options, fan_out)
                 params = {**due_now, "channel": channel}
                 _send_channel(
-                    con, senders[channel], channel, params, options, renderer, windows,
+                    con, senders[channel], params, options, renderer,
+                    customer_window(windows, channel),
                     clock=clock if realtime else None, report=report,
                 )  # fmt: skip
             if realtime:
@@ -245,61 +214,6 @@ _DUE = f"""
         and ($playbooks is null or list_contains($playbooks, playbook))
 """
 
-# What a message needs to be rendered and sent, for one channel's due messages, in send order.
-_ROWS = """
-    select
-        l.message_id, l.idempotency_key, l.customer_id, l.playbook, l.step, l.variant,
-        l.anchor_id, l.channel, l.purpose, l.priority, l.owner_id, l.due_at, l.attempts,
-        l.next_attempt_at, l.reason,
-        c.customer_name, c.phone, c.email, c.last_product_category,
-        coalesce(c.timezone, current_setting('TimeZone')) as timezone,
-        r.tier, s.staff_name as owner_name
-    from ({selection}) chosen
-    inner join message_ledger l on chosen.message_id = l.message_id
-    left join customer_360 c on l.customer_id = c.customer_id
-    left join customer_rfm r on l.customer_id = r.customer_id
-    left join staging.stg_raw__staff s on l.owner_id = s.staff_id
-    {where}
-    order by l.priority desc, l.due_at, l.message_id
-"""
-_DRY_RUN = """
-    select message_id from message_ledger
-    where status = 'dry_run' and decided_on = $as_of
-        and ($playbooks is null or list_contains($playbooks, playbook))
-"""
-
-# A reminder repeats its original message's text.
-_ORIGINALS = """
-    select r.message_id, o.body
-    from message_ledger r
-    inner join message_ledger o
-        on o.playbook = r.playbook and o.customer_id = r.customer_id
-        and o.anchor_id = r.anchor_id and o.step = split_part(r.step, ':', 1)
-    where r.message_id in (select unnest($ids))
-"""
-
-
-def _frame(rendered: list[dict]) -> pl.DataFrame:
-    """Rendered messages as a frame for the ledger update. Every row is read for the types: an
-    SMS has no subject, so a batch that opens with a hundred SMS and then holds an e-mail would
-    otherwise be typed from the SMS alone and refuse the subject."""
-    return pl.DataFrame(rendered, schema_overrides={"segments": pl.Int32}, infer_schema_length=None)
-
-
-def _fetch(cursor, size: int | None) -> list[dict]:
-    names = [d[0] for d in cursor.description]
-    values = cursor.fetchall() if size is None else cursor.fetchmany(size)
-    return [dict(zip(names, row, strict=True)) for row in values]
-
-
-def _with_originals(con, rows: list[dict]) -> list[dict]:
-    reminders = [r["message_id"] for r in rows if r["step"].endswith(":reminder")]
-    if reminders:
-        bodies = dict(con.execute(_ORIGINALS, {"ids": reminders}).fetchall())
-        for row in rows:
-            row["original_text"] = bodies.get(row["message_id"])
-    return rows
-
 
 def _options(channel: str, settings: dict, max_attempts: int, batch_size: int) -> _Options:
     processes = int(settings.get("processes", 1))
@@ -322,12 +236,14 @@ def _sender(channel: str, settings: dict, options: _Options, fan_out=None):
     return InProcess(channel, settings, options.rate_per_s)
 
 
-def _send_channel(con, sender, channel, params, options, renderer, windows, *, clock, report):
-    """A channel's due messages, queued once (a temporary table in send order), sent in batches,
-    up to two per process in flight; each batch recorded as it returns. No read stays open
-    across the batches: an open read would keep every superseded ledger version in memory.
-    `clock`: realtime, the moment of a send; None, a played-through day."""
-    query = _ROWS.format(selection=_DUE, where="where l.channel = $channel")
+def _send_channel(con, sender, params, options, renderer, window, *, clock, report):
+    """A channel's (`params["channel"]`) due messages, queued once (a temporary table in send
+    order), sent in batches, up to two per process in flight; each batch recorded as it returns.
+    No read stays open across the batches: an open read would keep every superseded ledger
+    version in memory. `window`: the channel's send window on the customer's clock; `clock`:
+    realtime, the moment of a send; None, a played-through day."""
+    channel = params["channel"]
+    query = ROWS.format(selection=_DUE, where="where l.channel = $channel")
     con.execute(
         f"create or replace temp table dispatch_queue as "
         "select row_number() over (order by priority desc, due_at, message_id) "
@@ -337,14 +253,13 @@ def _send_channel(con, sender, channel, params, options, renderer, windows, *, c
     (total,) = con.execute("select count(*) from dispatch_queue").fetchone()
     in_flight: deque = deque()
     limit = 2 * getattr(sender, "parallel", options.processes)
-    window = customer_window(windows, channel)
     for first in range(0, total, options.batch_size):
         cursor = con.execute(
             "select * exclude (queue_position) from dispatch_queue "
             "where queue_position > ? and queue_position <= ? order by queue_position",
             [first, first + options.batch_size],
         )
-        rows = _with_originals(con, _fetch(cursor, None))
+        rows = with_originals(con, fetch(cursor, None))
         batch = _prepare(con, rows, renderer, report, channel, window, clock, params["until"])
         if batch is None:
             continue
@@ -398,7 +313,7 @@ def _prepare(con, rows, renderer, report, channel, window, clock, until):
                 "updated_at = f.updated_at from later f where l.message_id = f.message_id"
             )
         if claimed:
-            frame = _frame(claimed)  # noqa: F841
+            frame = ledger_frame(claimed)  # noqa: F841
             con.execute(
                 """
                 update message_ledger l set
@@ -479,7 +394,7 @@ def _record(con, future, rows, options, window, clock, report, channel) -> None:
             update["reason"] = f"gave up after {attempts} attempts"
         else:
             update["status"] = "pending"
-            update["next_attempt_at"] = _next_attempt(
+            update["next_attempt_at"] = next_attempt(
                 at, attempts, outcome.retry_after, window, ZoneInfo(row["timezone"])
             )
         report.counts[channel][update["status"] if update["status"] != "pending" else "retry"] += 1
@@ -537,99 +452,14 @@ def _task(row: dict, at: dt.datetime) -> dict:
     }
 
 
-def _next_attempt(at, attempts, retry_after, window, tz) -> dt.datetime:
-    """Exponential backoff with full jitter (or the far side's Retry-After, if longer), moved
-    into the channel's send window in the customer's time zone (`window_opening`)."""
-    backoff = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1))
-    pause = max(retry_after or 0.0, random.uniform(backoff / 2, backoff))
-    return window_opening(at + dt.timedelta(seconds=pause), window, tz)
-
-
-def _expire(con, as_of: dt.date, start: dt.datetime, days: int) -> int:
-    """Pending messages that never went out within `days` of their due day are failed, not sent
-    weeks late."""
-    (n,) = con.execute(
-        """
-        update message_ledger set status = 'failed', reason = 'expired',
-            error = 'not sent within ' || $days || ' days of its due day', updated_at = $start
-        where status = 'pending' and first_due_date < $as_of - to_days($days)
-        """,
-        {"as_of": as_of, "days": days, "start": start},
-    ).fetchone()
-    return n
-
-
-def _stop_opted_out(con, as_of: dt.date, now: dt.datetime) -> int:
-    """An opt-out wins from its moment: a message the morning's plan made, not handed over yet,
-    whose customer has since opted out of its channel (an `opt_out` event loaded after the plan,
-    or an opt-out reply to one of our messages) is suppressed, not sent."""
-    # the raw events as loaded, newer than the models
+def _opted_out(con) -> str | None:
+    """Every opt-out up to `$now` as rows: the raw events as loaded (newer than the models) and
+    the opt-out answers to our messages."""
     (events,) = con.execute(
         "select count(*) from duckdb_views() "
         "where schema_name = 'staging' and view_name = 'stg_raw__events'"
     ).fetchone()
-    opted = opt_outs_sql(con, "staging.stg_raw__events" if events else None, "<= $now")
-    if opted is None:
-        return 0
-    (n,) = con.execute(
-        f"""
-        with opted as ({opted}),
-        stopped as (
-            select l.message_id, min(opted.opted_at) as opted_at,
-                arg_min(opted.scope, opted.opted_at) as scope
-            from message_ledger l
-            join opted on opted.customer_id = l.customer_id and opted.scope in (l.channel, 'all')
-            where l.status = 'pending' and l.attempts = 0 and l.planned_for <= $as_of
-            group by l.message_id
-        )
-        update message_ledger set status = 'suppressed', updated_at = $now,
-            reason = 'opted out of ' || stopped.scope || ' at '
-                || strftime(stopped.opted_at, '%Y-%m-%d %H:%M') || ', before the send'
-        from stopped
-        where message_ledger.message_id = stopped.message_id
-        """,
-        {"as_of": as_of, "now": now},
-    ).fetchone()
-    return n
-
-
-def _render_dry_run(
-    con, as_of: dt.date, renderer: Renderer, report: DispatchReport, playbooks: list[str] | None
-) -> None:
-    """The day's would-be messages get their rendering; nothing is sent."""
-    cursor = con.execute(
-        _ROWS.format(selection=_DRY_RUN, where=""), {"as_of": as_of, "playbooks": playbooks}
-    )
-    rows = _with_originals(con, _fetch(cursor, None))
-    if not rows:
-        return
-    combos = sorted({(r["playbook"], r["step"], r["variant"], r["channel"]) for r in rows})
-    report.templates_checked = renderer.preflight(combos)
-    rendered, broken = [], []
-    for row in rows:
-        try:
-            r = renderer.render(row, row["channel"])
-        except TemplateError as exc:
-            broken.append({"message_id": row["message_id"], "error": str(exc)})
-            continue
-        rendered.append(
-            {"message_id": row["message_id"], "subject": r.subject, "body": r.text,
-             "segments": r.segments}
-        )  # fmt: skip
-        report.counts[row["channel"]]["dry_run"] += 1
-    with transaction(con):
-        if rendered:
-            frame = _frame(rendered)  # noqa: F841
-            con.execute(
-                "update message_ledger l set subject = f.subject, body = f.body, "
-                "segments = f.segments from frame f where l.message_id = f.message_id"
-            )
-        if broken:
-            errors = pl.DataFrame(broken, infer_schema_length=None)  # noqa: F841
-            con.execute(
-                "update message_ledger l set error = f.error, reason = 'template' "
-                "from errors f where l.message_id = f.message_id"
-            )
+    return opt_outs_sql(con, "staging.stg_raw__events" if events else None, "<= $now")
 
 
 def _summary(report: DispatchReport) -> str:

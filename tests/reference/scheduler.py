@@ -125,7 +125,7 @@ def calendar_is_workday(day: dt.date) -> bool:
 
 
 def default_send_windows() -> dict[str, tuple[str, str]]:
-    from flows.dispatching.dispatch import send_windows
+    from flows.dispatching.windows import send_windows
 
     return {c: (s.strftime("%H:%M"), e.strftime("%H:%M")) for c, (s, e) in send_windows().items()}
 
