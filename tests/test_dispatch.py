@@ -207,7 +207,7 @@ def test_a_broken_template_stops_the_run_before_anything_is_sent(tmp_path):
 
 def test_a_batch_of_sms_then_an_email_keeps_the_email_subject():
     # found by the 100k benchmark: the frame was typed from its first hundred rows
-    from flows.dispatching.dispatch import _frame
+    from flows.dispatching.rows import ledger_frame
 
     rows = [
         {"message_id": f"s{i}", "subject": None, "body": "短信", "segments": 1} for i in range(150)
@@ -215,7 +215,7 @@ def test_a_batch_of_sms_then_an_email_keeps_the_email_subject():
     rows.append(
         {"message_id": "e", "subject": "合同将于 60 天后到期", "body": "邮件", "segments": 0}
     )
-    frame = _frame(rows)
+    frame = ledger_frame(rows)
     assert frame.filter(frame["message_id"] == "e")["subject"].to_list() == ["合同将于 60 天后到期"]
 
 
