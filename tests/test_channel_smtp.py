@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from adapters.channels import ChannelConfigError, Message, open_channel
-from adapters.channels.smtp import Channel
+from adapters.channels.smtp import Channel, Options
 
 SENDER = "service@example.com"
 USER, PASSWORD = "service@example.com", "s3cret-Pa55word"
@@ -436,7 +436,7 @@ def test_open_channel_and_its_settings(cert):
     assert (channel.kind, channel.name, channel.port) == ("smtp", "email", 587)
     assert channel.starttls is True and channel.ssl is False
     assert PASSWORD not in repr(channel)
-    assert Channel("email", host="h", sender=SENDER, ssl=True).port == 465
+    assert Channel("email", Options(host="h", sender=SENDER, ssl=True)).port == 465
 
     def settings(**changes):
         return {"kind": "smtp", "host": "smtp.example.com", "sender": SENDER, **changes}

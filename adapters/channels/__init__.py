@@ -111,6 +111,9 @@ def open_channel(name: str, settings: dict[str, Any]) -> Channel:
     module = importlib.import_module(f"{__name__}.{kind}")
     options = {k: v for k, v in settings.items() if k != "kind" and k not in DISPATCH_OPTIONS}
     try:
+        # a channel with many settings declares them as its `Options`
+        if hasattr(module, "Options"):
+            return module.Channel(name, module.Options(**options))
         return module.Channel(name, **options)
     except TypeError as exc:  # an unknown or missing option
         raise ChannelConfigError(f"channel {name} ({kind}): {exc}") from None

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -27,21 +28,28 @@ from requests.adapters import HTTPAdapter
 from adapters.channels import ChannelConfigError, Message, Outcome, mask, retry_after_seconds
 
 
+@dataclass(frozen=True)
+class Options:
+    """The channel's settings in channels.yml."""
+
+    url: str
+    token: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+    connect_timeout: float = 3.0
+    concurrency: int = 8
+    tries: int = 3
+    max_wait: float = 5.0
+    verify: bool | str = True
+
+
 class Channel:
     kind: ClassVar[str] = "http_json"
 
-    def __init__(
-        self,
-        name: str,
-        url: str,
-        token: str | None = None,
-        timeout: float = 10.0,
-        connect_timeout: float = 3.0,
-        concurrency: int = 8,
-        tries: int = 3,
-        max_wait: float = 5.0,
-        verify: bool | str = True,
-    ) -> None:
+    def __init__(self, name: str, options: Options) -> None:
+        url, token, concurrency, tries = (
+            options.url, options.token, options.concurrency, options.tries
+        )  # fmt: skip
+        timeout, connect_timeout, verify = options.timeout, options.connect_timeout, options.verify
         if urlsplit(url).scheme not in ("http", "https"):
             raise ChannelConfigError(f"channel {name}: url must be http(s), not {url!r}")
         if concurrency < 1 or tries < 1:
@@ -50,7 +58,7 @@ class Channel:
         self.url = url
         self.timeout = (connect_timeout, timeout)
         self.tries = tries
-        self.max_wait = max_wait  # the longest pause within one call; longer ones go back
+        self.max_wait = options.max_wait  # the longest pause within one call; longer ones go back
         self.concurrency = concurrency
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy look-up per request: the URL is explicit

@@ -40,6 +40,7 @@ import re
 import smtplib
 import ssl as tls
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -68,28 +69,34 @@ class _Unreachable(Exception):
     """No connection to the server (refused, timed out, dropped, busy)."""
 
 
+@dataclass(frozen=True)
+class Options:
+    """The channel's settings in channels.yml (a value from ${ENV_VAR} arrives as text)."""
+
+    host: str
+    sender: str | None = None
+    port: int | str | None = None
+    starttls: bool | str = False
+    ssl: bool | str = False
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sender_name: str | None = None
+    reply_to: str | None = None
+    timeout: float | str = 10.0
+    verify: bool | str = True
+
+
 class Channel:
     kind: ClassVar[str] = "smtp"
 
-    def __init__(
-        self,
-        name: str,
-        host: str,
-        sender: str | None = None,
-        port: int | str | None = None,
-        starttls: bool | str = False,
-        ssl: bool | str = False,
-        user: str | None = None,
-        password: str | None = None,
-        sender_name: str | None = None,
-        reply_to: str | None = None,
-        timeout: float | str = 10.0,
-        verify: bool | str = True,
-    ) -> None:
+    def __init__(self, name: str, options: Options) -> None:
+        host, sender, port, timeout = options.host, options.sender, options.port, options.timeout
+        user, password, reply_to = options.user, options.password, options.reply_to
+
         def bad(what: str) -> ChannelConfigError:
             return ChannelConfigError(f"channel {name} (smtp): {what}")
 
-        starttls, ssl = _flag(starttls, "starttls", bad), _flag(ssl, "ssl", bad)
+        starttls, ssl = _flag(options.starttls, "starttls", bad), _flag(options.ssl, "ssl", bad)
         if starttls and ssl:
             raise bad("starttls and ssl exclude each other (ssl is TLS from the first byte)")
         if not host or not str(host).strip():
@@ -110,7 +117,7 @@ class Channel:
             raise bad("timeout must be a positive number of seconds")
         if not sender:
             raise bad("sender (the From address) is required")
-        from_address = _address(str(sender), sender_name or "")
+        from_address = _address(str(sender), options.sender_name or "")
         if from_address is None:
             raise bad(f"sender {mask(str(sender))!r} is not an email address")
         if reply_to:
@@ -130,7 +137,7 @@ class Channel:
         self.from_address = from_address
         self.reply_to = str(reply_to) if reply_to else None
         self.timeout = timeout
-        self.tls_context = _tls_context(verify, bad) if (starttls or ssl) else None
+        self.tls_context = _tls_context(options.verify, bad) if (starttls or ssl) else None
         self.domain = from_address.domain
         self._smtp: smtplib.SMTP | None = None
         self._down: str | None = None  # why the server cannot be reached, during one batch
