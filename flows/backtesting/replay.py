@@ -298,7 +298,7 @@ def replay(
         con.execute("set TimeZone = ?", [settings.business_tz])
         con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
         # one thread a query: the days in flight (one a core) keep the cores busy, and a query
-        # not split across threads costs less CPU (a day's models: 12 % less)
+        # not split across threads costs less CPU
         con.execute("set threads = 1")
         con.execute("set preserve_insertion_order = false")
         models = narrowed(con, models)

@@ -288,7 +288,7 @@ def build(
 
 # Checks of the models' code (value sets, ranges, non-null columns) run with the unit tests in
 # `make test`; a daily run keeps the data's integrity checks (keys, relationships, the singular
-# tests). Each dbt node is a Prefect task, and at ~0.2 s a node the difference is a minute.
+# tests). Each dbt node is a Prefect task: fewer nodes, a shorter daily run.
 CODE_TESTS = ("not_null", "accepted_values", "between", "one_of")
 
 

@@ -138,8 +138,7 @@ def plan(
             run.catch_up_from = catch_up_from(con, as_of)
             candidates = inputs.candidates(con, as_of, start)
             keys = _keys(candidates)
-            # the ledger's rows for today's candidates (not every key it holds: 650k after a 90-day
-            # backtest at 100k customers, read again every day)
+            # the ledger's rows for today's candidates, not every key it holds (it grows every day)
             known = known_keys(con, keys)
             # Re-planning a date: this date's unsent decisions are made again (the morning's: an
             # intraday run's, made later in the day, stand).

@@ -4,7 +4,7 @@
     known (the first run that can see it is the next morning). States are the rule tags,
     anchored on the time each began.
     A table, not ephemeral like the other intermediates: followups_due reads it three times,
-    and inlined it cost 45 s of a 1M-customer build (the union scans every order and event). -#}
+    and the union scans every order and event (docs/benchmarks.md, "Why the code is so"). -#}
 {{ config(materialized='table', schema='intermediate') }}
 with
 

@@ -168,10 +168,9 @@ anchored as (
         < {{ due_before }}
 ),
 
--- re-entry: `never` keeps a customer's first anchor of the kind, `after_days` skips an anchor
--- that follows an earlier one within the days. Only those rules look back: every order joined
--- to every earlier order of its customer (a journey after each order re-enters anyway) was 70
--- million rows and half the model's time at 1M customers.
+-- re-entry: `never` keeps a customer's first anchor of the trigger, `after_days` skips an anchor
+-- that follows an earlier one within the days. Only those rules look back: joining every order
+-- to every earlier one of its customer is quadratic (docs/benchmarks.md, "Why the code is so").
 earlier_anchors as (
     select
         anchored.customer_id,
