@@ -11,6 +11,7 @@ def _():
 
     import marimo as mo
 
+    from flows.analysis.columns import columns_without
     from flows.reporting.charts import ab_lift_figure
     from flows.reporting.data import how_to_read, load_report_data
     from flows.reporting.tables import existing_tables, open_readonly, read_table
@@ -18,6 +19,7 @@ def _():
     return (
         Path,
         ab_lift_figure,
+        columns_without,
         existing_tables,
         how_to_read,
         load_report_data,
@@ -106,27 +108,10 @@ def _(ab_lift_figure, mo, results):
 
 
 @app.cell
-def _(arms, how_to_read, mo, results):
+def _(arms, columns_without, how_to_read, mo, results):
     _columns = [
         c
-        for c in (
-            "variant",
-            "is_control",
-            "n",
-            "conversions",
-            "rate",
-            "rate_ci_low",
-            "rate_ci_high",
-            "abs_lift",
-            "ci_low",
-            "ci_high",
-            "rel_lift",
-            "p_value",
-            "chance_to_beat_control",
-            "srm_p_value",
-            "min_sample",
-            "decision",
-        )
+        for c in columns_without("experiment", "rel_ci_low", "rel_ci_high")
         if c in results.columns
     ]
     _sections = []

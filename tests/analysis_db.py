@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from flows.analysis.columns import COMPARISON
 from flows.ledger import LEDGER_DDL, ensure_tables
 
 AS_OF = dt.date(2026, 11, 23)
@@ -28,17 +29,7 @@ PERFORMANCE = [
     ("dormant_winback", "email_offer", "email", "subject_b", 118, 110, 104, 12, 5, 1610.00, 28.0),
     ("complaint_recovery", "call", "call", "default", 40, 36, 30, 30, 2, 960.00, 95.0),
 ]
-_CONTROL = {  # a control row has no lift and no decision
-    "abs_lift": None,
-    "ci_low": None,
-    "ci_high": None,
-    "rel_lift": None,
-    "rel_ci_low": None,
-    "rel_ci_high": None,
-    "p_value": None,
-    "chance_to_beat_control": None,
-    "decision": None,
-}
+_CONTROL = dict.fromkeys((*COMPARISON, "decision"))  # a control row has no lift, no decision
 # Figures as flows/analysis/abtest.py computes them (Wilson, Newcombe, Katz, z-test, Beta)
 AB_RESULTS = [
     {

@@ -32,6 +32,8 @@ from statsmodels.stats.proportion import (
     proportions_ztest,
 )
 
+from flows.analysis.columns import COLUMNS, COMPARISON
+
 ALPHA = 0.05
 """Significance level of the lift's z-test for `ship` / `keep control`."""
 SRM_ALPHA = 0.001
@@ -43,27 +45,6 @@ INCONCLUSIVE = "inconclusive"
 INVALID_SRM = "invalid: sample ratio mismatch"
 
 INPUT_COLUMNS = ("experiment", "variant", "is_control", "weight", "min_sample", "n", "conversions")
-COLUMNS = (
-    "experiment",
-    "variant",
-    "is_control",
-    "n",
-    "conversions",
-    "rate",
-    "rate_ci_low",
-    "rate_ci_high",
-    "abs_lift",
-    "ci_low",
-    "ci_high",
-    "rel_lift",
-    "rel_ci_low",
-    "rel_ci_high",
-    "p_value",
-    "chance_to_beat_control",
-    "srm_p_value",
-    "min_sample",
-    "decision",
-)
 # Nullable dtypes, not float64/object: DuckDB reads pd.NA as NULL, and a Float64 or string column
 # stays DOUBLE / VARCHAR even when every value is missing (an object column of Nones, or an empty
 # frame, would reach the table as the untyped NULL type).
@@ -196,18 +177,7 @@ def _rate(conversions: int, n: int) -> dict[str, float | None]:
 
 def _comparison(arm: dict[str, Any], control: dict[str, Any]) -> dict[str, float | None]:
     """The variant against the control; all None on the control row or when an arm is empty."""
-    result: dict[str, float | None] = dict.fromkeys(
-        (
-            "abs_lift",
-            "ci_low",
-            "ci_high",
-            "rel_lift",
-            "rel_ci_low",
-            "rel_ci_high",
-            "p_value",
-            "chance_to_beat_control",
-        )
-    )
+    result: dict[str, float | None] = dict.fromkeys(COMPARISON)
     if arm["is_control"] or arm["n"] == 0 or control["n"] == 0:
         return result
 

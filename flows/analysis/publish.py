@@ -9,20 +9,11 @@ from pathlib import Path
 
 import duckdb
 
-AB_COLUMNS = (
-    "experiment",
-    "variant",
-    "is_control",
-    "n",
-    "conversions",
-    "rate",
-    "abs_lift",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "chance_to_beat_control",
-    "srm_p_value",
-    "decision",
+from flows.analysis.columns import columns_without
+
+# the run's summary leaves out the intervals of the rate and the relative lift
+AB_COLUMNS = columns_without(
+    "rate_ci_low", "rate_ci_high", "rel_lift", "rel_ci_low", "rel_ci_high", "min_sample"
 )
 
 

@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from adapters.channels import mask
-from flows.analysis.abtest import COLUMNS as AB_COLUMNS
+from flows.analysis.columns import COLUMNS as AB_COLUMNS
 from flows.reporting.formats import is_truthy
 from flows.reporting.tables import (
     clean,

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from adapters.files import write_atomically
+from flows.analysis.columns import columns_without
 from flows.reporting.charts import (
     FONT,
     ab_lift_figure,
@@ -307,21 +308,8 @@ def _readings(data: ReportData) -> str:
 
 
 def _ab_table(results: pd.DataFrame) -> str:
-    columns = (
-        "experiment",
-        "variant",
-        "n",
-        "conversions",
-        "rate",
-        "abs_lift",
-        "ci_low",
-        "ci_high",
-        "rel_lift",
-        "p_value",
-        "chance_to_beat_control",
-        "srm_p_value",
-        "min_sample",
-        "decision",
+    columns = columns_without(
+        "is_control", "rate_ci_low", "rate_ci_high", "rel_ci_low", "rel_ci_high"
     )
     if results.empty:
         return ""
