@@ -148,13 +148,7 @@ anchored as (
         on
             anchors.anchor_kind = steps.anchor
             and steps.trigger_kind in ('after', 'before')
-            and (steps.where_intent is null or anchors.lead_intent = steps.where_intent)
-            and (steps.where_form is null or anchors.lead_form = steps.where_form)
-            and (steps.where_source is null or anchors.lead_source = steps.where_source)
-            and (
-                steps.where_product_category is null
-                or anchors.product_category = steps.where_product_category
-            )
+            and {{ matches_where('steps', 'anchors') }}  -- noqa: ST09
     inner join customers on anchors.customer_id = customers.customer_id
     -- a cheap bound before any time zone work: due within the look-back (or first seen in it),
     -- give or take a day
@@ -191,13 +185,7 @@ earlier_anchors as (
             anchored.customer_id = anchors.customer_id
             and anchored.anchor_kind = anchors.anchor_kind
             and anchored.anchor_at > anchors.anchor_at
-            and (steps.where_intent is null or steps.where_intent = anchors.lead_intent)
-            and (steps.where_form is null or steps.where_form = anchors.lead_form)
-            and (steps.where_source is null or steps.where_source = anchors.lead_source)
-            and (
-                steps.where_product_category is null
-                or steps.where_product_category = anchors.product_category
-            )
+            and {{ matches_where('steps', 'anchors') }}
     group by anchored.customer_id, anchored.playbook, anchored.step, anchored.anchor_id
 ),
 
