@@ -42,9 +42,9 @@ test: lint
 	$(BIN)/pytest
 
 # The dbt project on a local Spark (dbt-spark, session method, Java 17) against DuckDB: the
-# marts row for row (tests/test_spark.py, docs/scale-out.md).
+# marts row for row (tests/building/test_spark.py, docs/scale-out.md).
 test-spark: $(VENV)/.synced
-	$(BIN)/pytest -m spark tests/test_spark.py
+	$(BIN)/pytest -m spark tests/building/test_spark.py
 
 bench: $(VENV)/.synced
 	$(BIN)/python -m benchmarks.run $(if $(BENCH_SIZE),--size $(BENCH_SIZE),) $(if $(BENCH_ONLY),--only $(BENCH_ONLY),)

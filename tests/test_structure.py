@@ -1,7 +1,7 @@
 """The shape of the code (issue "One shape a newcomer can read"): the README's "Where things
 are" names every module and package of `flows/` and nothing that is not there; no module outside
-the demo is over 500 lines; no function takes more than 8 parameters. The layers are
-import-linter's, in `make lint`."""
+the demo is over 500 lines; no function takes more than 8 parameters; the tests mirror the
+packages. The layers are import-linter's, in `make lint`."""
 
 from __future__ import annotations
 
@@ -53,3 +53,19 @@ def test_no_function_takes_more_than_8_parameters() -> None:
                 if n > 8:
                     many[f"{path.relative_to(ROOT)}:{node.name}"] = n
     assert many == {}
+
+
+def test_the_tests_mirror_the_packages() -> None:
+    """A folder of tests is named after the package it tests (tests/planning/ for flows/planning/,
+    tests/adapters/channels/ for adapters/channels/); the tests of the flows stay at the top."""
+    folders = {
+        p.relative_to(ROOT / "tests")
+        for p in (ROOT / "tests").rglob("test_*.py")
+        if p.parent != ROOT / "tests" and "reference" not in p.parts
+    }
+    strays = {
+        str(f)
+        for f in {p.parent for p in folders}
+        if not (ROOT / "flows" / f).is_dir() and not (ROOT / f).is_dir()
+    }
+    assert folders and strays == set()

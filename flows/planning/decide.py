@@ -1,6 +1,6 @@
 """The decision for each follow-up, pure: one fate per candidate, highest priority first within
 each customer's day (docs/schedule-rules.md §6): suppressed, held out, deferred over a cap or an
-owner's capacity, or planned. Tested as properties over random customers (tests/test_plan.py)."""
+owner's capacity, or planned. Tested as properties over random customers (tests/planning/test_plan.py)."""
 
 from __future__ import annotations
 

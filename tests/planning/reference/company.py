@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import duckdb
 
-from tests.reference.scheduler import (
+from tests.planning.reference.scheduler import (
     Complaint,
     Contract,
     Customer,

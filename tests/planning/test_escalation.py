@@ -22,7 +22,7 @@ from flows.planning.escalate import escalate
 from flows.planning.escalation import Action, decide, escalation_id
 from flows.planning.policy import Cap, Policy
 from tests.conftest import query
-from tests.plan_inputs import create_plan_inputs
+from tests.planning.plan_inputs import create_plan_inputs
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)

@@ -3,25 +3,20 @@ once, and a line cut short by a crash dropped."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from zoneinfo import ZoneInfo
 
 from adapters.channels import Message, open_channel
+from tests.adapters.channels.conftest import message
 
 
 def _message(i: int) -> Message:
-    return Message(
-        message_id=f"m{i}",
-        idempotency_key=f"k{i}",
+    return message(
+        i,
         customer_id=f"C{i}",
         playbook="dormant_winback",
         step="offer",
-        variant=None,
-        channel="sms",
         purpose="marketing",
         priority=80,
-        due_at=dt.datetime(2026, 11, 23, 10, tzinfo=ZoneInfo("Asia/Shanghai")),
         text=f"客户{i}，好久不见！",
         to="+8613800000000",
     )

@@ -2,7 +2,7 @@
 Chromium), an empty database, and the `report` flow.
 
 Expectations are read from the database by table and column name, so the same tests run against
-the hand-made database of tests/analysis_db.py and against a copy of the demo's."""
+the hand-made database of tests/reporting/analysis_db.py and against a copy of the demo's."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from adapters.files import write_atomically
 from flows.reporting.data import load_report_data
 from flows.reporting.html import write_html
 from flows.reporting.workbook import SUMMARY_HEADER_ROW, write_workbook
-from tests.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
+from tests.reporting.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
 
 CHROMIUM = Path("/usr/bin/chromium")
 # An unmasked mainland mobile number (optionally +86) or an address with more than one visible
@@ -40,7 +40,7 @@ CHARTS = ("chart-funnel", "chart-response-rate", "chart-ab-lift", "chart-satisfa
 
 @pytest.fixture(params=["hand-made", pytest.param("demo", marks=pytest.mark.slow)])
 def db(request, tmp_path: Path) -> Path:
-    """The hand-made database of tests/analysis_db.py, and a copy of what `followup demo`
+    """The hand-made database of tests/reporting/analysis_db.py, and a copy of what `followup demo`
     wrote (the session's demo run)."""
     if request.param == "demo":
         demo_run = request.getfixturevalue("demo_run")

@@ -6,37 +6,34 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import openpyxl
 import pytest
 
 from adapters.channels import Message, open_channel
 from adapters.channels.call_list import HEADER
+from tests.adapters.channels.conftest import SHANGHAI, message
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 DAY = "2026-11-23"
 
 
 def _message(n: int, owner: str | None, priority: int, hour: int, **changes) -> Message:
-    fields = dict(
-        message_id=f"m{n:02d}",
-        idempotency_key=f"k{n:02d}",
-        customer_id=f"C{n:03d}",
-        playbook="post_purchase",
-        step="d30_call",
-        variant=None,
-        channel="call",
-        purpose="service",
-        priority=priority,
-        due_at=dt.datetime(2026, 11, 23, hour, 30, tzinfo=SHANGHAI),
-        text=f"您好，我是客服小王，第 {n} 位客户，请问您对上次购买的商品满意吗？",
-        to=f"+86138000000{n:02d}",
-        customer_name=f"客户{n}号",
-        owner_id=owner,
-        owner_name=None,
+    return message(
+        n,
+        **{
+            "message_id": f"m{n:02d}",
+            "idempotency_key": f"k{n:02d}",
+            "step": "d30_call",
+            "channel": "call",
+            "priority": priority,
+            "due_at": dt.datetime(2026, 11, 23, hour, 30, tzinfo=SHANGHAI),
+            "text": f"您好，我是客服小王，第 {n} 位客户，请问您对上次购买的商品满意吗？",
+            "customer_name": f"客户{n}号",
+            "owner_id": owner,
+            "owner_name": None,
+            **changes,
+        },
     )
-    return Message(**{**fields, **changes})
 
 
 def _csv(path: Path) -> list[list[str]]:

@@ -183,7 +183,7 @@ def test_a_broken_template_stops_the_run_before_anything_is_sent(tmp_path):
 
     root = tmp_path / "playbooks"
     (root / "templates" / "new_buyer_satisfaction").mkdir(parents=True)
-    source = Path(__file__).resolve().parent.parent / "playbooks"
+    source = Path(__file__).resolve().parents[2] / "playbooks"
     (root / "new_buyer_satisfaction.yml").write_text(
         (source / "new_buyer_satisfaction.yml").read_text(encoding="utf-8"), encoding="utf-8"
     )

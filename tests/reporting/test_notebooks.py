@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
+from tests.reporting.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
 
 pytestmark = pytest.mark.slow  # subprocesses, a few seconds each
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 MARIMO = Path(sys.executable).parent / "marimo"
-# What each notebook must show (from tests/analysis_db.py)
+# What each notebook must show (from tests/reporting/analysis_db.py)
 SHOWS = {
     "cohort_review": (
         "Cohort review",

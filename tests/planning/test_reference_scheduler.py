@@ -1,4 +1,4 @@
-"""The reference scheduler (tests/reference/scheduler.py) on tiny cases computed by hand from
+"""The reference scheduler (reference/scheduler.py) on tiny cases computed by hand from
 docs/schedule-rules.md. Working days here are Monday to Friday; 2026-11-23 is a Monday."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from flows.planning.declarations import Playbook
 from flows.planning.policy import Policy
-from tests.reference.scheduler import (
+from tests.planning.reference.scheduler import (
     Customer,
     Due,
     Event,

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -27,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from adapters.channels import ChannelConfigError, Message, open_channel
 from adapters.channels.smtp import Channel, Options
+from tests.adapters.channels.conftest import message
 
 SENDER = "service@example.com"
 USER, PASSWORD = "service@example.com", "s3cret-Pa55word"
@@ -36,21 +36,12 @@ SUBJECT = "【回访】您的订单使用体验"
 
 def _message(n: int = 1, **changes) -> Message:
     fields = dict(
-        message_id=f"m{n}",
-        idempotency_key=f"k{n}",
-        customer_id=f"C{n:03d}",
-        playbook="post_purchase",
-        step="d30",
-        variant=None,
         channel="email",
-        purpose="service",
-        priority=50,
-        due_at=dt.datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")),
         text=TEXT,
         to=f"zhang.san{n}@example.com",
         subject=SUBJECT,
     )
-    return Message(**{**fields, **changes})
+    return message(n, **{**fields, **changes})
 
 
 # --- the server --------------------------------------------------------------------------------

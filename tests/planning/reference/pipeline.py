@@ -29,8 +29,8 @@ from flows.planning.plan import catch_up_from, plan
 from flows.planning.policy import Policy
 from flows.planning.tables import write_planning_tables
 from flows.settings import Settings
-from tests.reference.company import BUSINESS_TZ, Company
-from tests.reference.scheduler import Profile
+from tests.planning.reference.company import BUSINESS_TZ, Company
+from tests.planning.reference.scheduler import Profile
 
 DB_NAME = "followup.duckdb"  # the compiled SQL names the catalog: every copy keeps the name
 

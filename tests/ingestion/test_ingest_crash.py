@@ -16,7 +16,7 @@ import pytest
 from flows.ingestion.load import work_dir_of
 from tests.conftest import AS_OF, query
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = 50_000
 ORDERS = 600_000
 

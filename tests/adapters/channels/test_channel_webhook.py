@@ -3,16 +3,15 @@ playing a WeCom, DingTalk or Feishu group robot."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
 import time
-from zoneinfo import ZoneInfo
 
 import pytest
 from werkzeug import Request, Response
 
 from adapters.channels import ChannelConfigError, Message, open_channel
+from tests.adapters.channels.conftest import message
 
 KEY = "693axxx6-7aoc-4bc4-97a0-0ec2sifa5aaa"  # the secret every robot URL carries
 PATHS = {
@@ -29,21 +28,9 @@ TEXT = "【回访提醒】张三 (138****5678) 购买满 30 天，请今天 17:0
 
 
 def _message(n: int = 1, **changes) -> Message:
-    fields = dict(
-        message_id=f"m{n}",
-        idempotency_key=f"k{n}",
-        customer_id=f"C{n:03d}",
-        playbook="post_purchase",
-        step="d30",
-        variant=None,
-        channel="im",
-        purpose="service",
-        priority=50,
-        due_at=dt.datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai")),
-        text=TEXT,
-        owner_id="zhangwei",
+    return message(
+        n, **{"channel": "im", "text": TEXT, "to": None, "owner_id": "zhangwei", **changes}
     )
-    return Message(**{**fields, **changes})
 
 
 def _channel(httpserver, flavor: str = "wecom", **options):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import AS_OF, query
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CUSTOMERS = "客户ID,姓名,联系方式\nC1,张三,13812345678\nC2,李四,bad\n"
 ORDERS = "订单号,客户ID,下单时间,金额\nO1,C1,2024-01-01 10:00,¥99\nO2,C1,2024-01-02 10:00,5\n"
 

@@ -25,7 +25,7 @@ from flows.planning.declarations import TASK_CHANNELS
 from flows.planning.plan import LOOKBACK_DAYS, catch_up_from, plan
 from flows.planning.policy import Cap, Policy
 from tests.conftest import query
-from tests.plan_inputs import create_plan_inputs
+from tests.planning.plan_inputs import create_plan_inputs
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)

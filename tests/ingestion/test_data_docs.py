@@ -23,7 +23,7 @@ from flows.ingestion.readers import SourceTable
 from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
 from tests.conftest import AS_OF
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = CheckParams(
     as_of_date=AS_OF,
     future_cutoff=dt.datetime(2026, 11, 24, tzinfo=dt.UTC),
