@@ -32,9 +32,21 @@ from flows.backtesting.replay import (
 )
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.planning.calendar import Calendar
 from flows.planning.declarations import PLAYBOOK_DIR
 from flows.planning.policy import Policy
+from flows.rundate import RunDate
 from flows.settings import Settings
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the backtest's steps share: the settings, today (no day after it is replayed), and
+    the policy the replayed plans apply."""
+
+    settings: Settings
+    today: RunDate
+    policy: Policy
 
 
 @dataclass
@@ -45,19 +57,21 @@ class BacktestReport:
 
 
 @task(name="prepare-scratch", cache_policy=NO_CACHE)
-def prepare_task(scratch: Path, db_path: Path, start: dt.date, source: Path | None) -> None:
+def prepare_task(
+    scratch: Path, db_path: Path, start: dt.date, source: Path | None, run: Run
+) -> None:
     """The scratch database: the sources (or the live raw tables) and the ledger before D1."""
     if source is not None:
         from flows.ingestion.load import ingest
 
-        ingest(scratch, source, settings=Settings.from_env())
+        ingest(scratch, source, settings=run.settings, run=run.today)
     # DuckDB refuses even a read-only attach while another process writes the file
-    with writer_lock(db_path):
+    with writer_lock(db_path, run.settings.db_lock_timeout):
         prepare(scratch, db_path if db_path.exists() else None, start, copy_raw=source is None)
 
 
 @task(name="replay-days", cache_policy=NO_CACHE)
-def replay_task(scratch, start, end, playbooks, focus, policy) -> Replay:
+def replay_task(scratch, start, end, playbooks, focus, run: Run) -> Replay:
     """Plan each day in turn on the morning's data; caps and deferrals carry over."""
     logger = get_run_logger()
 
@@ -65,14 +79,14 @@ def replay_task(scratch, start, end, playbooks, focus, policy) -> Replay:
         logger.info("backtest %s: %s", day, dict(sorted(counts.items())) or "nothing due")
 
     return replay(
-        scratch, start, end, playbooks, focus, Settings.from_env(), policy, progress=progress
+        scratch, start, end, playbooks, focus, run.settings, run.policy, progress=progress
     )
 
 
 @task(name="write-results", cache_policy=NO_CACHE)
-def results_task(scratch: Path, db_path: Path, done: Replay, source: str) -> list[dict]:
-    results.compute(scratch, done, source, Settings.from_env().business_tz)
-    with writer_lock(db_path):
+def results_task(scratch: Path, db_path: Path, done: Replay, source: str, run: Run) -> list[dict]:
+    results.compute(scratch, done, source, run.settings.business_tz)
+    with writer_lock(db_path, run.settings.db_lock_timeout):
         results.publish(scratch, db_path)
     return per_playbook(scratch)  # the same tables, without opening the live database again
 
@@ -153,7 +167,8 @@ def backtest_flow(
     clock = time.perf_counter()
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
-    check_range(start, end, settings.today())
+    today = RunDate.of(settings.business_tz)
+    check_range(start, end, today.day)
     if settings.dbt_target != "duckdb":
         raise BacktestError(
             f"a backtest replays in a scratch DuckDB file, not on {settings.dbt_target}: "
@@ -162,14 +177,18 @@ def backtest_flow(
     focus = list(playbooks or [])
     chosen = choose_playbooks(playbook_dir, focus)
     policy_file = (playbook_dir or PLAYBOOK_DIR) / "_policy.yml"
-    policy = Policy.load(policy_file) if policy_file.is_file() else Policy.load()
+    calendar = Calendar.load(settings.calendar_file)
+    policy = Policy.load(
+        policy_file if policy_file.is_file() else PLAYBOOK_DIR / "_policy.yml", calendar
+    )
+    run = Run(settings, today, policy)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{db_path.stem}-backtest-", dir=db_path.parent))
     try:
         scratch = work / "backtest.duckdb"
-        prepare_task(scratch, db_path, start, source)
-        done = replay_task(scratch, start, end, chosen, focus, policy)
-        rows = results_task(scratch, db_path, done, str(source or db_path))
+        prepare_task(scratch, db_path, start, source, run)
+        done = replay_task(scratch, start, end, chosen, focus, run)
+        rows = results_task(scratch, db_path, done, str(source or db_path), run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = BacktestReport(done, time.perf_counter() - clock, rows)

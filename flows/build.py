@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,6 +21,8 @@ from flows.building.runner import (
 )
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.planning.calendar import Calendar
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 
@@ -39,9 +42,9 @@ def summary_markdown(report: BuildReport) -> str:
 
 
 @task(name="declare-playbooks", cache_policy=NO_CACHE)
-def declare_playbooks_task(db_path: Path, as_of: dt.date) -> int:
+def declare_playbooks_task(db_path: Path, run: RunDate, calendar: Calendar) -> int:
     """Validate the playbooks and write them, with the calendar, for the models."""
-    return declare_playbooks(db_path, as_of)
+    return declare_playbooks(db_path, run.day, calendar)
 
 
 @flow(name="build", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
@@ -54,23 +57,24 @@ def build_flow(
     history is never wiped).
     """
     settings = Settings.from_env()
-    as_of = as_of or settings.today()
+    run = RunDate.of(settings.business_tz, as_of)
     db_path = Path(db) if db else settings.db_path
-    with writer_lock(db_path):
-        started = dt.datetime.now(dt.UTC)
-        playbooks = declare_playbooks_task(db_path, as_of)
+    with writer_lock(db_path, settings.db_lock_timeout):
+        started = time.perf_counter()
+        calendar = Calendar.load(settings.calendar_file)
+        playbooks = declare_playbooks_task(db_path, run, calendar)
         get_run_logger().info("%d playbooks declared", playbooks)
-        catch_up = catch_up_vars(db_path, as_of)
+        catch_up = catch_up_vars(db_path, run.day)
         get_run_logger().info("follow-ups due from %s", catch_up["catch_up_from"])
-        nodes = run_build(build_args(full_refresh), db_path, as_of, settings, catch_up)
+        nodes = run_build(build_args(full_refresh), db_path, run, settings, catch_up)
         report = BuildReport(
-            as_of=as_of,
+            as_of=run.day,
             full_refresh=full_refresh,
-            seconds=(dt.datetime.now(dt.UTC) - started).total_seconds(),
+            seconds=time.perf_counter() - started,
             nodes=nodes,
         )
         get_run_logger().info("dbt build: %d nodes in %.1f s", len(nodes), report.seconds)
         create_markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
         if settings.dbt_target == "duckdb":  # the analysis marts are in the DuckDB file
-            publish_analysis(read_summary(db_path), as_of)
+            publish_analysis(read_summary(db_path), run.day)
         return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ from flows.console import (
     quiet_prefect,
     silence_teardown,
 )
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 app = typer.Typer(
@@ -31,6 +33,14 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Customer follow-up (回访) automation: ingest, validate, model, plan, dispatch, learn.",
 )
+
+
+@functools.cache
+def _settings() -> Settings:
+    """The settings from the environment, validated once per command: a bad value stops it with
+    one line naming the variable."""
+    with one_line_errors():
+        return Settings.from_env()
 
 
 def _date(value: str | None) -> dt.date | None:
@@ -93,7 +103,7 @@ def ingest(
     """Read, validate and load a source folder (and API sources) into the database."""
     if source is None and sources is None:
         fail("give --source DIR, --sources sources.yml, or both")
-    db = db or Settings.from_env().db_path
+    db = db or _settings().db_path
     report = _run_ingest(source, db, _date(as_of), sources)
     print_report(report, db)
 
@@ -119,7 +129,7 @@ def run(
     """One daily cycle for a date: ingest and validate, build the models, plan the follow-ups and
     send them (with --dry-run, nothing leaves the machine)."""
     run_date = _date(as_of)
-    db = db or Settings.from_env().db_path
+    db = db or _settings().db_path
     if source is None and sources is None and not db.exists():
         fail(f"{db} does not exist: give --source DIR to load data first")
     result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
@@ -164,7 +174,7 @@ def intraday(
             moment = dt.datetime.fromisoformat(at)
         except ValueError:
             raise typer.BadParameter(f"{at!r} is not a time (YYYY-MM-DDTHH:MM)") from None
-    db = db or Settings.from_env().db_path
+    db = db or _settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` for the day first")
     result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
@@ -184,7 +194,7 @@ def feedback(
 ) -> None:
     """Load feedback (replies, survey answers, call outcomes, delivery receipts) and refresh the
     analysis models: campaign performance, satisfaction and the A/B results."""
-    db = db or Settings.from_env().db_path
+    db = db or _settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
     result = _run_feedback(source, db, _date(as_of))
@@ -202,7 +212,7 @@ def report(
 ) -> None:
     """Write the marketing report: an Excel workbook and a single-file HTML page with charts
     (phones and emails masked)."""
-    db = db or Settings.from_env().db_path
+    db = db or _settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup demo` or `followup run` first")
     result = _run_report(db, out)
@@ -229,7 +239,7 @@ def backtest(
     """Replay the plan for each day from --from to --to on the data as it stood that morning:
     who would have been contacted, cap and capacity collisions, and what those customers did
     anyway. Nothing is sent and the ledger is untouched; the `backtest_*` tables are written."""
-    db = db or Settings.from_env().db_path
+    db = db or _settings().db_path
     if source is None and not db.exists():
         fail(f"{db} does not exist: give --source, or run `followup run` first")
     result = _run_backtest(_date(from_), _date(to), db, source, playbook or [], playbooks_dir)
@@ -273,9 +283,9 @@ def demo(
     from flows.demo.story import BETTER_VARIANT, EXPERIMENT, simulate_history
     from flows.locking import writer_lock
 
-    settings = Settings.from_env()
+    settings = _settings()
     db = db or settings.db_path
-    run_date = _date(as_of) or dt.date.today()
+    run_date = RunDate.of(settings.business_tz, _date(as_of)).day
     source = db.parent / "demo_source"
     stages = [
         "generate the company",
@@ -295,7 +305,7 @@ def demo(
     )
     # Some steps write the database outside a flow (the later orders, the simulated past, the
     # month-ago build): the whole demo holds the writer lock, which its flows take again inside.
-    with writer_lock(db), progress:
+    with writer_lock(db, settings.db_lock_timeout), progress:
         bar = progress.add_task(stages[0], total=len(stages))
 
         def step(i: int) -> None:
@@ -380,7 +390,8 @@ def _run_past_build(db: Path, as_of: dt.date):
 
     started = time.monotonic()
     with one_line_errors(BuildError):
-        nodes = build(db, as_of, Settings.from_env(), exclude="tag:analysis")
+        settings = _settings()
+        nodes = build(db, RunDate.of(settings.business_tz, as_of), settings, exclude="tag:analysis")
     return BuildReport(as_of, False, time.monotonic() - started, nodes)
 
 
@@ -388,9 +399,9 @@ def _run_ingest_files(db: Path, as_of: dt.date, files: dict[str, Path]):
     from flows.ingestion.load import IngestError, ingest
 
     with one_line_errors(IngestError):
-        return ingest(
-            db, None, settings=Settings.from_env(), as_of=as_of, files=files, entities=tuple(files)
-        )
+        settings = _settings()
+        run = RunDate.of(settings.business_tz, as_of)
+        return ingest(db, None, settings=settings, run=run, files=files, entities=tuple(files))
 
 
 def _run_feedback(source: Path, db: Path, as_of: dt.date | None, refresh_models: bool = True):

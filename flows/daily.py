@@ -21,6 +21,7 @@ from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.plan import plan_flow
 from flows.planning.plan import PlanReport
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 
@@ -49,11 +50,11 @@ def daily_flow(
     messages are recorded as `dry_run` and rendered, and nothing is sent; `dispatch` false: plan
     only, for a `dispatch` run later in the day)."""
     settings = Settings.from_env()
-    as_of = as_of or settings.today()
+    as_of = RunDate.of(settings.business_tz, as_of).day  # each step gets this date
     db_path = Path(db) if db else settings.db_path
     # held for the whole cycle, so no other writer slips in between its steps (each step takes
     # it again, nested)
-    with writer_lock(db_path):
+    with writer_lock(db_path, settings.db_lock_timeout):
         ingested = None
         if source is not None or sources_file is not None:
             ingested = ingest_flow(

@@ -16,24 +16,28 @@ from flows.dispatching.dispatch import DispatchReport, Sending, When, dispatch
 from flows.dispatching.fanout import fan_out
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 
 @task(name="send", cache_policy=NO_CACHE)
 def dispatch_task(
-    db_path: Path, as_of: dt.date, channels_path: Path | None, dry_run: bool, realtime: bool
+    db_path: Path,
+    run: RunDate,
+    channels_path: Path | None,
+    settings: Settings,
+    dry_run: bool,
+    realtime: bool,
 ) -> DispatchReport:
     """Render, send in batches, record every outcome; one task for the whole day, not one per
     message."""
-    settings = Settings.from_env()
     channels = load_channels(channels_path, outbox=settings.outbox_dir)
     # FOLLOWUP_TASK_RUNNER=dask: the batches are sent from a Dask cluster's workers
     with nullcontext() if dry_run else fan_out(settings) as fanned:
         return dispatch(
             db_path,
-            as_of,
+            run,
             channels=channels,
-            business_tz=settings.business_tz,
             dry_run=dry_run,
             when=When(realtime=realtime),
             how=Sending(log=get_run_logger().info, fan_out=fanned),
@@ -66,10 +70,11 @@ def dispatch_flow(
     """Send the day's pending messages (`dry_run`: render them only). `realtime`: send what is
     due by now, for a deployment that runs through the day."""
     settings = Settings.from_env()
-    as_of = as_of or settings.today()
+    run = RunDate.of(settings.business_tz, as_of)
     db_path = Path(db) if db else settings.db_path
-    with writer_lock(db_path):
-        report = dispatch_task(db_path, as_of, channels_file(channels), dry_run, realtime)
+    with writer_lock(db_path, settings.db_lock_timeout):
+        chosen = channels_file(channels)
+        report = dispatch_task(db_path, run, chosen, settings, dry_run, realtime)
         create_markdown_artifact(summary_markdown(report), key="dispatch-summary")
         rows = [
             {"channel": channel, **{k: int(v) for k, v in counts.items()}}

@@ -21,6 +21,7 @@ from flows.building.runner import NodeResult, build_args, run_build
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 
@@ -32,7 +33,7 @@ class FeedbackReport:
     summary: AnalysisSummary | None = None
 
 
-def load_feedback(source: Path, db_path: Path, as_of: dt.date, settings: Settings) -> IngestReport:
+def load_feedback(source: Path, db_path: Path, run: RunDate, settings: Settings) -> IngestReport:
     """`source` is a feedback file (CSV, XLSX, Parquet) or a folder holding `feedback.*`."""
     from flows.ledger import ensure_tables
 
@@ -45,7 +46,7 @@ def load_feedback(source: Path, db_path: Path, as_of: dt.date, settings: Setting
         con.close()
     folder, files = (None, {"feedback": source}) if source.is_file() else (source, {})
     report = ingest(
-        db_path, folder, settings=settings, as_of=as_of, files=files, entities=("feedback",)
+        db_path, folder, settings=settings, run=run, files=files, entities=("feedback",)
     )
     if not report.loads:
         raise IngestError(f"{source}: no feedback file (feedback.csv, .xlsx or .parquet)")
@@ -53,9 +54,11 @@ def load_feedback(source: Path, db_path: Path, as_of: dt.date, settings: Setting
 
 
 @task(name="load-feedback", cache_policy=NO_CACHE)
-def load_feedback_task(source: Path, db_path: Path, as_of: dt.date) -> IngestReport:
+def load_feedback_task(
+    source: Path, db_path: Path, run: RunDate, settings: Settings
+) -> IngestReport:
     """Read, type and validate the feedback, and upsert it in one transaction."""
-    return load_feedback(source, db_path, as_of, Settings.from_env())
+    return load_feedback(source, db_path, run, settings)
 
 
 @flow(name="feedback", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
@@ -67,9 +70,10 @@ def feedback_flow(
     the next build (the daily run builds every model)."""
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
-    as_of = as_of or settings.today()
-    with writer_lock(db_path):
-        loaded = load_feedback_task(Path(source), db_path, as_of)
+    run = RunDate.of(settings.business_tz, as_of)
+    as_of = run.day
+    with writer_lock(db_path, settings.db_lock_timeout):
+        loaded = load_feedback_task(Path(source), db_path, run, settings)
         load = loaded.loads[0]
         get_run_logger().info(
             "feedback: %d read, %d new, %d changed, %d same, %d quarantined",
@@ -81,7 +85,7 @@ def feedback_flow(
         )
         if not refresh_models:
             return FeedbackReport(as_of=as_of, ingest=loaded)
-        nodes = run_build(build_args(select="tag:analysis"), db_path, as_of, settings)
+        nodes = run_build(build_args(select="tag:analysis"), db_path, run, settings)
         summary = read_summary(db_path)
         publish_analysis(summary, as_of)
         return FeedbackReport(as_of=as_of, ingest=loaded, nodes=nodes, summary=summary)

@@ -19,11 +19,12 @@ from flows.ingestion.entities import LOAD_ORDER
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 
 @task(name="fetch-api-sources", cache_policy=NO_CACHE)
-def fetch_api_sources(sources_file: Path, db_path: Path, staging: Path) -> dict:
+def fetch_api_sources(sources_file: Path, db_path: Path, staging: Path, settings: Settings) -> dict:
     """Fetch every API source changed since its saved cursor; returns {entity: FetchResult}."""
     from adapters.sources.http_api import fetch, load_http_sources, read_cursor
 
@@ -33,7 +34,6 @@ def fetch_api_sources(sources_file: Path, db_path: Path, staging: Path) -> dict:
             raise ValueError(
                 f"{sources_file}: {config.entity}: not an entity ({', '.join(LOAD_ORDER)})"
             )
-    settings = Settings.from_env()
     if db_path.exists():
         con = connect(db_path, settings)
         try:
@@ -57,7 +57,7 @@ def fetch_api_sources(sources_file: Path, db_path: Path, staging: Path) -> dict:
 
 @task(name="load-sources", cache_policy=NO_CACHE)
 def load_sources(
-    source: Path | None, db_path: Path, as_of: dt.date | None, fetched: dict
+    source: Path | None, db_path: Path, run: RunDate, fetched: dict, settings: Settings
 ) -> IngestReport:
     """Read, type, validate and upsert every entity in one transaction."""
     from adapters.sources.http_api import save_cursor
@@ -69,10 +69,9 @@ def load_sources(
             if result.new_cursor is not None:
                 save_cursor(con, entity, result.new_cursor, dt.datetime.now(dt.UTC))
 
-    settings = Settings.from_env()
     try:
         return ingest(
-            db_path, source, settings=settings, as_of=as_of, files=files, on_commit=save_cursors
+            db_path, source, settings=settings, run=run, files=files, on_commit=save_cursors
         )
     except IngestError as exc:
         if exc.checks:  # the validation report is most useful when the load failed
@@ -93,9 +92,9 @@ def _data_docs(checks, settings: Settings, failed: bool = False) -> Path | None:
 
 
 @task(name="write-data-docs", cache_policy=NO_CACHE)
-def write_data_docs_task(report: IngestReport) -> str:
+def write_data_docs_task(report: IngestReport, settings: Settings) -> str:
     """Great Expectations Data Docs of this load's validations."""
-    index = _data_docs(report.checks, Settings.from_env())
+    index = _data_docs(report.checks, settings)
     get_run_logger().info("Data Docs: %s", index)
     return str(index)
 
@@ -127,17 +126,22 @@ def ingest_flow(
     Rows breaking a rule land in `quarantine` with every reason; bad rows above the configured
     share fail the run and leave the database as it was.
     """
-    db_path = Path(db) if db else Settings.from_env().db_path
-    with writer_lock(db_path):
+    settings = Settings.from_env()
+    run = RunDate.of(settings.business_tz, as_of)
+    db_path = Path(db) if db else settings.db_path
+    with writer_lock(db_path, settings.db_lock_timeout):
         staging = Path(tempfile.mkdtemp(prefix="followup-api-"))
         try:
             fetched = (
-                fetch_api_sources(Path(sources_file), db_path, staging) if sources_file else {}
+                fetch_api_sources(Path(sources_file), db_path, staging, settings)
+                if sources_file
+                else {}
             )
-            report = load_sources(Path(source) if source else None, db_path, as_of, fetched)
+            folder = Path(source) if source else None
+            report = load_sources(folder, db_path, run, fetched, settings)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        write_data_docs_task(report)
+        write_data_docs_task(report, settings)
         create_markdown_artifact(
             summary_markdown(report), key="ingest-summary", description="Rows per entity"
         )

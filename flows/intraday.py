@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 from prefect import flow, get_run_logger, task
@@ -30,8 +29,11 @@ from flows.ingest import ingest_flow
 from flows.ingestion.load import IngestReport
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.planning.calendar import Calendar
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import PlanReport, plan_intraday
+from flows.planning.policy import Policy
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 # What an intraday run rebuilds, with the data up to its moment: what `followups_due` reads (the
@@ -76,51 +78,51 @@ def morning_build(db_path: Path) -> dt.date | None:
 
 
 @task(name="intraday-models", cache_policy=NO_CACHE)
-def models_task(db_path: Path, at: dt.datetime) -> list[NodeResult]:
+def models_task(
+    db_path: Path, run: RunDate, settings: Settings, policy: Policy
+) -> list[NodeResult]:
     """The intraday playbooks' follow-ups due today, and what they read, with the data up to
-    `at`."""
-    settings = Settings.from_env()
-    declare_playbooks(db_path, at.date())
+    the run's moment."""
+    declare_playbooks(db_path, run.day, policy.calendar)
     return run_dbt(
         # the tests of these models alone: one that also reads a model the run leaves as of the
         # morning (the sales funnel against the leads) would compare two moments
         [*build_args(select=MODELS), "--indirect-selection", "cautious"],
         db_path,
-        at.date(),
+        run,
         settings,
-        extra_vars={"as_of_time": at.strftime("%H:%M"), **catch_up_vars(db_path, at.date())},
+        extra_vars=catch_up_vars(db_path, run.day),
     )
 
 
 @task(name="intraday-plan", cache_policy=NO_CACHE)
-def plan_task(db_path: Path, at: dt.datetime, playbooks: list[str], dry_run: bool) -> PlanReport:
-    """The follow-ups no run has decided yet, decided as of `at`; one transaction."""
-    settings = Settings.from_env()
-    return plan_intraday(db_path, at, playbooks, dry_run=dry_run, business_tz=settings.business_tz)
+def plan_task(
+    db_path: Path, run: RunDate, playbooks: list[str], dry_run: bool, policy: Policy
+) -> PlanReport:
+    """The follow-ups no run has decided yet, decided as of the run's moment; one transaction."""
+    return plan_intraday(db_path, run, playbooks, dry_run=dry_run, policy=policy)
 
 
 @task(name="intraday-send", cache_policy=NO_CACHE)
 def dispatch_task(
     db_path: Path,
-    at: dt.datetime,
+    run: RunDate,
     playbooks: list[str],
     channels_path: Path | None,
+    settings: Settings,
     dry_run: bool,
     realtime: bool,
     interval_minutes: int,
 ) -> DispatchReport:
     """The intraday playbooks' messages due by now, and their tasks due before the next run."""
-    settings = Settings.from_env()
     return dispatch(
         db_path,
-        at.date(),
+        run,
         channels=load_channels(channels_path, outbox=settings.outbox_dir),
-        business_tz=settings.business_tz,
         dry_run=dry_run,
         when=When(
             realtime=realtime,
-            until=at + dt.timedelta(seconds=1),
-            now=at,
+            until=run.cutoff + dt.timedelta(seconds=1),
             playbooks=playbooks,
             task_lead_minutes=interval_minutes,
         ),
@@ -155,18 +157,16 @@ def intraday_flow(
     a folder and HTTP API sources to load first (the day's leads). `interval_minutes`: the time
     to the next run; a task due before it goes to its list now."""
     settings = Settings.from_env()
-    tz = ZoneInfo(settings.business_tz)
     realtime = at is None
-    at = dt.datetime.now(tz) if at is None else at
-    at = at.replace(tzinfo=tz) if at.tzinfo is None else at.astimezone(tz)
-    at = at.replace(second=0, microsecond=0)
+    run = RunDate.moment(settings.business_tz, at)
+    at = run.cutoff
     if not 1 <= interval_minutes <= 24 * 60:
         raise IntradayError(f"interval_minutes {interval_minutes}: between 1 and 1440")
     db_path = Path(db) if db else settings.db_path
     if settings.dbt_target != "duckdb":
         raise IntradayError("an intraday run needs the DuckDB target (FOLLOWUP_DBT_TARGET=duckdb)")
     log = get_run_logger()
-    with writer_lock(db_path):
+    with writer_lock(db_path, settings.db_lock_timeout):
         morning = morning_build(db_path)
         if morning is None:
             raise IntradayError(
@@ -189,14 +189,16 @@ def intraday_flow(
             report.ingest = ingest_flow(
                 source=source, db=db_path, as_of=at.date(), sources_file=sources_file
             )
-        models_task(db_path, at)
-        report.plan = plan_task(db_path, at, report.playbooks, dry_run)
+        policy = Policy.load(calendar=Calendar.load(settings.calendar_file))
+        models_task(db_path, run, settings, policy)
+        report.plan = plan_task(db_path, run, report.playbooks, dry_run, policy)
         log.info("intraday plan %s: %s", f"{at:%H:%M}", report.plan.counts)
         report.dispatch = dispatch_task(
             db_path,
-            at,
+            run,
             report.playbooks,
             channels_file(channels),
+            settings,
             dry_run,
             realtime,
             interval_minutes,

@@ -29,8 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.settings import Settings
-
 POLL_SECONDS = 0.5
 
 log = logging.getLogger(__name__)
@@ -68,17 +66,16 @@ def lock_path(db_path: Path) -> Path:
 
 
 @contextmanager
-def writer_lock(db_path: Path, timeout: float | None = None) -> Iterator[None]:
-    """Hold the database's writer lock for the block, waiting up to `timeout` seconds (default:
-    `FOLLOWUP_DB_LOCK_TIMEOUT`) for another process to finish; re-entrant within a process.
+def writer_lock(db_path: Path, timeout: float) -> Iterator[None]:
+    """Hold the database's writer lock for the block, waiting up to `timeout` seconds (the
+    settings' `db_lock_timeout`) for another process to finish; re-entrant within a process.
     Raises `DatabaseBusy` when the wait times out."""
     path = lock_path(Path(db_path)).absolute()
     with _holds_guard:
         hold = _holds.setdefault(str(path), _Hold(mutex=threading.Lock()))
     with hold.mutex:
         if hold.count == 0:
-            limit = Settings.from_env().db_lock_timeout if timeout is None else timeout
-            hold.fd = _acquire(path, Path(db_path), max(0.0, float(limit)))
+            hold.fd = _acquire(path, Path(db_path), max(0.0, float(timeout)))
         hold.count += 1
     try:
         yield

@@ -13,7 +13,6 @@ per failure, not one per level.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +21,8 @@ import requests
 
 from adapters.channels import mask
 from adapters.channels.webhook import flavor_of_url, robot_answer, robot_payload
+from flows.rundate import RunDate
+from flows.settings import Settings
 
 ALERT_WEBHOOK_ENV = "FOLLOWUP_ALERT_WEBHOOK"
 TIMEOUT_SECONDS = 5.0
@@ -40,7 +41,8 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         if getattr(flow_run, "parent_task_run_id", None) is not None:
             logger.info("failure notification: left to the parent flow run")
             return
-        target = alert_target(flow_run)
+        settings = Settings.from_env()
+        target = alert_target(flow_run, settings)
         if target is None:
             logger.warning(
                 "flow %s failed and nobody was told: set %s or an `im` webhook channel",
@@ -49,15 +51,16 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
             )
             return
         url, flavor = target
-        post_alert(url, flavor, failure_text(flow, flow_run, state))
+        post_alert(url, flavor, failure_text(flow, flow_run, state, settings.business_tz))
         logger.info("failure notification sent to %s", _host(url))
     except Exception as exc:  # a notification must never mask the flow's own error
         logger.warning("failure notification not sent: %s", _one_line(exc))
 
 
-def failure_text(flow: Any, flow_run: Any, state: Any) -> str:
+def failure_text(flow: Any, flow_run: Any, state: Any, business_tz: str) -> str:
     """The message, English then Chinese, phones and addresses masked."""
-    as_of = (getattr(flow_run, "parameters", None) or {}).get("as_of") or _run_day(flow_run)
+    given = (getattr(flow_run, "parameters", None) or {}).get("as_of")
+    as_of = given or _run_day(flow_run, business_tz)
     when, when_zh = (f" (as_of {as_of})", f"（业务日期 {as_of}）") if as_of else ("", "")
     run = f"{getattr(flow_run, 'name', '?')} ({getattr(flow_run, 'id', '?')})"
     return mask(
@@ -67,17 +70,13 @@ def failure_text(flow: Any, flow_run: Any, state: Any) -> str:
     )
 
 
-def _run_day(flow_run: Any) -> str | None:
+def _run_day(flow_run: Any, business_tz: str) -> str | None:
     """A scheduled run gives no `as_of` and runs for today: the day it was due, in the business
     timezone."""
-    from zoneinfo import ZoneInfo
-
-    from flows.settings import Settings
-
     start = getattr(flow_run, "expected_start_time", None) or getattr(flow_run, "start_time", None)
     if start is None:
         return None
-    return start.astimezone(ZoneInfo(Settings.from_env().business_tz)).date().isoformat()
+    return RunDate.moment(business_tz, start).day.isoformat()
 
 
 def error_line(state: Any) -> str:
@@ -96,17 +95,16 @@ def error_line(state: Any) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-def alert_target(flow_run: Any = None) -> tuple[str, str | None] | None:
+def alert_target(flow_run: Any, settings: Settings) -> tuple[str, str | None] | None:
     """(url, robot flavor or None) of the alert robot, or None when there is none."""
-    url = os.environ.get(ALERT_WEBHOOK_ENV, "").strip()
+    url = settings.alert_webhook.strip()
     if url:
         return url, flavor_of_url(url)
     from adapters.channels.config import channels_file, load_channels
-    from flows.settings import Settings
 
     given = (getattr(flow_run, "parameters", None) or {}).get("channels")
     channels = load_channels(
-        channels_file(Path(given) if given else None), outbox=Settings.from_env().outbox_dir
+        channels_file(Path(given) if given else None), outbox=settings.outbox_dir
     )
     im = channels.get("im") or {}
     if im.get("kind") != "webhook" or not im.get("url"):

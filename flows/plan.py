@@ -14,21 +14,24 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.locking import writer_lock
 from flows.notify import notify_failure
+from flows.planning.calendar import Calendar
 from flows.planning.escalate import EscalationReport, escalate
 from flows.planning.plan import PlanReport, plan
+from flows.planning.policy import Policy
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 
 @task(name="arbitrate-and-record", cache_policy=NO_CACHE)
-def plan_task(db_path: Path, as_of: dt.date, dry_run: bool) -> PlanReport:
+def plan_task(db_path: Path, run: RunDate, dry_run: bool, policy: Policy) -> PlanReport:
     """Consent, opt-outs, holdouts, caps and owners, in priority order; one transaction."""
-    return plan(db_path, as_of, dry_run=dry_run, business_tz=Settings.from_env().business_tz)
+    return plan(db_path, run, dry_run=dry_run, policy=policy)
 
 
 @task(name="escalate", cache_policy=NO_CACHE)
-def escalate_task(db_path: Path, as_of: dt.date, dry_run: bool) -> EscalationReport:
+def escalate_task(db_path: Path, run: RunDate, dry_run: bool, policy: Policy) -> EscalationReport:
     """Yesterday's unanswered follow-ups, by the playbooks' escalation rules; once each."""
-    return escalate(db_path, as_of, business_tz=Settings.from_env().business_tz, dry_run=dry_run)
+    return escalate(db_path, run, dry_run=dry_run, policy=policy)
 
 
 def summary_markdown(report: PlanReport) -> str:
@@ -47,13 +50,14 @@ def plan_flow(
     """Decide the day's follow-ups (default: today's) from `followups_due` (built by the
     `build` flow)."""
     settings = Settings.from_env()
-    as_of = as_of or settings.today()
+    run = RunDate.of(settings.business_tz, as_of)
     db_path = Path(db) if db else settings.db_path
-    with writer_lock(db_path):
-        escalated = escalate_task(db_path, as_of, dry_run)
-        get_run_logger().info("escalations %s: %s", as_of, dict(escalated.counts))
-        report = plan_task(db_path, as_of, dry_run)
-        get_run_logger().info("plan %s: %s", as_of, report.balance())
+    policy = Policy.load(calendar=Calendar.load(settings.calendar_file))
+    with writer_lock(db_path, settings.db_lock_timeout):
+        escalated = escalate_task(db_path, run, dry_run, policy)
+        get_run_logger().info("escalations %s: %s", run.day, dict(escalated.counts))
+        report = plan_task(db_path, run, dry_run, policy)
+        get_run_logger().info("plan %s: %s", run.day, report.balance())
         create_markdown_artifact(summary_markdown(report), key="plan-summary")
         if report.diff:
             rows = [

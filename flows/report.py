@@ -32,9 +32,9 @@ class ReportResult:
 
 
 @task(name="load-report-data", cache_policy=NO_CACHE)
-def load_task(db_path: Path) -> ReportData:
+def load_task(db_path: Path, business_tz: str) -> ReportData:
     """Every table the report shows, read only, text masked."""
-    return load_report_data(db_path, Settings.from_env().business_tz)
+    return load_report_data(db_path, business_tz)
 
 
 @task(name="write-workbook", cache_policy=NO_CACHE)
@@ -62,11 +62,12 @@ def summary_markdown(data: ReportData, workbook: Path, page: Path) -> str:
 @flow(name="report", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def report_flow(db: Path | None = None, out: Path = Path("var/report")) -> ReportResult:
     """Write `out/followup_report.xlsx` and `out/followup_report.html` from the database."""
-    db_path = Path(db) if db else Settings.from_env().db_path
+    settings = Settings.from_env()
+    db_path = Path(db) if db else settings.db_path
     out = Path(out)
     # DuckDB refuses even a read-only open while another process writes the file: wait our turn
-    with writer_lock(db_path):
-        data = load_task(db_path)
+    with writer_lock(db_path, settings.db_lock_timeout):
+        data = load_task(db_path, settings.business_tz)
     workbook = workbook_task(data, out / WORKBOOK_NAME)
     page = html_task(data, out / HTML_NAME)
     get_run_logger().info("report: %s, %s", workbook, page)

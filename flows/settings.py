@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
@@ -32,51 +36,84 @@ warnings.filterwarnings(
 )
 
 
-@dataclass(frozen=True)
-class Settings:
-    db_path: Path
-    business_tz: str
-    max_bad_share: float
-    duckdb_memory_limit: str
-    duckdb_threads: int
-    data_docs_dir: Path
-    outbox_dir: Path
-    # seconds a writing flow waits for another process writing the same database file
-    db_lock_timeout: float = 1800.0
-    # the engine the dbt project builds on: a target of dbt_project/profiles.yml (duckdb, spark)
-    dbt_target: str = "duckdb"
-    # where the sources land as Parquet for an engine that does not read the DuckDB file
-    lake_dir: Path = Path("var/lake")
-    # the local Spark's catalog and tables (the `spark` target's session method)
-    spark_dir: Path = Path("var/spark")
-    # the Prefect task runner dispatch fans its batches out on: local (threads) or dask
-    task_runner: str = "local"
-    # the Dask scheduler to use (`tcp://host:8786`); empty: a local cluster of dask_workers
-    dask_address: str = ""
-    dask_workers: int = 2
+_MEMORY = r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)\s*$"
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is unusable; the message names the variable."""
+
+
+def _env(name: str, default, description: str, **limits):
+    return Field(default, validation_alias=name, description=description, **limits)
+
+
+class Settings(BaseSettings):
+    """Every setting, read from the environment once at a command's or a flow's start, validated,
+    and passed in: nothing below the entry points reads the environment."""
+
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, extra="ignore")
+
+    db_path: Path = _env("FOLLOWUP_DB", Path("var/followup.duckdb"), "the DuckDB file")
+    business_tz: str = _env("FOLLOWUP_TZ", "Asia/Shanghai", "the business's IANA time zone")
+    max_bad_share: float = _env(
+        "FOLLOWUP_MAX_BAD_SHARE", 0.05, "share of bad rows that stops a load", ge=0, le=1
+    )
+    duckdb_memory_limit: str = _env("FOLLOWUP_DUCKDB_MEMORY", "1536MB", "DuckDB's memory limit")
+    duckdb_threads: int = _env(
+        "FOLLOWUP_DUCKDB_THREADS", os.cpu_count() or 2, "DuckDB threads", ge=1
+    )
+    data_docs_dir: Path = _env("FOLLOWUP_DATA_DOCS", Path("var/data_docs"), "GX Data Docs")
+    outbox_dir: Path = _env("FOLLOWUP_OUTBOX", Path("var/outbox"), "the default channel's folder")
+    db_lock_timeout: float = _env(
+        "FOLLOWUP_DB_LOCK_TIMEOUT", 1800.0, "seconds a writer waits for another", ge=0
+    )
+    dbt_target: Literal["duckdb", "spark", "spark_thrift"] = _env(
+        "FOLLOWUP_DBT_TARGET", "duckdb", "the profile target dbt builds on"
+    )
+    lake_dir: Path = _env("FOLLOWUP_LAKE", Path("var/lake"), "the sources as Parquet, for Spark")
+    spark_dir: Path = _env("FOLLOWUP_SPARK_DIR", Path("var/spark"), "the local Spark's catalog")
+    task_runner: Literal["local", "dask"] = _env(
+        "FOLLOWUP_TASK_RUNNER", "local", "what dispatch fans its batches out on"
+    )
+    dask_address: str = _env("FOLLOWUP_DASK_ADDRESS", "", "a Dask scheduler; empty: a local one")
+    dask_workers: int = _env("FOLLOWUP_DASK_WORKERS", 2, "a local Dask cluster's workers", ge=1)
+    calendar_file: Path | None = _env(
+        "FOLLOWUP_CALENDAR", None, "the working-day table (default: playbooks/calendar.csv)"
+    )
+    alert_webhook: str = _env("FOLLOWUP_ALERT_WEBHOOK", "", "the IM robot told of failed runs")
+
+    @field_validator("business_tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai)") from None
+        return value
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not re.fullmatch(_MEMORY, value):
+            raise ValueError(f"{value!r} is not a size like 1536MB or 2GB")
+        return value
+
+    @field_validator("calendar_file", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            db_path=Path(os.environ.get("FOLLOWUP_DB", "var/followup.duckdb")),
-            business_tz=os.environ.get("FOLLOWUP_TZ", "Asia/Shanghai"),
-            max_bad_share=float(os.environ.get("FOLLOWUP_MAX_BAD_SHARE", "0.05")),
-            duckdb_memory_limit=os.environ.get("FOLLOWUP_DUCKDB_MEMORY", "1536MB"),
-            duckdb_threads=int(os.environ.get("FOLLOWUP_DUCKDB_THREADS", str(os.cpu_count() or 2))),
-            data_docs_dir=Path(os.environ.get("FOLLOWUP_DATA_DOCS", "var/data_docs")),
-            outbox_dir=Path(os.environ.get("FOLLOWUP_OUTBOX", "var/outbox")),
-            db_lock_timeout=float(os.environ.get("FOLLOWUP_DB_LOCK_TIMEOUT", "1800")),
-            dbt_target=os.environ.get("FOLLOWUP_DBT_TARGET", "duckdb"),
-            lake_dir=Path(os.environ.get("FOLLOWUP_LAKE", "var/lake")),
-            spark_dir=Path(os.environ.get("FOLLOWUP_SPARK_DIR", "var/spark")),
-            task_runner=os.environ.get("FOLLOWUP_TASK_RUNNER", "local"),
-            dask_address=os.environ.get("FOLLOWUP_DASK_ADDRESS", ""),
-            dask_workers=int(os.environ.get("FOLLOWUP_DASK_WORKERS", "2")),
-        )
+        """The settings of this process's environment; a bad value is one line naming it."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            raise SettingsError(f"{name}={error.get('input')!r}: {message}") from None
 
-    def today(self) -> dt.date:
-        """The run date when a scheduled run gives none: today in the business timezone (the
-        only place a flow reads the clock)."""
-        from zoneinfo import ZoneInfo
-
-        return dt.datetime.now(ZoneInfo(self.business_tz)).date()
+    def replace(self, **changes) -> Settings:
+        """A copy with `changes` (by field name), validated."""
+        return type(self).model_validate({**self.model_dump(), **changes})

@@ -6,18 +6,16 @@ app = marimo.App(width="medium")
 
 @app.cell
 def _():
-    import os
-    from pathlib import Path
-
     import marimo as mo
 
     from flows.analysis.columns import columns_without
     from flows.reporting.charts import ab_lift_figure
     from flows.reporting.data import how_to_read, load_report_data
     from flows.reporting.tables import existing_tables, open_readonly, read_table
+    from flows.settings import Settings
 
     return (
-        Path,
+        Settings,
         ab_lift_figure,
         columns_without,
         existing_tables,
@@ -25,25 +23,25 @@ def _():
         load_report_data,
         mo,
         open_readonly,
-        os,
         read_table,
     )
 
 
 @app.cell
-def _(Path, mo, os):
-    db_path = Path(os.environ.get("FOLLOWUP_DB", "var/followup.duckdb"))
+def _(Settings, mo):
+    settings = Settings.from_env()  # FOLLOWUP_DB and FOLLOWUP_TZ, as for the pipeline
+    db_path = settings.db_path
     mo.stop(
         not db_path.is_file(),
         mo.md(f"**No database at `{db_path}`.** Run `followup demo`, or set `FOLLOWUP_DB`."),
     )
-    return (db_path,)
+    return db_path, settings
 
 
 @app.cell
-def _(db_path, existing_tables, load_report_data, open_readonly, read_table):
+def _(db_path, existing_tables, load_report_data, open_readonly, read_table, settings):
     # Read once and let go of the file: a served notebook must not hold the daily run's lock.
-    data = load_report_data(db_path)
+    data = load_report_data(db_path, settings.business_tz)
     results = data.ab_results
     with open_readonly(db_path) as _con:
         arms = read_table(

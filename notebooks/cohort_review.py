@@ -6,33 +6,32 @@ app = marimo.App(width="medium")
 
 @app.cell
 def _():
-    import os
-    from pathlib import Path
-
     import marimo as mo
     import pandas as pd
 
     from flows.reporting.data import load_report_data
     from flows.reporting.tables import existing_tables, open_readonly, read_table
+    from flows.settings import Settings
 
-    return Path, existing_tables, load_report_data, mo, open_readonly, os, pd, read_table
+    return Settings, existing_tables, load_report_data, mo, open_readonly, pd, read_table
 
 
 @app.cell
-def _(Path, mo, os):
-    db_path = Path(os.environ.get("FOLLOWUP_DB", "var/followup.duckdb"))
+def _(Settings, mo):
+    settings = Settings.from_env()  # FOLLOWUP_DB and FOLLOWUP_TZ, as for the pipeline
+    db_path = settings.db_path
     mo.stop(
         not db_path.is_file(),
         mo.md(f"**No database at `{db_path}`.** Run `followup demo`, or set `FOLLOWUP_DB`."),
     )
-    return (db_path,)
+    return db_path, settings
 
 
 @app.cell
-def _(db_path, existing_tables, load_report_data, open_readonly, read_table):
+def _(db_path, existing_tables, load_report_data, open_readonly, read_table, settings):
     # Read everything once and let go of the file: a notebook served for hours must not hold
     # a lock the daily run needs.
-    data = load_report_data(db_path)
+    data = load_report_data(db_path, settings.business_tz)
     with open_readonly(db_path) as _con:
         rfm = read_table(
             _con,

@@ -192,6 +192,7 @@ def test_the_error_is_its_first_line_masked_and_trimmed() -> None:
         SimpleNamespace(name="daily"),
         SimpleNamespace(name="calm-fox", id="run-1", parameters={"as_of": "2026-11-23"}),
         _state(ours),
+        "Asia/Shanghai",
     )
     assert text.splitlines()[0] == (
         "followup: flow daily failed (as_of 2026-11-23): "
@@ -217,6 +218,7 @@ def test_without_a_date_the_message_says_none() -> None:
         SimpleNamespace(name="report"),
         SimpleNamespace(name="calm-fox", id="run-1", parameters={"db": None}),
         _state(RuntimeError("disk full")),
+        "Asia/Shanghai",
     )
     assert text.splitlines()[0] == "followup: flow report failed: RuntimeError: disk full"
 
@@ -249,5 +251,5 @@ def test_a_scheduled_run_without_as_of_is_named_by_its_day():
         expected_start_time=dt.datetime(2026, 11, 22, 18, 0, tzinfo=dt.UTC),
     )
     state = SimpleNamespace(data=None, message="boom")
-    text = failure_text(SimpleNamespace(name="daily"), run, state)
+    text = failure_text(SimpleNamespace(name="daily"), run, state, "Asia/Shanghai")
     assert text.startswith("followup: flow daily failed (as_of 2026-11-23): boom")

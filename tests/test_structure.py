@@ -69,3 +69,52 @@ def test_the_tests_mirror_the_packages() -> None:
         if not (ROOT / "flows" / f).is_dir() and not (ROOT / f).is_dir()
     }
     assert folders and strays == set()
+
+
+# Where the domain may read the clock or the environment, and why: records of when something
+# happened, not what day a run is for. Every other read is at an entry point (the flows, the
+# command, the notebooks) or in flows/rundate.py and flows/settings.py.
+ALLOWED_READS = {
+    ("flows/planning/plan.py", "now"): "plan_runs.run_at: when the run was recorded",
+    ("flows/backtesting/results.py", "now"): "backtest_runs.ran_at: when the backtest ran",
+    ("flows/ingestion/load.py", "now"): "load_log.started_at: when the load started",
+    ("flows/locking.py", "now"): "the lock file says since when it is held",
+    ("adapters/channels/__init__.py", "time"): "a Retry-After date as seconds from now",
+    ("adapters/channels/config.py", "environ"): "channels.yml names its secrets as ${VAR}",
+    ("adapters/sources/http_config.py", "environ"): "sources.yml names its secrets as ${VAR}",
+}
+ENTRY_POINTS = {"rundate.py", "settings.py"}
+
+
+def _reads(tree: ast.AST) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = node.value.attr if isinstance(node.value, ast.Attribute) else None
+        owner = node.value.id if isinstance(node.value, ast.Name) else owner
+        if node.attr in ("now", "today", "utcnow") and owner in ("datetime", "date"):
+            found.add("now")
+        elif node.attr == "time" and owner == "time":
+            found.add("time")
+        elif node.attr in ("environ", "getenv") and owner == "os" or node.attr == "from_env":
+            found.add("environ")
+    return found
+
+
+def test_below_the_entry_points_nothing_reads_the_clock_or_the_environment() -> None:
+    """The run date is built once (flows/rundate.py) and the settings are read once
+    (flows/settings.py), where a command or a flow starts; the domain gets both passed in."""
+    domain = [
+        p
+        for p in _modules()
+        if "demo" not in p.parts
+        and (p.parent.name != "flows" or p.name in ("ledger.py", "locking.py", "atomic.py"))
+    ]
+    reads = {
+        (str(p.relative_to(ROOT)), what)
+        for p in domain
+        if p.name not in ENTRY_POINTS or p.parent.name != "flows"
+        for what in _reads(ast.parse(p.read_text(encoding="utf-8")))
+    }
+    assert domain and reads - set(ALLOWED_READS) == set()

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -34,6 +33,7 @@ from flows.planning.candidates import CANDIDATES
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import plan
 from flows.planning.policy import Policy
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 # A date no data reaches: the models compiled with it carry it as a literal, replaced by each day;
@@ -121,7 +121,7 @@ def compiled(scratch: Path, settings: Settings) -> list[CompiledModel]:
         for n in compile_models(
             "+followups_due",
             scratch,
-            PLACEHOLDER,
+            RunDate(PLACEHOLDER, settings.business_tz),
             settings,
             {"catch_up_from": CATCH_UP_PLACEHOLDER.isoformat()},
         )
@@ -271,7 +271,7 @@ def replay(
     clock = time.perf_counter()
     con = duckdb.connect(str(scratch))
     try:
-        write_planning_tables(con, playbooks, start, until=end)
+        write_planning_tables(con, playbooks, start, until=end, calendar=policy.calendar)
     finally:
         con.close()
     # the first day through dbt itself: every model upstream of the plan (and the staff the
@@ -283,7 +283,7 @@ def replay(
             *("--exclude-resource-type", "test", "unit_test"),
         ],
         scratch,
-        start,
+        RunDate(start, settings.business_tz),
         settings,
         node_tasks=False,  # a scratch build: one task for the replay, not one per node
     )
@@ -308,10 +308,9 @@ def replay(
                 clock = time.perf_counter()
                 built.wait(index)
                 ready = time.perf_counter()
-                report = plan(
-                    scratch, day, dry_run=True, business_tz=settings.business_tz, policy=policy
-                )
-                _record_day(scratch, day, settings.business_tz)
+                run = RunDate(day, settings.business_tz)
+                report = plan(scratch, run, dry_run=True, policy=policy)
+                _record_day(scratch, run)
                 built.release(index)
                 for status, n in report.counts.items():
                     result.counts[status] = result.counts.get(status, 0) + n
@@ -441,14 +440,14 @@ select * from message_ledger limit 0
 """
 
 
-def _record_day(scratch: Path, day: dt.date, business_tz: str) -> None:
+def _record_day(scratch: Path, run: RunDate) -> None:
     """Keep the day's decisions. A customer's opt-out wins from its moment: a message planned in
     the morning for after an opt-out that day is suppressed (the live plan cannot see an
     afternoon's opt-out in the morning; a send would)."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(business_tz))
+    day, start = run.day, run.start
     con = duckdb.connect(str(scratch))
     try:
-        con.execute("set TimeZone = ?", [business_tz])
+        con.execute("set TimeZone = ?", [run.business_tz])
         con.execute(DECISIONS_DDL)
         with transaction(con):
             con.execute(

@@ -13,12 +13,12 @@ import contextlib
 import datetime as dt
 import io
 import json
-import os
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.planning.calendar import Calendar
+from flows.rundate import RunDate
 from flows.settings import PROJECT_ROOT, Settings
 
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -49,37 +49,26 @@ class BuildReport:
         return Counter(node.status for node in self.nodes)
 
 
-def dbt_vars(as_of: dt.date, settings: Settings) -> dict:
-    return {"as_of": as_of.isoformat(), "business_tz": settings.business_tz}
-
-
-@contextmanager
-def _dbt_environment(db_path: Path, settings: Settings):
-    """The profile in dbt_project/profiles.yml reads these; set them for this invocation only."""
-    values = {
-        "FOLLOWUP_DB": str(db_path.resolve()),
-        "FOLLOWUP_TZ": settings.business_tz,
-        "FOLLOWUP_DUCKDB_MEMORY": settings.duckdb_memory_limit,
-        "FOLLOWUP_DUCKDB_THREADS": str(settings.duckdb_threads),
-        "FOLLOWUP_DBT_TARGET": settings.dbt_target,
-        "FOLLOWUP_SPARK_DIR": str(settings.spark_dir.resolve()),
+def dbt_vars(run: RunDate, db_path: Path, settings: Settings) -> dict:
+    """The run date, and the database and engine the profile (dbt_project/profiles.yml) reads."""
+    return {
+        **run.dbt_vars(),
+        "db_path": str(Path(db_path).resolve()),
+        "duckdb_memory": settings.duckdb_memory_limit,
+        "duckdb_threads": settings.duckdb_threads,
+        "spark_dir": str(settings.spark_dir.resolve()),
     }
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+
+
+def _dbt_args(args: list[str], db_path: Path, run: RunDate, settings: Settings, more: dict) -> list:
+    variables = {**dbt_vars(run, db_path, settings), **more}
+    return [*args, "--target", settings.dbt_target, "--vars", json.dumps(variables)]
 
 
 def run_dbt(
     args: list[str],
     db_path: Path,
-    as_of: dt.date,
+    run: RunDate,
     settings: Settings,
     *,
     node_tasks: bool = True,
@@ -89,15 +78,13 @@ def run_dbt(
     (unless `node_tasks` is false: a backtest's scratch build). Outside one (benchmarks, tests of
     the models), dbt runs as it is, without a Prefect API. `extra_vars`: more project vars (an
     intraday run's `as_of_time`)."""
-    variables = {**dbt_vars(as_of, settings), **(extra_vars or {})}
-    full_args = [*args, "--vars", json.dumps(variables)]
-    with _dbt_environment(db_path, settings):
-        try:
-            result = _runner(node_tasks).invoke(full_args)
-        except ValueError as exc:  # dbt could not run at all (bad project, profile, SQL)
-            raise BuildError(f"dbt {args[0]}: {str(exc).splitlines()[-1]}") from exc
-        finally:
-            _release_database()
+    full_args = _dbt_args(args, db_path, run, settings, extra_vars or {})
+    try:
+        result = _runner(node_tasks).invoke(full_args)
+    except ValueError as exc:  # dbt could not run at all (bad project, profile, SQL)
+        raise BuildError(f"dbt {args[0]}: {str(exc).splitlines()[-1]}") from exc
+    finally:
+        _release_database()
     nodes = [
         NodeResult(
             name=r.node.name,
@@ -124,7 +111,7 @@ def run_dbt(
 def run_build(
     args: list[str],
     db_path: Path,
-    as_of: dt.date,
+    run: RunDate,
     settings: Settings,
     extra_vars: dict | None = None,
 ) -> list[NodeResult]:
@@ -132,7 +119,7 @@ def run_build(
     (Spark) first gets the sources landed as Parquet in the lake and registered as its tables,
     and after dbt the models its adapter cannot run in place (the Python model `ab_results`)."""
     if settings.dbt_target == "duckdb":
-        return run_dbt(args, db_path, as_of, settings, extra_vars=extra_vars)
+        return run_dbt(args, db_path, run, settings, extra_vars=extra_vars)
     from dbt.cli.main import dbtRunner
 
     from flows.building.lake import build_python_models, land_sources
@@ -141,28 +128,25 @@ def run_build(
     land_sources(db_path, lake)
     lake_args = json.dumps({"lake": str(lake)})
     operation = ["run-operation", "register_lake_sources", "--args", lake_args]
-    operation += ["--vars", json.dumps(dbt_vars(as_of, settings))]
-    with _dbt_environment(db_path, settings):
-        result = _PlainDbt(dbtRunner()).invoke(operation)
+    result = _PlainDbt(dbtRunner()).invoke(_dbt_args(operation, db_path, run, settings, {}))
     if not result.success:
         raise BuildError(f"dbt run-operation register_lake_sources: {result.exception}")
-    nodes = run_dbt(args, db_path, as_of, settings, extra_vars=extra_vars)
+    nodes = run_dbt(args, db_path, run, settings, extra_vars=extra_vars)
     if args[0] in ("build", "run"):
         build_python_models()
     return nodes
 
 
 def compile_models(
-    select: str, db_path: Path, as_of: dt.date, settings: Settings, extra_vars: dict | None = None
+    select: str, db_path: Path, run: RunDate, settings: Settings, extra_vars: dict | None = None
 ) -> list:
     """dbt's compiled nodes for `select` (models only), in the order they build: each with its
     `compiled_code`, `relation_name` and `config.materialized`. Always plain dbt: nothing runs."""
     from dbt.cli.main import dbtRunner
 
-    args = ["compile", "--select", select]
-    args += ["--vars", json.dumps({**dbt_vars(as_of, settings), **(extra_vars or {})})]
+    args = _dbt_args(["compile", "--select", select], db_path, run, settings, extra_vars or {})
     # `dbt compile` prints the compiled SQL even when quiet: the caller wants it, not the terminal
-    with _dbt_environment(db_path, settings), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()):
         try:
             result = _PlainDbt(dbtRunner()).invoke(args)
         finally:
@@ -231,7 +215,9 @@ def _release_database() -> None:
     DuckDBConnectionManager.close_all_connections()
 
 
-def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None = None) -> int:
+def declare_playbooks(
+    db_path: Path, as_of: dt.date, calendar: Calendar, playbook_dir: Path | None = None
+) -> int:
     """Validate every playbook declaration (a bad one stops the run here, before anything is
     built) and write them, with the working-day calendar, as the `config` tables the models read.
     Returns the number of playbooks."""
@@ -245,7 +231,7 @@ def declare_playbooks(db_path: Path, as_of: dt.date, playbook_dir: Path | None =
     playbooks = load_playbooks(playbook_dir or PLAYBOOK_DIR)
     con = duckdb.connect(str(db_path))
     try:
-        write_planning_tables(con, playbooks, as_of)
+        write_planning_tables(con, playbooks, as_of, calendar=calendar)
         # the models read the raw tables and the ledger, even before the first feedback or plan
         ensure_schema(con)
         ensure_tables(con)
@@ -273,7 +259,7 @@ def catch_up_vars(db_path: Path, as_of: dt.date) -> dict:
 
 def build(
     db_path: Path,
-    as_of: dt.date,
+    run: RunDate,
     settings: Settings,
     full_refresh: bool = False,
     playbook_dir: Path | None = None,
@@ -281,9 +267,9 @@ def build(
     exclude: str | None = None,
 ) -> list[NodeResult]:
     """The build without a flow around it: declarations, then dbt."""
-    declare_playbooks(db_path, as_of, playbook_dir)
+    declare_playbooks(db_path, run.day, Calendar.load(settings.calendar_file), playbook_dir)
     args = build_args(full_refresh, every_test=every_test, exclude=exclude)
-    return run_build(args, db_path, as_of, settings, catch_up_vars(db_path, as_of))
+    return run_build(args, db_path, run, settings, catch_up_vars(db_path, run.day))
 
 
 # Checks of the models' code (value sets, ranges, non-null columns) run with the unit tests in

@@ -19,7 +19,8 @@ run before anything leaves.
 Time: with `realtime=False` (a run for a given `--as-of` day) dispatch plays the day through:
 each message goes out at its due time, a retry at its scheduled time, and those times are what
 the ledger records; nothing reads the clock. With `realtime=True` (a deployment sending what is
-due now) the clock (or the run's `now`) decides what is due and the ledger records the real times.
+due now) the run's moment, or the clock when it has none (`RunDate.now`), decides what is due and
+the ledger records the real times.
 
 Send windows: a message reaches its customer only inside its channel's send window
 (`send_windows`) in the customer's own time zone, the first send and every retry alike
@@ -55,6 +56,7 @@ from flows.dispatching.worker import InProcess, InWorkers
 from flows.ledger import ensure_tables, expire_pending, suppress_opted_out
 from flows.planning.candidates import opt_outs_sql
 from flows.planning.declarations import TASK_CHANNELS
+from flows.rundate import RunDate
 
 SINGLE_WRITER_KINDS = ("file", "call_list")  # they write local files: one process only
 
@@ -86,13 +88,13 @@ class _Options:
 @dataclass(frozen=True)
 class When:
     """Which pending messages a dispatch sends: those due by the end of its day, or (`realtime`)
-    due by now, or due before `until`; of every playbook, or of `playbooks`. `now`: the run's
-    moment, up to which opt-outs stop pending messages, and, `realtime`, the moment its messages
-    go out and are recorded (default: the clock, read per batch). `task_lead_minutes`: tasks
-    (calls, visits) go to their lists this long before their due time, which the list shows."""
+    due by now, or due before `until`; of every playbook, or of `playbooks`. Now is the run's
+    moment (`RunDate.at`) or else the clock, read per batch: opt-outs up to it stop pending
+    messages, and a `realtime` run's messages go out and are recorded at it.
+    `task_lead_minutes`: tasks (calls, visits) go to their lists this long before their due time,
+    which the list shows."""
 
     realtime: bool = False
-    now: dt.datetime | None = None
     until: dt.datetime | None = None
     playbooks: list[str] | None = None
     task_lead_minutes: int = 0
@@ -115,10 +117,9 @@ class Sending:
 
 def dispatch(
     db_path: Path,
-    as_of: dt.date,
+    run: RunDate,
     *,
     channels: dict[str, dict[str, Any]],
-    business_tz: str,
     dry_run: bool = False,
     when: When = When(),
     how: Sending = Sending(),
@@ -128,29 +129,22 @@ def dispatch(
 
     With `dry_run`, the day's `dry_run` rows are rendered (body, subject, SMS segments) and
     nothing is sent."""
-    realtime, now, until, playbooks = when.realtime, when.now, when.until, when.playbooks
+    realtime, until, playbooks = when.realtime, when.until, when.playbooks
     task_lead_minutes, renderer, log = when.task_lead_minutes, how.renderer, how.log
     max_attempts, batch_size, fan_out = how.max_attempts, how.batch_size, how.fan_out
     max_lateness_days = how.max_lateness_days
     started = time.perf_counter()
-    tz = ZoneInfo(business_tz)
-    start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
+    as_of, start = run.day, run.start
     if until is None:  # realtime: due by now, now included
-        until = (
-            (now or dt.datetime.now(tz)) + dt.timedelta(microseconds=1)
-            if realtime
-            else start + dt.timedelta(days=1)
-        )
-
-    def clock() -> dt.datetime:  # the moment a realtime send goes out
-        return now if now is not None else dt.datetime.now(tz)
+        until = run.now() + dt.timedelta(microseconds=1) if realtime else run.end
+    clock = run.now  # the moment a realtime send goes out
 
     renderer = renderer or Renderer()
     report = DispatchReport(as_of=as_of, dry_run=dry_run)
     con = duckdb.connect(str(db_path))
     senders: dict[str, Any] = {}
     try:
-        con.execute("set TimeZone = ?", [business_tz])
+        con.execute("set TimeZone = ?", [run.business_tz])
         ensure_tables(con)
         if dry_run:
             report.templates_checked, rendered = render_dry_run(con, as_of, renderer, playbooks)
@@ -160,7 +154,7 @@ def dispatch(
         report.expired = expire_pending(con, as_of, start, max_lateness_days)
         opted = _opted_out(con)
         if opted is not None:
-            report.opted_out = suppress_opted_out(con, as_of, now or dt.datetime.now(tz), opted)
+            report.opted_out = suppress_opted_out(con, as_of, run.now(), opted)
         # which pending messages are due now
         due_now = {
             "as_of": as_of, "until": until, "playbooks": playbooks, "task_lead": task_lead_minutes,

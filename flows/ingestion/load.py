@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -31,6 +30,7 @@ from flows.ingestion.readers import (
     read_source,
 )
 from flows.ingestion.validate import CheckParams, CheckResult, check
+from flows.rundate import RunDate
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,16 +139,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def check_params(as_of: dt.date | None, settings: Settings) -> CheckParams:
+def check_params(run: RunDate) -> CheckParams:
     """As of D the run happens on the morning of D: a timestamp after the end of D is in the
-    future. Without an as-of date, today (by the wall clock) is used."""
-    tz = ZoneInfo(settings.business_tz)
-    as_of_date = as_of or dt.datetime.now(tz).date()
-    next_midnight = dt.datetime.combine(as_of_date + dt.timedelta(days=1), dt.time(), tzinfo=tz)
-    cutoff = next_midnight - dt.timedelta(microseconds=1)
-    return CheckParams(
-        as_of_date=as_of_date, future_cutoff=cutoff, business_tz=settings.business_tz
-    )
+    future."""
+    cutoff = run.end - dt.timedelta(microseconds=1)
+    return CheckParams(as_of_date=run.day, future_cutoff=cutoff, business_tz=run.business_tz)
 
 
 def ingest(
@@ -156,7 +151,7 @@ def ingest(
     source_dir: Path | None,
     *,
     settings: Settings,
-    as_of: dt.date | None = None,
+    run: RunDate,
     files: dict[str, Path] | None = None,
     entities: tuple[str, ...] = LOAD_ORDER,
     on_commit=None,
@@ -167,7 +162,7 @@ def ingest(
     cursors there, so a failed load never advances them).
     """
     found = _source_files(source_dir, files or {}, entities)
-    params = check_params(as_of, settings)
+    params = check_params(run)
     load_id = uuid.uuid4().hex[:16]
     started = dt.datetime.now(dt.UTC)
     checks: list[CheckResult] = []

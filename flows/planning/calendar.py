@@ -3,7 +3,8 @@ a user-supplied table that overrides it, and Monday–Friday (with a warning) fo
 knows.
 
 The user table is a CSV with `date,is_workday[,name]` (dates as 2027-01-01, booleans as the
-contract's forms), named by FOLLOWUP_CALENDAR (default: playbooks/calendar.csv when it exists).
+contract's forms): the settings' `calendar_file` (FOLLOWUP_CALENDAR), else playbooks/calendar.csv
+when it exists. `Calendar.load` reads it once; a plan and the models' calendar use the same.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import logging
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.settings import PROJECT_ROOT
@@ -35,13 +35,30 @@ class Day:
     source: str  # user, chinese_calendar, weekday_fallback
 
 
-def user_table(path: Path | None = None) -> dict[dt.date, bool]:
-    """The user's overrides, {date: is_workday}; empty when there is no table."""
-    if path is None:
-        named = os.environ.get("FOLLOWUP_CALENDAR")
-        path = Path(named) if named else DEFAULT_TABLE
-        if not named and not path.exists():
-            return {}
+@dataclass(frozen=True)
+class Calendar:
+    """Working days: the user's table (`path`, read into `overrides`) over chinese-calendar."""
+
+    path: Path | None = None
+    overrides: dict[dt.date, bool] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Calendar:
+        """The table at `path`, else playbooks/calendar.csv when it exists, else none."""
+        if path is None and not DEFAULT_TABLE.exists():
+            return cls()
+        path = path or DEFAULT_TABLE
+        return cls(path, user_table(path))
+
+    def days(self, start: dt.date, end: dt.date) -> Iterator[Day]:
+        return days(start, end, self.overrides, self.path)
+
+    def next_workday(self, day: dt.date) -> dt.date:
+        return next_workday(day, self.overrides)
+
+
+def user_table(path: Path) -> dict[dt.date, bool]:
+    """The user's overrides in the table at `path`, {date: is_workday}."""
     table: dict[dt.date, bool] = {}
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
@@ -62,12 +79,18 @@ def user_table(path: Path | None = None) -> dict[dt.date, bool]:
 
 
 def days(
-    start: dt.date, end: dt.date, overrides: dict[dt.date, bool] | None = None
+    start: dt.date,
+    end: dt.date,
+    overrides: dict[dt.date, bool] | None = None,
+    table: Path | None = None,
 ) -> Iterator[Day]:
-    """Every day from start to end inclusive, with whether people work on it."""
+    """Every day from start to end inclusive, with whether people work on it (`overrides`: the
+    user's table, default: playbooks/calendar.csv's; `table`: its name, for the warning)."""
     import chinese_calendar
 
-    overrides = user_table() if overrides is None else overrides
+    if overrides is None:
+        calendar = Calendar.load()
+        overrides, table = calendar.overrides, calendar.path
     warned: set[int] = set()
     day = start
     while day <= end:
@@ -83,7 +106,7 @@ def days(
                         "chinese-calendar has no holidays for %d: Monday to Friday are taken as "
                         "working days; supply the year's holidays and make-up days in %s",
                         day.year,
-                        os.environ.get("FOLLOWUP_CALENDAR", DEFAULT_TABLE),
+                        table or DEFAULT_TABLE,
                     )
                 yield Day(day, day.weekday() < 5, "weekday_fallback")
         day += dt.timedelta(days=1)

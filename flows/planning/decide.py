@@ -1,6 +1,7 @@
 """The decision for each follow-up, pure: one fate per candidate, highest priority first within
 each customer's day (docs/schedule-rules.md §6): suppressed, held out, deferred over a cap or an
-owner's capacity, or planned. Tested as properties over random customers (tests/planning/test_plan.py)."""
+owner's capacity, or planned. Tested as properties over random customers
+(tests/planning/test_plan.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from flows.planning import calendar
 from flows.planning.declarations import TASK_CHANNELS
 from flows.planning.policy import Cap, Policy
 
@@ -208,7 +208,7 @@ def decide(
                 owner, full = owners.take(row["owner_id"], row["industry"])
                 decision["owner_id"] = owner
                 if full:
-                    later = calendar.next_workday(as_of + dt.timedelta(days=1))
+                    later = policy.calendar.next_workday(as_of + dt.timedelta(days=1))
                     decision.update(status="deferred", reason=full, planned_for=later)
                     decisions.append(decision)
                     continue

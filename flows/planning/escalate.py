@@ -9,7 +9,6 @@ import hashlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 
@@ -22,6 +21,7 @@ from flows.planning.escalation import (
     decide,
 )
 from flows.planning.policy import Policy
+from flows.rundate import RunDate
 
 
 @dataclass
@@ -33,14 +33,13 @@ class EscalationReport:
 
 def escalate(
     db_path: Path,
-    as_of: dt.date,
+    run: RunDate,
     *,
-    business_tz: str,
     dry_run: bool,
     playbooks: list[Playbook] | None = None,
     policy: Policy | None = None,
 ) -> EscalationReport:
-    """Evaluate the escalation rules on the morning of `as_of` and record what they call for, in
+    """Evaluate the escalation rules on the morning of `run` and record what they call for, in
     one transaction; running a day again adds nothing twice."""
     policy = policy or Policy.load()
     declared = {
@@ -48,12 +47,11 @@ def escalate(
         for p in (load_playbooks() if playbooks is None else playbooks)
         if p.escalation.reminder_after or p.escalation.unreachable_days or p.escalation.missed
     }
-    tz = ZoneInfo(business_tz)
-    start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
+    as_of, start = run.day, run.start
     report = EscalationReport(as_of=as_of, dry_run=dry_run)
     con = duckdb.connect(str(db_path))
     try:
-        con.execute("set TimeZone = ?", [business_tz])
+        con.execute("set TimeZone = ?", [run.business_tz])
         ensure_tables(con)
         with transaction(con):
             if declared:
@@ -64,8 +62,7 @@ def escalate(
                     con.sql(_FEEDBACK, params=params).pl(),
                     dict(con.execute(_TIERS, {"names": list(declared)}).fetchall()),
                     declared,
-                    as_of,
-                    business_tz,
+                    run,
                     dict(con.execute(_OPTED_OUT, {"start": start}).fetchall()),
                 )
                 known = {

@@ -57,6 +57,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from flows.planning.declarations import TASK_CHANNELS, Playbook, offset_minutes
+from flows.rundate import RunDate
 
 MESSAGE_CHANNELS = ("sms", "email", "im")  # the channels a reminder repeats a message on
 ANSWERS = ("reply", "click", "survey")  # response types that answer a message
@@ -122,11 +123,10 @@ def decide(
     feedback: pl.DataFrame,
     tiers: dict[str, str],
     playbooks: dict[str, Playbook],
-    as_of: dt.date,
-    business_tz: str,
+    run: RunDate,
     opted_out: dict[str, dt.datetime] | None = None,
 ) -> list[Action]:
-    """Every escalation the rules of `playbooks` (by name) call for on the morning of `as_of`.
+    """Every escalation the rules of `playbooks` (by name) call for on the morning of `run`.
 
     `ledger`: message_id, customer_id, playbook, step, anchor_id, channel, status, sent_at;
     `feedback`: message_id, responded_at, response_type, outcome; `tiers`: customer -> tier;
@@ -134,8 +134,7 @@ def decide(
 
     The same history gives the same escalation ids on every later morning: that an id was already
     acted on is the caller's to know (`escalations`)."""
-    tz = ZoneInfo(business_tz)
-    start = dt.datetime.combine(as_of, dt.time(), tzinfo=tz)
+    as_of, tz, start = run.day, run.zone, run.start
     rows = [r for r in ledger.iter_rows(named=True) if r["playbook"] in playbooks]
     by_id = {r["message_id"]: r for r in rows}
     answers: dict[str, list[dt.datetime]] = defaultdict(list)

@@ -14,7 +14,6 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import duckdb
 import polars as pl
@@ -25,6 +24,7 @@ from flows.ledger import ensure_tables, idempotency_key, insert, known_keys, mes
 from flows.planning import candidates as inputs
 from flows.planning.decide import Day, decide
 from flows.planning.policy import Policy
+from flows.rundate import RunDate
 from flows.settings import PROJECT_ROOT
 
 DIFF_DDL = """
@@ -121,21 +121,19 @@ class PlanReport:
         )
 
 
-def plan(
-    db_path: Path, as_of: dt.date, *, dry_run: bool, business_tz: str, policy: Policy | None = None
-) -> PlanReport:
+def plan(db_path: Path, run: RunDate, *, dry_run: bool, policy: Policy | None = None) -> PlanReport:
     """Decide the follow-ups the run made due (its catch-up: everything due since the last
     completed plan) and those deferred to today, and write them to the ledger with the run in
     `plan_runs` and its counts in `plan_diff`, in one transaction."""
     policy = policy or Policy.load()
-    start = dt.datetime.combine(as_of, dt.time(), tzinfo=ZoneInfo(business_tz))
-    run = _Run(as_of, "plan", dry_run)
+    as_of, start = run.day, run.start
+    record = _Run(as_of, "plan", dry_run)
     con = duckdb.connect(str(db_path))
     try:
-        con.execute("set TimeZone = ?", [business_tz])
+        con.execute("set TimeZone = ?", [run.business_tz])
         _ensure_plan_tables(con)
         with transaction(con):
-            run.catch_up_from = catch_up_from(con, as_of)
+            record.catch_up_from = catch_up_from(con, as_of)
             candidates = inputs.candidates(con, as_of, start)
             keys = _keys(candidates)
             # the ledger's rows for today's candidates, not every key it holds (it grows every day)
@@ -174,8 +172,8 @@ def plan(
                 [[r["idempotency_key"] for r in rows]],
             )
             insert(con, "message_ledger", [_without_carried(r) for r in rows])
-            report = _report(run, rows, earlier, known)
-            _record_run(con, run, report)
+            report = _report(record, rows, earlier, known)
+            _record_run(con, record, report)
     finally:
         con.close()
     return report
@@ -183,27 +181,25 @@ def plan(
 
 def plan_intraday(
     db_path: Path,
-    at: dt.datetime,
+    run: RunDate,
     playbooks: list[str],
     *,
     dry_run: bool,
-    business_tz: str,
     policy: Policy | None = None,
 ) -> PlanReport:
     """A run during the day (`followup intraday`): the follow-ups of `playbooks` due today that
-    no run has decided yet (a lead that came in at 14:05) are decided as of `at`, in one
-    transaction. The day's earlier decisions stand, and count: the caps see today's contacts,
-    owners' capacity today's tasks, and an opt-out counts up to `at`."""
+    no run has decided yet (a lead that came in at 14:05) are decided as of the run's moment, in
+    one transaction. The day's earlier decisions stand, and count: the caps see today's contacts,
+    owners' capacity today's tasks, and an opt-out counts up to the moment."""
     policy = policy or Policy.load()
-    at = at.astimezone(ZoneInfo(business_tz))
-    as_of = at.date()
-    run = _Run(as_of, "intraday", dry_run)
+    as_of, at = run.day, run.cutoff
+    record = _Run(as_of, "intraday", dry_run)
     con = duckdb.connect(str(db_path))
     try:
-        con.execute("set TimeZone = ?", [business_tz])
+        con.execute("set TimeZone = ?", [run.business_tz])
         _ensure_plan_tables(con)
         with transaction(con):
-            run.catch_up_from = catch_up_from(con, as_of)
+            record.catch_up_from = catch_up_from(con, as_of)
             candidates = inputs.candidates(con, as_of, at, playbooks)
             keys = _keys(candidates)
             known = known_keys(con, keys)
@@ -222,8 +218,8 @@ def plan_intraday(
             )
             rows = _ledger_rows(decisions, as_of, at)
             insert(con, "message_ledger", [_without_carried(r) for r in rows])
-            report = _report(run, rows, [], known)
-            _record_run(con, run, report)
+            report = _report(record, rows, [], known)
+            _record_run(con, record, report)
     finally:
         con.close()
     return report

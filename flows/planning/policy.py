@@ -4,11 +4,12 @@ deferred, and who is assigned calls and escalations."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from flows.planning.calendar import Calendar
 from flows.planning.declarations import PLAYBOOK_DIR
 
 
@@ -26,9 +27,14 @@ class Policy:
     max_deferral_days: int = 14
     assign_roles: tuple[str, ...] = ("sales", "service")
     specialist_role: str = "service"  # who gets an escalation's 1-to-1 task (escalation.py)
+    calendar: Calendar = field(default_factory=Calendar)  # the working days tasks are put on
 
     @classmethod
-    def load(cls, path: Path = PLAYBOOK_DIR / "_policy.yml") -> Policy:
+    def load(
+        cls, path: Path = PLAYBOOK_DIR / "_policy.yml", calendar: Calendar | None = None
+    ) -> Policy:
+        """The policy in `path`, with the working days of `calendar` (default: the declared
+        table, playbooks/calendar.csv)."""
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
         def caps(block: dict) -> dict[str, tuple[Cap, ...]]:
@@ -47,4 +53,5 @@ class Policy:
             max_deferral_days=int(data.get("max_deferral_days", 14)),
             assign_roles=tuple(data.get("assign_roles", ("sales", "service"))),
             specialist_role=str(data.get("specialist_role", "service")),
+            calendar=calendar or Calendar.load(),
         )

@@ -9,7 +9,7 @@ import datetime as dt
 import duckdb
 
 from flows.atomic import transaction
-from flows.planning import calendar
+from flows.planning.calendar import Calendar
 from flows.planning.declarations import TASK_CHANNELS, Playbook
 
 CALENDAR_DAYS_BACK = 400  # the longest offset a declaration is likely to use, and then some
@@ -149,12 +149,14 @@ def write_planning_tables(
     playbooks: list[Playbook],
     as_of: dt.date,
     until: dt.date | None = None,
+    calendar: Calendar | None = None,
 ) -> None:
-    """Replace the config tables in one transaction; the calendar covers the days around `as_of`
-    (to those around `until`, for a backtest of a range)."""
+    """Replace the config tables in one transaction; the calendar (default: the declared one)
+    covers the days around `as_of` (to those around `until`, for a backtest of a range)."""
     start = as_of - dt.timedelta(days=CALENDAR_DAYS_BACK)
     end = max(as_of, until or as_of) + dt.timedelta(days=CALENDAR_DAYS_AHEAD)
-    days = [(d.day, d.is_workday, d.source) for d in calendar.days(start, end)]
+    working = calendar or Calendar.load()
+    days = [(d.day, d.is_workday, d.source) for d in working.days(start, end)]
     columns = ", ".join(f"{name} {kind}" for name, kind in STEP_COLUMNS.items())
     with transaction(con):
         con.execute("create schema if not exists config")

@@ -28,7 +28,6 @@ from flows.reporting.tables import (
     select_columns,
     table_columns,
 )
-from flows.settings import Settings
 
 # The columns each table is expected to have (docs/analysis.md and the contract, section 3), in
 # the order the report shows them; further columns a table has follow these.
@@ -189,10 +188,9 @@ class ReportData:
         return rows
 
 
-def load_report_data(db_path: Path | str, business_tz: str | None = None) -> ReportData:
-    """Read everything the report shows from `db_path`, opened read only."""
-    if business_tz is None:
-        business_tz = Settings.from_env().business_tz
+def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
+    """Read everything the report shows from `db_path`, opened read only; times in
+    `business_tz`."""
     with open_readonly(db_path) as con:
         present = existing_tables(con)
         frames = {
