@@ -11,13 +11,6 @@ from pathlib import Path
 
 import duckdb
 
-# Every table `dbt_project/models/staging/*/_*__sources.yml` names, by schema.
-SOURCES: dict[str, tuple[str, ...]] = {
-    "raw": ("customers", "orders", "events", "contracts", "staff", "tags", "feedback"),
-    "main": ("message_ledger", "manual_followups"),
-    "config": ("playbook_steps", "playbook_variants", "calendar_days"),
-}
-
 
 def _select(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
     """A select of the table whose types every Parquet reader knows: JSON as text, DuckDB's
@@ -38,24 +31,25 @@ def _select(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
     return f"select {', '.join(columns)} from {schema}.{table}"
 
 
-def land_sources(db_path: Path, lake: Path) -> dict[str, int]:
-    """Write every source table of the DuckDB database to `lake/<schema>/<table>/`, replacing
-    what was there. Returns the rows written per `schema.table`."""
+def land_sources(db_path: Path, lake: Path, sources: list[tuple[str, str]]) -> dict[str, int]:
+    """Write each (schema, table) of `sources` (the dbt project's, from its manifest: the tables
+    `dbt_project/models/staging/*/_*__sources.yml` declare) from the DuckDB database to
+    `lake/<schema>/<table>/`, replacing what was there. Returns the rows written per
+    `schema.table`."""
     written: dict[str, int] = {}
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         con.execute("set TimeZone = 'UTC'")
-        for schema, tables in SOURCES.items():
-            for table in tables:
-                folder = lake / schema / table
-                shutil.rmtree(folder, ignore_errors=True)
-                folder.mkdir(parents=True)
-                select = _select(con, schema, table)
-                target = str(folder / "part-0.parquet").replace("'", "''")
-                con.execute(f"copy ({select}) to '{target}' (format parquet)")
-                written[f"{schema}.{table}"] = con.execute(
-                    f"select count(*) from {schema}.{table}"
-                ).fetchone()[0]
+        for schema, table in sources:
+            folder = lake / schema / table
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            select = _select(con, schema, table)
+            target = str(folder / "part-0.parquet").replace("'", "''")
+            con.execute(f"copy ({select}) to '{target}' (format parquet)")
+            written[f"{schema}.{table}"] = con.execute(
+                f"select count(*) from {schema}.{table}"
+            ).fetchall()[0][0]
     finally:
         con.close()
     return written

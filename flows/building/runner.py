@@ -125,7 +125,7 @@ def run_build(
     from flows.building.lake import build_python_models, land_sources
 
     lake = settings.lake_dir.resolve()
-    land_sources(db_path, lake)
+    land_sources(db_path, lake, source_tables(db_path, run, settings))
     lake_args = json.dumps({"lake": str(lake)})
     operation = ["run-operation", "register_lake_sources", "--args", lake_args]
     result = _PlainDbt(dbtRunner()).invoke(_dbt_args(operation, db_path, run, settings, {}))
@@ -135,6 +135,17 @@ def run_build(
     if args[0] in ("build", "run"):
         build_python_models()
     return nodes
+
+
+def source_tables(db_path: Path, run: RunDate, settings: Settings) -> list[tuple[str, str]]:
+    """Every (schema, table) the dbt project declares as a source, from dbt's own parse (its
+    manifest), in a stable order."""
+    from dbt.cli.main import dbtRunner
+
+    result = _PlainDbt(dbtRunner()).invoke(_dbt_args(["parse"], db_path, run, settings, {}))
+    if not result.success or result.result is None:
+        raise BuildError(f"dbt parse failed: {result.exception}")
+    return sorted({(s.schema, s.name) for s in result.result.sources.values()})
 
 
 def compile_models(
