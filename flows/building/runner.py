@@ -17,7 +17,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+from dbt.cli.main import dbtRunner
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+
+from flows.building.lake import build_python_models, land_sources
+from flows.ingestion.load import ensure_schema
+from flows.ledger import ensure_tables
 from flows.planning.calendar import Calendar
+from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
+from flows.planning.plan import catch_up_from
+from flows.planning.tables import write_planning_tables
 from flows.rundate import RunDate
 from flows.settings import PROJECT_ROOT, Settings
 
@@ -120,10 +131,6 @@ def run_build(
     and after dbt the models its adapter cannot run in place (the Python model `ab_results`)."""
     if settings.dbt_target == "duckdb":
         return run_dbt(args, db_path, run, settings, extra_vars=extra_vars)
-    from dbt.cli.main import dbtRunner
-
-    from flows.building.lake import build_python_models, land_sources
-
     lake = settings.lake_dir.resolve()
     land_sources(db_path, lake, source_tables(db_path, run, settings))
     lake_args = json.dumps({"lake": str(lake)})
@@ -140,8 +147,6 @@ def run_build(
 def source_tables(db_path: Path, run: RunDate, settings: Settings) -> list[tuple[str, str]]:
     """Every (schema, table) the dbt project declares as a source, from dbt's own parse (its
     manifest), in a stable order."""
-    from dbt.cli.main import dbtRunner
-
     result = _PlainDbt(dbtRunner()).invoke(_dbt_args(["parse"], db_path, run, settings, {}))
     if not result.success or result.result is None:
         raise BuildError(f"dbt parse failed: {result.exception}")
@@ -153,8 +158,6 @@ def compile_models(
 ) -> list:
     """dbt's compiled nodes for `select` (models only), in the order they build: each with its
     `compiled_code`, `relation_name` and `config.materialized`. Always plain dbt: nothing runs."""
-    from dbt.cli.main import dbtRunner
-
     args = _dbt_args(["compile", "--select", select], db_path, run, settings, extra_vars or {})
     # `dbt compile` prints the compiled SQL even when quiet: the caller wants it, not the terminal
     with contextlib.redirect_stdout(io.StringIO()):
@@ -186,14 +189,8 @@ def compile_models(
 
 
 def _runner(node_tasks: bool = True):
-    from prefect.context import FlowRunContext, TaskRunContext
-
     if not node_tasks or (FlowRunContext.get() is None and TaskRunContext.get() is None):
-        from dbt.cli.main import dbtRunner
-
         return _PlainDbt(dbtRunner())
-    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
-
     return PrefectDbtRunner(
         settings=PrefectDbtSettings(
             project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=Path("target")
@@ -232,12 +229,6 @@ def declare_playbooks(
     """Validate every playbook declaration (a bad one stops the run here, before anything is
     built) and write them, with the working-day calendar, as the `config` tables the models read.
     Returns the number of playbooks."""
-    import duckdb
-
-    from flows.ingestion.load import ensure_schema
-    from flows.ledger import ensure_tables
-    from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
-    from flows.planning.tables import write_planning_tables
 
     playbooks = load_playbooks(playbook_dir or PLAYBOOK_DIR)
     con = duckdb.connect(str(db_path))
@@ -255,10 +246,6 @@ def catch_up_vars(db_path: Path, as_of: dt.date) -> dict:
     """The run's catch-up for the models (dbt var `catch_up_from`): from the day after the last
     completed plan for an earlier date (the watermark in `plan_runs`), so that what came due
     while no run happened is made due by this one (docs/schedule-rules.md §4)."""
-    import duckdb
-
-    from flows.ledger import ensure_tables
-    from flows.planning.plan import catch_up_from
 
     con = duckdb.connect(str(db_path))
     try:

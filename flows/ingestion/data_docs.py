@@ -22,16 +22,33 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationSuiteValidationResult,
-    )
+import great_expectations as gx
+from great_expectations.core import ExpectationSuite
+from great_expectations.core.expectation_validation_result import (
+    ExpectationSuiteValidationResult,
+    ExpectationValidationResult,
+)
+from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+from great_expectations.render import (
+    RenderedDocumentContent,
+    RenderedHeaderContent,
+    RenderedSectionContent,
+    RenderedStringTemplateContent,
+    RenderedTableContent,
+)
+from great_expectations.render.renderer import (
+    ExpectationSuitePageRenderer,
+    ValidationResultsPageRenderer,
+)
+from great_expectations.render.util import num_to_str
+from great_expectations.render.view import DefaultJinjaPageView
+from great_expectations.validator.validation_statistics import calc_validation_statistics
 
-    from flows.ingestion.entities import Expectation
-    from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
+from flows.ingestion.entities import Expectation
+from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +82,6 @@ def validation_result(
     with a value (`future_cutoff`, `as_of_date`) are resolved into the kwargs; a foreign key keeps
     GX's `{"$PARAMETER": ...}` form and gets a description, since its value set is a table.
     """
-    import great_expectations as gx
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationSuiteValidationResult,
-        ExpectationValidationResult,
-    )
-    from great_expectations.validator.validation_statistics import calc_validation_statistics
 
     run_time = _utc(run_time)
     outcomes = {o.expectation.index: o for o in check.outcomes}
@@ -138,10 +149,6 @@ def write_data_docs(
     Pages of earlier runs are kept; the index lists every run found under `site_dir`, newest first.
     Returns the index path.
     """
-    from great_expectations.render.renderer import (
-        ExpectationSuitePageRenderer,
-        ValidationResultsPageRenderer,
-    )
 
     site_dir = Path(site_dir)
     view = _view(site_dir)
@@ -229,9 +236,6 @@ def _foreign_key(value: Any) -> str | None:
 
 
 def _configuration(e: Expectation, params: CheckParams) -> Any:
-    from great_expectations.expectations.expectation_configuration import (
-        ExpectationConfiguration,
-    )
 
     kwargs, description, notes = {}, None, [f"Severity: **{e.severity}**"]
     for key, value in e.kwargs.items():
@@ -264,8 +268,6 @@ def _suite_parameters(check: CheckResult) -> dict[str, Any]:
 
 def _suite(check: CheckResult) -> Any:
     """The entity's suite with this run's parameter values, as GX's suite page renders it."""
-    import great_expectations as gx
-    from great_expectations.core import ExpectationSuite
 
     entity = check.entity
     return ExpectationSuite(
@@ -278,7 +280,6 @@ def _suite(check: CheckResult) -> Any:
 
 def _severity_table(result: ExpectationSuiteValidationResult) -> Any:
     """Failures by our severity: GX calls the run failed even when only warnings failed."""
-    from great_expectations.render import RenderedStringTemplateContent, RenderedTableContent
 
     evaluated, failed = Counter(), Counter()
     for r in result.results:
@@ -305,14 +306,12 @@ def _severity_table(result: ExpectationSuiteValidationResult) -> Any:
 
 def _view(site_dir: Path) -> Any:
     """GX's page view, with the static assets its pages refer to and our offline style sheet."""
-    import great_expectations
-    from great_expectations.render.view import DefaultJinjaPageView
 
     static = site_dir / "static"
     favicon = static / "images" / "favicon.ico"
     if not favicon.is_file():
         favicon.parent.mkdir(parents=True, exist_ok=True)
-        source = Path(great_expectations.__file__).parent / "render/view/static/images/favicon.ico"
+        source = Path(gx.__file__).parent / "render/view/static/images/favicon.ico"
         shutil.copyfile(source, favicon)
     styles = static / "styles"
     styles.mkdir(parents=True, exist_ok=True)
@@ -354,7 +353,6 @@ def _runs(site_dir: Path) -> list[tuple[str, str, list[tuple[Path, dict]]]]:
 
 
 def _link(text: str, href: str) -> Any:
-    from great_expectations.render import RenderedStringTemplateContent
 
     return RenderedStringTemplateContent(
         content_block_type="string_template",
@@ -367,7 +365,6 @@ def _link(text: str, href: str) -> Any:
 
 
 def _status(success: bool) -> Any:
-    from great_expectations.render import RenderedStringTemplateContent
 
     icon, colour, word = (
         ("fa-check-circle", "text-success", "Succeeded")
@@ -385,14 +382,6 @@ def _status(success: bool) -> Any:
 
 
 def _index_document(site_dir: Path) -> Any:
-    from great_expectations.render import (
-        RenderedDocumentContent,
-        RenderedHeaderContent,
-        RenderedSectionContent,
-        RenderedStringTemplateContent,
-        RenderedTableContent,
-    )
-    from great_expectations.render.util import num_to_str
 
     sections = []
     for run_name, run_time, pages in _runs(site_dir):
