@@ -29,13 +29,15 @@ def duckdb_read(source: Path, db: Path) -> None:
 def ingest_core(source: Path, db: Path, as_of: str, entities: tuple[str, ...] = ENTITIES) -> None:
     """Our ingest without Prefect or Data Docs: read, type, validate, quarantine, upsert."""
     from flows.ingestion.load import ingest
+    from flows.rundate import RunDate
     from flows.settings import Settings
 
+    settings = Settings.from_env()
     ingest(
         db,
         source,
-        settings=Settings.from_env(),
-        as_of=dt.date.fromisoformat(as_of),
+        settings=settings,
+        run=RunDate.of(settings.business_tz, as_of),
         entities=entities,
     )
 
@@ -48,10 +50,11 @@ def ingest_typing(source: Path, db: Path, as_of: str) -> None:
     from flows.ingestion.load import check_params, load_connection
     from flows.ingestion.readers import read_source
     from flows.ingestion.validate import UNIQUE, typed_select
+    from flows.rundate import RunDate
     from flows.settings import Settings
 
     settings = Settings.from_env()
-    params = check_params(dt.date.fromisoformat(as_of), settings)
+    params = check_params(RunDate.of(settings.business_tz, as_of))
     with load_connection(db, settings) as (con, work_dir):
         for name in ENTITIES:
             entity = load_entity(name)
@@ -75,9 +78,12 @@ def dbt_build(db: Path, as_of: str, full_refresh: bool) -> None:
     import json
 
     from flows.building.runner import build
+    from flows.rundate import RunDate
     from flows.settings import Settings
 
-    nodes = build(db, dt.date.fromisoformat(as_of), Settings.from_env(), full_refresh=full_refresh)
+    settings = Settings.from_env()
+    run = RunDate.of(settings.business_tz, as_of)
+    nodes = build(db, run, settings, full_refresh=full_refresh)
     # per-node seconds, for the share of the follow-up models in the build
     timings = {f"{n.resource_type}:{n.name}": n.seconds for n in nodes}
     db.with_suffix(".nodes.json").write_text(json.dumps(timings, indent=1))
@@ -85,12 +91,15 @@ def dbt_build(db: Path, as_of: str, full_refresh: bool) -> None:
 
 def plan(db: Path, as_of: str) -> None:
     """The day's plan (consent, caps, owners) into the ledger, as a dry run."""
+    from flows.planning.calendar import Calendar
     from flows.planning.plan import plan as plan_day
+    from flows.planning.policy import Policy
+    from flows.rundate import RunDate
     from flows.settings import Settings
 
-    plan_day(
-        db, dt.date.fromisoformat(as_of), dry_run=True, business_tz=Settings.from_env().business_tz
-    )
+    settings = Settings.from_env()
+    policy = Policy.load(calendar=Calendar.load(settings.calendar_file))
+    plan_day(db, RunDate.of(settings.business_tz, as_of), dry_run=True, policy=policy)
 
 
 def new_day(source: Path, out: Path, as_of: str) -> None:
@@ -125,6 +134,7 @@ def dispatch(db: Path, url: str, as_of: str, processes: int) -> None:
     import time
 
     from flows.dispatching.dispatch import dispatch as send_day
+    from flows.rundate import RunDate
 
     # Workers' peak memory, sampled from /proc (VmHWM); getrusage's figure for children counts the
     # parent's memory at the fork that precedes each spawn.
@@ -148,9 +158,7 @@ def dispatch(db: Path, url: str, as_of: str, processes: int) -> None:
 
     channels = {"sms": {"kind": "http_json", "url": url, "processes": processes, "concurrency": 4}}
     started = time.perf_counter()
-    report = send_day(
-        db, dt.date.fromisoformat(as_of), channels=channels, business_tz="Asia/Shanghai"
-    )
+    report = send_day(db, RunDate.of("Asia/Shanghai", as_of), channels=channels)
     seconds = time.perf_counter() - started
     done.set()
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

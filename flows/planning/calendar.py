@@ -54,7 +54,7 @@ class Calendar:
         return days(start, end, self.overrides, self.path)
 
     def next_workday(self, day: dt.date) -> dt.date:
-        return next_workday(day, self.overrides)
+        return next_workday(day, self.overrides, self.path)
 
 
 def user_table(path: Path) -> dict[dt.date, bool]:
@@ -112,9 +112,11 @@ def days(
         day += dt.timedelta(days=1)
 
 
-def next_workday(day: dt.date, overrides: dict[dt.date, bool] | None = None) -> dt.date:
+def next_workday(
+    day: dt.date, overrides: dict[dt.date, bool] | None = None, table: Path | None = None
+) -> dt.date:
     """The first working day on or after `day`."""
-    for candidate in days(day, day + dt.timedelta(days=60), overrides):
+    for candidate in days(day, day + dt.timedelta(days=60), overrides, table):
         if candidate.is_workday:
             return candidate.day
     raise CalendarError(f"no working day in the 60 days from {day}")

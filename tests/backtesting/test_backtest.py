@@ -302,7 +302,8 @@ def test_the_report_gains_a_backtest_section(demo_backtest, tmp_path) -> None:
     from flows.reporting.html import write_html
 
     db, _, _ = demo_backtest
-    page = write_html(load_report_data(db, "Asia/Shanghai"), tmp_path / "r.html").read_text(encoding="utf-8")
+    data = load_report_data(db, "Asia/Shanghai")
+    page = write_html(data, tmp_path / "r.html").read_text(encoding="utf-8")
     section = re.search(r'<section id="backtest">(.*?)</section>', page, re.S)
     assert section, "no backtest section"
     body = section[1]

@@ -21,6 +21,7 @@ from flows.planning.declarations import Playbook
 from flows.planning.escalate import escalate
 from flows.planning.escalation import Action, decide, escalation_id
 from flows.planning.policy import Cap, Policy
+from flows.rundate import RunDate
 from tests.conftest import query
 from tests.planning.plan_inputs import create_plan_inputs
 
@@ -140,8 +141,7 @@ def run(
         pl.DataFrame(list(feedback), schema=FEEDBACK_SCHEMA),
         tiers or {},
         {p.name: p for p in playbooks},
-        as_of,
-        TZ_NAME,
+        RunDate(as_of, TZ_NAME),
         opted_out,
     )
 
@@ -548,8 +548,7 @@ def db(tmp_path: Path) -> Path:
 def _escalate(db: Path, as_of: dt.date = AS_OF, dry_run: bool = False):
     return escalate(
         db,
-        as_of,
-        business_tz=TZ_NAME,
+        RunDate(as_of, TZ_NAME),
         dry_run=dry_run,
         playbooks=DB_PLAYBOOKS,
         policy=DB_POLICY,
@@ -683,7 +682,7 @@ def test_the_plan_suppresses_a_stopped_customers_follow_ups(db: Path) -> None:
         [(friday, c, f"next-{c}", _at("2026-11-28 10:00"), friday) for c in ("c5", "c7")],
     )
     con.close()
-    planning.plan(db, friday, dry_run=True, business_tz=TZ_NAME, policy=DB_POLICY)
+    planning.plan(db, RunDate(friday, TZ_NAME), dry_run=True, policy=DB_POLICY)
     decided = dict(
         query(
             db,

@@ -11,7 +11,6 @@ The known bugs (xfail) get a three-customer database of their own, built for one
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -25,6 +24,7 @@ import yaml
 from flows.building.runner import build
 from flows.ingestion.load import ingest
 from flows.planning.declarations import PLAYBOOK_DIR, Playbook
+from flows.rundate import RunDate
 from flows.settings import Settings
 from tests.conftest import query
 
@@ -229,20 +229,19 @@ def _build_company(
     root: Path, source: Path, playbooks: Path | None, run_dates: tuple[dt.date, ...]
 ) -> Path:
     """Ingest `source` (as of the last run date) and build each run date; the database."""
-    settings = dataclasses.replace(
-        Settings.from_env(),
-        db_path=root / "followup.duckdb",
-        data_docs_dir=root / "data_docs",
-        duckdb_threads=2,
-    )
     # chinese-calendar only: no user table, whatever the environment or the checkout holds
     empty_calendar = root / "calendar.csv"
     empty_calendar.write_text("date,is_workday\n", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FOLLOWUP_CALENDAR", str(empty_calendar))
-        ingest(settings.db_path, source, settings=settings, as_of=run_dates[-1])
-        for as_of in run_dates:
-            build(settings.db_path, as_of, settings, playbook_dir=playbooks)
+    settings = Settings.from_env().replace(
+        db_path=root / "followup.duckdb",
+        data_docs_dir=root / "data_docs",
+        duckdb_threads=2,
+        calendar_file=empty_calendar,
+    )
+    tz = settings.business_tz
+    ingest(settings.db_path, source, settings=settings, run=RunDate(run_dates[-1], tz))
+    for as_of in run_dates:
+        build(settings.db_path, RunDate(as_of, tz), settings, playbook_dir=playbooks)
     assert query(settings.db_path, "select count(*) from quarantine") == [(0,)]
     return settings.db_path
 

@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.ledger import ensure_tables, idempotency_key, message_id
-from flows.planning import calendar
+from flows.planning.calendar import Calendar
 from flows.planning.decide import Day, decide
 from flows.planning.declarations import TASK_CHANNELS
 from flows.planning.plan import LOOKBACK_DAYS, catch_up_from, plan
 from flows.planning.policy import Cap, Policy
+from flows.rundate import RunDate
 from tests.conftest import query
 from tests.planning.plan_inputs import create_plan_inputs
 
@@ -48,6 +49,8 @@ CONSENT = {
     "call": "consent_phone",
     "visit": "consent_phone",
 }
+# Working days from chinese-calendar alone, whatever playbooks/calendar.csv may hold.
+CHINESE_CALENDAR = Calendar()
 # The shipped policy's shape, written out so that these cases do not move with playbooks/.
 POLICY = Policy(
     caps={"marketing": (Cap(1, 3), Cap(2, 7)), "service": (Cap(2, 1), Cap(5, 7))},
@@ -55,6 +58,7 @@ POLICY = Policy(
     consent=CONSENT,
     max_deferral_days=14,
     assign_roles=("sales", "service"),
+    calendar=CHINESE_CALENDAR,
 )
 
 CANDIDATE_SCHEMA = {
@@ -91,16 +95,6 @@ STAFF_SCHEMA = {
     "industries": pl.Utf8,
     "daily_capacity": pl.Int32,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_user_calendar(tmp_path_factory: pytest.TempPathFactory):
-    """Working days from chinese-calendar alone, whatever playbooks/calendar.csv may hold."""
-    empty = tmp_path_factory.mktemp("calendar") / "calendar.csv"
-    empty.write_text("date,is_workday\n", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FOLLOWUP_CALENDAR", str(empty))
-        yield
 
 
 # --- building decide()'s inputs ---------------------------------------------------------------
@@ -201,6 +195,7 @@ def policies(draw) -> Policy:
         consent=consent,
         max_deferral_days=draw(st.integers(0, 16)),
         assign_roles=draw(st.sampled_from([("sales", "service"), ("sales",), ("service", "ops")])),
+        calendar=CHINESE_CALENDAR,
     )
 
 
@@ -752,7 +747,7 @@ def task(customer_id: str, anchor_id: str, as_of: dt.date = AS_OF, **overrides) 
 def test_an_owner_at_capacity_defers_to_the_next_working_day(
     as_of: dt.date, next_working_day: dt.date
 ) -> None:
-    assert calendar.next_workday(as_of + dt.timedelta(days=1)) == next_working_day
+    assert CHINESE_CALENDAR.next_workday(as_of + dt.timedelta(days=1)) == next_working_day
     rows = [
         task("c1", "a1", as_of, owner_id="s1", priority=2),
         task("c2", "a2", as_of, owner_id="s1", priority=1),
@@ -816,6 +811,7 @@ DB_POLICY = Policy(  # one marketing message a day, so that a deferral comes bac
     caps={"marketing": (Cap(1, 1),), "service": (Cap(3, 1),)},
     channel_caps={},
     consent=CONSENT,
+    calendar=CHINESE_CALENDAR,
 )
 DUE_COLUMNS = (
     "as_of_date, customer_id, playbook, step, anchor_id, variant, channel, purpose, priority, "
@@ -897,7 +893,7 @@ def db(tmp_path: Path) -> Path:
 
 
 def _plan(db: Path, day: dt.date) -> None:
-    plan(db, day, dry_run=True, business_tz=TZ_NAME, policy=DB_POLICY)
+    plan(db, RunDate(day, TZ_NAME), dry_run=True, policy=DB_POLICY)
 
 
 def _ledger(db: Path) -> list[tuple]:
@@ -1098,7 +1094,7 @@ def test_a_run_catches_up_what_came_due_since_the_last_plan(db: Path) -> None:
 def test_an_opt_out_reason_gives_the_time_in_the_business_zone(db: Path) -> None:
     machine = duckdb.connect().execute("select current_setting('TimeZone')").fetchone()[0]
     business = "Asia/Tokyo" if machine != "Asia/Tokyo" else "Asia/Shanghai"
-    plan(db, THURSDAY, dry_run=True, business_tz=business, policy=DB_POLICY)
+    plan(db, RunDate(THURSDAY, business), dry_run=True, policy=DB_POLICY)
     opted = dt.datetime(2026, 11, 20, 9, tzinfo=TZ).astimezone(ZoneInfo(business))
     [reason] = [r["reason"] for r in _ledger_by_key(db).values() if r["anchor_id"] == "v4"]
     assert reason == f"opted out of email at {opted:%Y-%m-%d %H:%M}"

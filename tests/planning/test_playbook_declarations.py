@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flows.planning import calendar
-from flows.planning.calendar import CalendarError
+from flows.planning.calendar import Calendar, CalendarError
 from flows.planning.declarations import (
     PLAYBOOK_DIR,
     PlaybookError,
@@ -247,15 +247,14 @@ def test_a_yaml_list_is_not_a_playbook(tmp_path: Path) -> None:
 # --- the working-day calendar ---------------------------------------------------------------
 
 
-def _day(day: dt.date, overrides: dict[dt.date, bool] | None = None) -> calendar.Day:
-    (only,) = calendar.days(day, day, overrides)
+def _day(day: dt.date, working: Calendar | None = None) -> calendar.Day:
+    (only,) = calendar.days(day, day) if working is None else working.days(day, day)
     return only
 
 
 @pytest.fixture
 def no_user_calendar(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No FOLLOWUP_CALENDAR, and no default table either (whatever the checkout holds)."""
-    monkeypatch.delenv("FOLLOWUP_CALENDAR", raising=False)
+    """No user table: not the default one either (whatever the checkout holds)."""
     monkeypatch.setattr(calendar, "DEFAULT_TABLE", tmp_path / "absent.csv")
 
 
@@ -299,7 +298,7 @@ def test_a_year_chinese_calendar_does_not_know_falls_back_to_weekdays_with_a_war
 
 
 def test_a_user_calendar_overrides_chinese_calendar_and_the_fallback(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     table = tmp_path / "calendar.csv"
     table.write_text(
@@ -310,21 +309,21 @@ def test_a_user_calendar_overrides_chinese_calendar_and_the_fallback(
         "2027-02-06,Y,春节调休\n",
         encoding="utf-8",
     )
-    monkeypatch.setenv("FOLLOWUP_CALENDAR", str(table))
+    user = Calendar.load(table)
     caplog.set_level(logging.WARNING, logger=calendar.__name__)
-    assert _day(dt.date(2026, 10, 1)) == calendar.Day(dt.date(2026, 10, 1), True, "user")
-    assert _day(dt.date(2026, 2, 14)) == calendar.Day(dt.date(2026, 2, 14), False, "user")
-    assert _day(dt.date(2027, 1, 1)) == calendar.Day(dt.date(2027, 1, 1), False, "user")
-    assert _day(dt.date(2027, 2, 6)) == calendar.Day(dt.date(2027, 2, 6), True, "user")
+    assert _day(dt.date(2026, 10, 1), user) == calendar.Day(dt.date(2026, 10, 1), True, "user")
+    assert _day(dt.date(2026, 2, 14), user) == calendar.Day(dt.date(2026, 2, 14), False, "user")
+    assert _day(dt.date(2027, 1, 1), user) == calendar.Day(dt.date(2027, 1, 1), False, "user")
+    assert _day(dt.date(2027, 2, 6), user) == calendar.Day(dt.date(2027, 2, 6), True, "user")
     # the user's days need no fallback
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
     # days the table does not list still come from chinese-calendar
-    assert _day(dt.date(2026, 10, 2)) == calendar.Day(
+    assert _day(dt.date(2026, 10, 2), user) == calendar.Day(
         dt.date(2026, 10, 2), False, "chinese_calendar"
     )
-    assert calendar.next_workday(dt.date(2026, 10, 1)) == dt.date(2026, 10, 1)
-    assert calendar.next_workday(dt.date(2026, 12, 31)) == dt.date(2026, 12, 31)
-    assert calendar.next_workday(dt.date(2027, 1, 1)) == dt.date(2027, 1, 4)
+    assert user.next_workday(dt.date(2026, 10, 1)) == dt.date(2026, 10, 1)
+    assert user.next_workday(dt.date(2026, 12, 31)) == dt.date(2026, 12, 31)
+    assert user.next_workday(dt.date(2027, 1, 1)) == dt.date(2027, 1, 4)
 
 
 @pytest.mark.parametrize(
@@ -337,24 +336,20 @@ def test_a_user_calendar_overrides_chinese_calendar_and_the_fallback(
     ids=["bad date", "bad boolean", "short row"],
 )
 def test_a_malformed_user_calendar_names_file_and_line(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rows: str, line: int, problem: str
+    tmp_path: Path, rows: str, line: int, problem: str
 ) -> None:
     table = tmp_path / "calendar.csv"
     table.write_text("date,is_workday\n" + rows, encoding="utf-8")
-    monkeypatch.setenv("FOLLOWUP_CALENDAR", str(table))
     with pytest.raises(CalendarError) as caught:
-        list(calendar.days(dt.date(2026, 10, 1), dt.date(2026, 10, 1)))
+        list(Calendar.load(table).days(dt.date(2026, 10, 1), dt.date(2026, 10, 1)))
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{table}:{line}: ")
     assert problem in message
 
 
-def test_a_missing_user_calendar_is_an_error_naming_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_a_missing_user_calendar_is_an_error_naming_it(tmp_path: Path) -> None:
     table = tmp_path / "nowhere.csv"
-    monkeypatch.setenv("FOLLOWUP_CALENDAR", str(table))
     with pytest.raises(CalendarError) as caught:
-        calendar.user_table()
+        calendar.user_table(table)
     assert str(caught.value).startswith(f"{table}: ")

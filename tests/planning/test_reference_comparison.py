@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from flows.planning.calendar import Calendar
 from flows.planning.declarations import Playbook, load_playbooks
 from flows.planning.policy import Cap, Policy
 from tests.planning.reference.company import Company, generate
@@ -35,7 +36,9 @@ FIRST = dt.date(2026, 9, 21)  # a Monday; National Day (1-7 October) and its 调
 DAYS = 60
 LAST = FIRST + dt.timedelta(days=DAYS - 1)
 SEED = 7
-POLICY = Policy.load()
+# chinese-calendar only: no user table, whatever the checkout holds
+CHINESE_CALENDAR = Calendar()
+POLICY = Policy.load(calendar=CHINESE_CALENDAR)
 
 # Playbooks next to the shipped ones in the 60-day run, for what the shipped ones leave out:
 # audiences of every kind, the `replied` exit, re-entry `never`, a step at once after its anchor
@@ -92,16 +95,6 @@ def _extra() -> list[Playbook]:
         Playbook.model_validate({"name": name, "description": name, **body})
         for name, body in EXTRA.items()
     ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _calendar(tmp_path_factory):
-    """chinese-calendar only: no user table, whatever the environment or the checkout holds."""
-    table = tmp_path_factory.mktemp("calendar") / "calendar.csv"
-    table.write_text("date,is_workday\n", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FOLLOWUP_CALENDAR", str(table))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -339,6 +332,7 @@ def policies(draw) -> Policy:
         channel_caps={"sms": caps()} if draw(st.booleans()) else {},
         consent=POLICY.consent,
         max_deferral_days=draw(st.sampled_from((1, 2, 5, 14))),
+        calendar=CHINESE_CALENDAR,
     )
 
 

@@ -10,7 +10,6 @@ the date (tiers from `customer_rfm`, tags from `customer_tags`) for the referenc
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import shutil
 from collections import Counter
@@ -28,6 +27,7 @@ from flows.planning.declarations import Playbook
 from flows.planning.plan import catch_up_from, plan
 from flows.planning.policy import Policy
 from flows.planning.tables import write_planning_tables
+from flows.rundate import RunDate
 from flows.settings import Settings
 from tests.planning.reference.company import BUSINESS_TZ, Company
 from tests.planning.reference.scheduler import Profile
@@ -62,8 +62,7 @@ def utc(value: dt.datetime) -> dt.datetime:
 
 
 def settings_for(root: Path) -> Settings:
-    return dataclasses.replace(
-        Settings.from_env(),
+    return Settings.from_env().replace(
         db_path=root / DB_NAME,
         data_docs_dir=root / "data_docs",
         duckdb_threads=1,
@@ -94,7 +93,7 @@ class Pipeline:
             ensure_schema(con)
             ensure_tables(con)
             company.write(con)
-            write_planning_tables(con, playbooks, first, until=last)
+            write_planning_tables(con, playbooks, first, until=last, calendar=policy.calendar)
         finally:
             con.close()
         run_dbt(
@@ -104,7 +103,7 @@ class Pipeline:
                 *("--exclude-resource-type", "test", "unit_test"),
             ],
             db,
-            first,
+            RunDate(first, BUSINESS_TZ),
             settings,
             node_tasks=False,
         )
@@ -123,13 +122,14 @@ class Pipeline:
         root.mkdir(parents=True, exist_ok=True)
         db = root / DB_NAME
         shutil.copyfile(self.db, db)
+        policy = policy or self.policy
         if playbooks is not None:
             con = duckdb.connect(str(db))
             try:
-                write_planning_tables(con, playbooks, first, until=last)
+                write_planning_tables(con, playbooks, first, until=last, calendar=policy.calendar)
             finally:
                 con.close()
-        return Pipeline(db, self.models, policy or self.policy)
+        return Pipeline(db, self.models, policy)
 
     def add(self, company: Company) -> None:
         """More facts, after the build: into the raw tables, and into the fact tables the build
@@ -169,7 +169,7 @@ class Pipeline:
             )
         finally:
             con.close()
-        plan(self.db, day, dry_run=True, business_tz=BUSINESS_TZ, policy=self.policy)
+        plan(self.db, RunDate(day, BUSINESS_TZ), dry_run=True, policy=self.policy)
         rows = self.ledger()
         ledger = Counter(tuple(r[k] for k in LEDGER) for r in rows)
         return PipelineRun(day, due, ledger, rows, profiles)

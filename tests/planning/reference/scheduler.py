@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from flows.planning.calendar import Calendar
 from flows.planning.declarations import Playbook, Step, offset_minutes
 from flows.planning.policy import Policy
 
@@ -116,12 +117,15 @@ class Profile:
 NO_PROFILE = Profile()
 
 
-@lru_cache(maxsize=4096)
-def calendar_is_workday(day: dt.date) -> bool:
-    """The project's working days (chinese-calendar, the user's table, Monday-Friday)."""
-    from flows.planning.calendar import days
+def calendar_is_workday(calendar: Calendar) -> Callable[[dt.date], bool]:
+    """The project's working days (chinese-calendar, the user's table, Monday-Friday) of
+    `calendar` (the policy's)."""
 
-    return next(days(day, day)).is_workday
+    @lru_cache(maxsize=4096)
+    def is_workday(day: dt.date) -> bool:
+        return next(calendar.days(day, day)).is_workday
+
+    return is_workday
 
 
 def default_send_windows() -> dict[str, tuple[str, str]]:
@@ -142,7 +146,7 @@ class World:
     profiles: Callable[[dt.date], dict[str, Profile]]  # per run date
     business_tz: str = "Asia/Shanghai"
     send_windows: dict[str, tuple[str, str]] = field(default_factory=default_send_windows)
-    is_workday: Callable[[dt.date], bool] = calendar_is_workday
+    is_workday: Callable[[dt.date], bool] | None = None  # None: the policy's calendar
     lookback_days: int = 15
 
 
@@ -266,6 +270,7 @@ class Scheduler:
         self.world = world
         self.playbooks = {p.name: p for p in playbooks}
         self.policy = policy
+        self.is_workday = world.is_workday or calendar_is_workday(policy.calendar)
         self.bz = ZoneInfo(world.business_tz)
         self.windows = {c: (_clock(s), _clock(e)) for c, (s, e) in world.send_windows.items()}
         self.customers = {c.customer_id: c for c in world.customers}
@@ -334,7 +339,7 @@ class Scheduler:
             local = _at(local.date() + dt.timedelta(days=1), opens, tz)
         if channel in TASKS:
             day = local.date()
-            while not self.world.is_workday(day):
+            while not self.is_workday(day):
                 day += dt.timedelta(days=1)
             if day != local.date():
                 local = _at(day, opens, tz)
@@ -624,7 +629,7 @@ class Scheduler:
 
     def next_workday(self, day: dt.date) -> dt.date:
         day += dt.timedelta(days=1)
-        while not self.world.is_workday(day):
+        while not self.is_workday(day):
             day += dt.timedelta(days=1)
         return day
 
