@@ -10,7 +10,8 @@ A list grows over the day: every `send` merges its messages into the rows the ow
 holds (a message id already there is not added again, so a re-run after a crash writes each task
 once) and rewrites both files, each through a temporary file in the same folder and `os.replace`,
 so a reader never sees half a file. The CSV is the list's record (UTF-8 with a BOM, which Excel
-needs to read Chinese); the XLSX is the same rows made comfortable to read.
+needs to read Chinese; a cell that would be a formula starts with `'`, adapters/files.py); the XLSX
+is the same rows made comfortable to read, every cell written as text.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import ClassVar
 import xlsxwriter
 
 from adapters.channels import Message, Outcome, mask
-from adapters.files import write_atomically
+from adapters.files import cell_safe, cell_text, write_atomically
 
 # (column, Chinese label): the one header row reads "priority (优先级)".
 COLUMNS = (
@@ -125,14 +126,17 @@ def _read(csv_path: Path) -> list[Row]:
         missing = set(NAMES) - set(names)
         if missing:
             raise ValueError(f"{csv_path.name} lacks the columns {', '.join(sorted(missing))}")
-        return [{n: v for n, v in zip(names, line, strict=False)} for line in reader if line]
+        return [
+            {n: cell_text(v) for n, v in zip(names, line, strict=False)} for line in reader if line
+        ]
 
 
 def _write_csv(path: Path, rows: list[Row]) -> None:
     with path.open("w", newline="", encoding="utf-8-sig") as f:
         writer = csv.writer(f)
         writer.writerow(HEADER)
-        writer.writerows([row[n] for n in NAMES] for row in rows)
+        # a name like `=HYPERLINK(…)` from a customer record stays text when Excel opens the list
+        writer.writerows([cell_safe(row[n]) for n in NAMES] for row in rows)
 
 
 def _write_xlsx(path: Path, rows: list[Row]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 from pathlib import Path
 
 import openpyxl
@@ -224,3 +225,37 @@ def test_a_failure_in_one_list_leaves_the_others(tmp_path):
     assert [o.status for o in outcomes] == ["sent", "retry"]
     assert "S002.csv" in outcomes[1].error
     assert (out / DAY / "S002.csv").read_text(encoding="utf-8").startswith("not,a")
+
+
+FORMULAS = [
+    "=cmd|' /C calc'!A0",
+    "+SUM(1,2)",
+    "-2+3",
+    "@SUM(A1)",
+    "\t=1+1",
+    "\r=1+1",
+    "'=already quoted",
+    '=HYPERLINK("http://evil.example","点我")',
+]
+
+
+@pytest.mark.parametrize("name", FORMULAS)
+def test_no_cell_of_a_list_is_a_formula(tmp_path, name):
+    """OWASP's rule for CSV: a cell starting with = + - @ tab or CR gets a leading quote, so
+    Excel shows it as text; the list still reads back the name as it was, over later merges."""
+    m = _message(1, "S001", 70, 10, customer_name=name, text=name, to="+8613912345678")
+    channel = open_channel("call", {"kind": "call_list", "out": str(tmp_path)})
+    channel.send([m])
+    channel.send([_message(2, "S001", 60, 11)])  # a merge reads the list back and writes it again
+    channel.close()
+    rows = _csv(tmp_path / DAY / "S001.csv")
+    first = rows[1]
+    assert first[3] == "'" + name and first[7] == "'" + name
+    assert first[4] == "+8613912345678"  # a phone is a plain number: left as it is
+    for row in rows[1:]:
+        for cell in row:
+            formula = cell.startswith(("=", "+", "-", "@", "\t", "\r"))
+            assert not formula or re.fullmatch(r"\+\d+", cell), cell  # a phone may start with +
+    sheet = openpyxl.load_workbook(tmp_path / DAY / "S001.xlsx").active
+    assert sheet["D2"].data_type == "s"  # text, never a formula (xlsx writes a CR as _x000D_)
+    assert sheet["D2"].value == name.replace("\r", "_x000D_")
