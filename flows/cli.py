@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import sys
@@ -41,6 +42,17 @@ def _settings() -> Settings:
     one line naming the variable."""
     with one_line_errors():
         return Settings.from_env()
+
+
+@contextlib.contextmanager
+def _holding(db: Path):
+    """The database's writer lock over a command's flow and its summary: the summary reads the
+    database, and another run waiting for the lock must not take it in between (its DuckDB
+    connection would shut the summary out)."""
+    from flows.locking import writer_lock
+
+    with one_line_errors(), writer_lock(db, _settings().db_lock_timeout):
+        yield
 
 
 def _date(value: str | None) -> dt.date | None:
@@ -104,8 +116,9 @@ def ingest(
     if source is None and sources is None:
         fail("give --source DIR, --sources sources.yml, or both")
     db = db or _settings().db_path
-    report = _run_ingest(source, db, _date(as_of), sources)
-    print_report(report, db)
+    with _holding(db):
+        report = _run_ingest(source, db, _date(as_of), sources)
+        print_report(report, db)
 
 
 @app.command()
@@ -132,13 +145,14 @@ def run(
     db = db or _settings().db_path
     if source is None and sources is None and not db.exists():
         fail(f"{db} does not exist: give --source DIR to load data first")
-    result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
-    if result.ingest is not None:
-        print_report(result.ingest, db)
-    print_build(result.build)
-    print_models(db)
-    print_plan(result.plan)
-    print_dispatch(result.dispatch)
+    with _holding(db):
+        result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
+        if result.ingest is not None:
+            print_report(result.ingest, db)
+        print_build(result.build)
+        print_models(db)
+        print_plan(result.plan)
+        print_dispatch(result.dispatch)
     silence_teardown()
 
 
@@ -177,10 +191,11 @@ def intraday(
     db = db or _settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` for the day first")
-    result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
-    if result.ingest is not None:
-        print_report(result.ingest, db)
-    print_intraday(result, db)
+    with _holding(db):
+        result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
+        if result.ingest is not None:
+            print_report(result.ingest, db)
+        print_intraday(result, db)
     silence_teardown()
 
 
@@ -197,9 +212,10 @@ def feedback(
     db = db or _settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
-    result = _run_feedback(source, db, _date(as_of))
-    print_report(result.ingest, db)
-    print_analysis(result.summary)
+    with _holding(db):
+        result = _run_feedback(source, db, _date(as_of))
+        print_report(result.ingest, db)
+        print_analysis(result.summary)
     silence_teardown()
 
 
@@ -297,7 +313,7 @@ def demo(
         "write the report",
     ]
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),

@@ -11,14 +11,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # rich falls back to 80 columns when the output is not a terminal
-console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+# Never markup: what is printed holds user text (file names, headers, playbook names), and a
+# `[/]` in it must print as it is, not stop the command. Styles are given as styles.
+console = Console(width=None if sys.stdout.isatty() else 120, markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     silence_teardown()
     raise typer.Exit(2)
 
@@ -213,7 +216,7 @@ def print_backtest(report) -> None:
     )
     for p in report.per_playbook:
         table.add_row(
-            f"[bold]{p['playbook']}[/]" if p["focus"] else p["playbook"],
+            Text(p["playbook"], style="bold") if p["focus"] else p["playbook"],
             *(
                 f"{p[k]:,}"
                 for k in (
