@@ -36,6 +36,12 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _before_any_command() -> None:
+    # the settings are checked before a command does anything, whatever its options
+    _settings()
+
+
 @functools.cache
 def _settings() -> Settings:
     """The settings from the environment, validated once per command: a bad value stops it with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -51,7 +52,8 @@ class Settings(BaseSettings):
     """Every setting, read from the environment once at a command's or a flow's start, validated,
     and passed in: nothing below the entry points reads the environment."""
 
-    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, extra="ignore")
+    # read by the variables' names only (FOLLOWUP_…): a DB_PATH in the environment is not ours
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     db_path: Path = _env("FOLLOWUP_DB", Path("var/followup.duckdb"), "the DuckDB file")
     business_tz: str = _env("FOLLOWUP_TZ", "Asia/Shanghai", "the business's IANA time zone")
@@ -106,14 +108,25 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls) -> Settings:
         """The settings of this process's environment; a bad value is one line naming it."""
-        try:
+        with _one_line():
             return cls()
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = str(error["loc"][0]) if error["loc"] else "settings"
-            message = error["msg"].removeprefix("Value error, ")
-            raise SettingsError(f"{name}={error.get('input')!r}: {message}") from None
 
     def replace(self, **changes) -> Settings:
-        """A copy with `changes` (by field name), validated."""
-        return type(self).model_validate({**self.model_dump(), **changes})
+        """A copy with `changes` (by field name), validated as the environment's values are."""
+        values = {**self.model_dump(), **changes}
+        fields = type(self).model_fields
+        with _one_line():
+            return type(self).model_validate(
+                {fields[name].validation_alias: value for name, value in values.items()}
+            )
+
+
+@contextlib.contextmanager
+def _one_line():
+    try:
+        yield
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{name}={error.get('input')!r}: {message}") from None

@@ -14,8 +14,7 @@ AS_OF = dt.date(2026, 11, 23)
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return dataclasses.replace(
-        Settings.from_env(),
+    return Settings.from_env().replace(
         db_path=tmp_path / "followup.duckdb",
         data_docs_dir=tmp_path / "data_docs",
         duckdb_threads=2,

@@ -35,14 +35,14 @@ with writer_lock(db, timeout=120):
 
 # One writer: waits for a common start time, then 1,000 inserts in one transaction under the lock.
 WRITER = """
-import dataclasses, json, sys, time
+import json, sys, time
 from pathlib import Path
 from flows.ingestion.load import connect
 from flows.locking import writer_lock
 from flows.settings import Settings
 
 db, name, start, out = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), Path(sys.argv[4])
-settings = dataclasses.replace(Settings.from_env(), duckdb_threads=1)
+settings = Settings.from_env().replace(duckdb_threads=1)
 while time.time() < start:
     time.sleep(0.005)
 with writer_lock(db, timeout=120):
@@ -149,7 +149,7 @@ def test_it_is_re_entrant_within_a_process(tmp_path) -> None:
     db = tmp_path / "followup.duckdb"
     assert not _is_locked(db)
     with writer_lock(db, timeout=0):
-        with writer_lock(db, timeout=0), writer_lock(tmp_path / "." / "followup.duckdb"):
+        with writer_lock(db, timeout=0), writer_lock(tmp_path / "." / "followup.duckdb", 0):
             assert _is_locked(db)
             holder = json.loads(lock_path(db).read_text())
             assert holder["pid"] == os.getpid()
@@ -175,7 +175,8 @@ def test_the_timeout_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # someone without a name: an empty lock file
         busy = r"by another process; waited 0\.2 s\."
-        with pytest.raises(DatabaseBusy, match=busy), writer_lock(db):
+        timeout = Settings.from_env().db_lock_timeout
+        with pytest.raises(DatabaseBusy, match=busy), writer_lock(db, timeout):
             pass
     finally:
         os.close(fd)
@@ -226,6 +227,7 @@ def test_flows_wait_nest_and_name_themselves(prefect_server, tmp_path, monkeypat
     from prefect import flow
 
     from flows.ingest import ingest_flow
+    from flows.settings import Settings
 
     db = tmp_path / "followup.duckdb"
     source = tmp_path / "source"
@@ -241,7 +243,7 @@ def test_flows_wait_nest_and_name_themselves(prefect_server, tmp_path, monkeypat
 
     @flow(name="lock-parent")
     def parent() -> tuple[dict, str]:
-        with writer_lock(db):
+        with writer_lock(db, Settings.from_env().db_lock_timeout):
             holder = json.loads(lock_path(db).read_text())
             other = subprocess.run(
                 [sys.executable, "-c", BUSY, str(db)],

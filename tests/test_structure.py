@@ -97,7 +97,7 @@ def _reads(tree: ast.AST) -> set[str]:
             found.add("now")
         elif node.attr == "time" and owner == "time":
             found.add("time")
-        elif node.attr in ("environ", "getenv") and owner == "os" or node.attr == "from_env":
+        elif (node.attr in ("environ", "getenv") and owner == "os") or node.attr == "from_env":
             found.add("environ")
     return found
 

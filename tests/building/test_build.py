@@ -3,7 +3,6 @@ as-of boundary, incremental facts, and the build flow's errors."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from flows.build import build_flow
 from flows.building.runner import BuildError, build, run_dbt
 from flows.demo.company import generate_company
 from flows.ingestion.load import ingest
+from flows.rundate import RunDate
 from flows.settings import Settings
 from tests.conftest import AS_OF, query
 
@@ -28,8 +28,7 @@ TZ = "Asia/Shanghai"
 @pytest.fixture(scope="module")
 def module_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("build")
-    return dataclasses.replace(
-        Settings.from_env(),
+    return Settings.from_env().replace(
         db_path=root / "followup.duckdb",
         data_docs_dir=root / "data_docs",
         duckdb_threads=2,
@@ -41,7 +40,8 @@ def built(module_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -
     """A 600-customer company ingested and built through the build flow as of AS_OF."""
     source = tmp_path_factory.mktemp("company")
     generate_company(source, as_of=AS_OF, customers=600, seed=5)
-    ingest(module_settings.db_path, source, settings=module_settings, as_of=AS_OF)
+    run = RunDate.of(module_settings.business_tz, AS_OF)
+    ingest(module_settings.db_path, source, settings=module_settings, run=run)
     report = build_flow(as_of=AS_OF, db=module_settings.db_path)
     assert report.counts["error"] == report.counts["fail"] == 0
     return module_settings.db_path
@@ -156,8 +156,8 @@ def test_equal_values_always_get_equal_scores(built: Path) -> None:
 def test_nothing_from_the_as_of_day_or_later_is_visible(built: Path, tmp_path: Path) -> None:
     db = _copy(built, tmp_path, "earlier.duckdb")
     earlier = AS_OF - dt.timedelta(days=30)
-    settings = dataclasses.replace(Settings.from_env(), duckdb_threads=2)
-    run_dbt(["build"], db, earlier, settings)
+    settings = Settings.from_env().replace(duckdb_threads=2)
+    run_dbt(["build"], db, RunDate.of(settings.business_tz, earlier), settings)
     start = f"timezone('{TZ}', timestamp '{earlier} 00:00')"
     assert query(db, f"select count(*) from customer_360 where last_paid_order_at >= {start}") == [
         (0,)
@@ -175,7 +175,8 @@ def test_nothing_from_the_as_of_day_or_later_is_visible(built: Path, tmp_path: P
 
 def test_rebuilding_the_same_date_gives_the_same_tables(built: Path, tmp_path: Path) -> None:
     db = _copy(built, tmp_path, "again.duckdb")
-    run_dbt(["build"], db, AS_OF, dataclasses.replace(Settings.from_env(), duckdb_threads=2))
+    settings = Settings.from_env().replace(duckdb_threads=2)
+    run_dbt(["build"], db, RunDate.of(settings.business_tz, AS_OF), settings)
     for table in ("customer_rfm", "customer_tags", "sales_funnel", "customer_tier_history"):
         before = query(built, f"select * from {table} order by all")
         after = query(db, f"select * from {table} order by all")
@@ -184,8 +185,8 @@ def test_rebuilding_the_same_date_gives_the_same_tables(built: Path, tmp_path: P
 
 def test_one_new_day_incremental_equals_a_full_refresh(built: Path, tmp_path: Path) -> None:
     db = _copy(built, tmp_path, "incremental.duckdb")
-    settings = dataclasses.replace(
-        Settings.from_env(), db_path=db, data_docs_dir=tmp_path / "docs", duckdb_threads=2
+    settings = Settings.from_env().replace(
+        db_path=db, data_docs_dir=tmp_path / "docs", duckdb_threads=2
     )
     customer, first = query(db, "select customer_id, min(order_id) from raw.orders group by 1")[0]
     new_day = tmp_path / "new_day"
@@ -196,8 +197,8 @@ def test_one_new_day_incremental_equals_a_full_refresh(built: Path, tmp_path: Pa
         f"{first},{customer},2023-12-01 09:00:00,1.00,refunded,数码\n",
         encoding="utf-8",
     )
-    next_day = AS_OF + dt.timedelta(days=1)
-    ingest(db, new_day, settings=settings, as_of=next_day, entities=("orders",))
+    next_day = RunDate.of(settings.business_tz, AS_OF + dt.timedelta(days=1))
+    ingest(db, new_day, settings=settings, run=next_day, entities=("orders",))
     run_dbt(["build"], db, next_day, settings)
     assert query(db, "select amount, order_status from fct_orders where order_id = ?", [first]) == [
         (1, "refunded")
@@ -224,7 +225,8 @@ def test_a_failing_model_is_one_line_naming_it(tmp_path: Path) -> None:
     )
     con.close()
     with pytest.raises(BuildError) as caught:
-        build(broken, AS_OF, Settings.from_env())
+        settings = Settings.from_env()
+        build(broken, RunDate.of(settings.business_tz, AS_OF), settings)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("dbt: model stg_raw__orders error: ")

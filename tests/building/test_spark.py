@@ -22,6 +22,7 @@ import duckdb
 import pytest
 
 from flows.building.runner import build
+from flows.rundate import RunDate
 from flows.settings import Settings
 from tests.conftest import AS_OF
 
@@ -67,14 +68,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
         command, cwd=root, env=env, capture_output=True, text=True, timeout=900, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    duck = dataclasses.replace(
-        Settings.from_env(), db_path=db, data_docs_dir=root / "data_docs", duckdb_threads=2
+    duck = Settings.from_env().replace(
+        db_path=db, data_docs_dir=root / "data_docs", duckdb_threads=2
     )
-    build(db, AS_OF, duck)
-    spark = dataclasses.replace(
-        duck, dbt_target="spark", lake_dir=root / "lake", spark_dir=root / "spark"
-    )
-    nodes = build(db, AS_OF, spark, every_test=True)
+    run = RunDate.of(duck.business_tz, AS_OF)
+    build(db, run, duck)
+    spark = duck.replace(dbt_target="spark", lake_dir=root / "lake", spark_dir=root / "spark")
+    nodes = build(db, run, spark, every_test=True)
     return Built(db=db, spark_nodes=nodes)
 
 

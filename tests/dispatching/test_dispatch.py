@@ -21,11 +21,13 @@ from benchmarks.dispatch_data import seed_pending
 from benchmarks.gateway import Faults, Gateway
 from flows.dispatching.dispatch import Sending, When, dispatch
 from flows.dispatching.templates import TemplateError
+from flows.rundate import RunDate
 from tests.conftest import query
 
 AS_OF = dt.date(2026, 11, 23)
 TZ = "Asia/Shanghai"
 TOKEN = "t0ken-for-tests"
+RUN = RunDate(AS_OF, TZ)
 
 
 def _channels(gateway: Gateway, tmp_path: Path, **options) -> dict:
@@ -43,7 +45,7 @@ def test_the_gateway_receives_each_message_as_the_contract_states(tmp_path):
     db = tmp_path / "f.duckdb"
     keys = seed_pending(db, 3, AS_OF)
     with Gateway(token=TOKEN, record=True) as gateway:
-        report = dispatch(db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ)
+        report = dispatch(db, RUN, channels=_channels(gateway, tmp_path))
         requests = list(gateway.stats.requests)
     assert report.counts["sms"]["sent"] == 3
     assert len(requests) == 3
@@ -74,7 +76,7 @@ def test_a_permanent_4xx_is_failed_with_the_answer_and_not_retried(tmp_path):
     db = tmp_path / "f.duckdb"
     seed_pending(db, 2, AS_OF)
     with Gateway(token="another-token") as gateway:
-        dispatch(db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ)
+        dispatch(db, RUN, channels=_channels(gateway, tmp_path))
         posts = gateway.stats.posts
     rows = query(db, "select status, reason, error, attempts from message_ledger")
     assert posts == 2
@@ -87,8 +89,8 @@ def test_a_second_run_sends_nothing_again(tmp_path):
     seed_pending(db, 20, AS_OF)
     with Gateway(token=TOKEN) as gateway:
         channels = _channels(gateway, tmp_path)
-        dispatch(db, AS_OF, channels=channels, business_tz=TZ)
-        again = dispatch(db, AS_OF, channels=channels, business_tz=TZ)
+        dispatch(db, RUN, channels=channels)
+        again = dispatch(db, RUN, channels=channels)
         assert gateway.stats.posts == 20
     assert again.handed_over == 0
     assert _statuses(db) == {"sent": 20}
@@ -109,7 +111,7 @@ def test_under_faults_every_message_ends_sent_or_failed_and_each_key_is_accepted
     )
     with Gateway(token=TOKEN, faults=faults) as gateway:
         channels = _channels(gateway, tmp_path, timeout=0.25, concurrency=8)
-        report = dispatch(db, AS_OF, channels=channels, business_tz=TZ, how=Sending(max_attempts=4))
+        report = dispatch(db, RUN, channels=channels, how=Sending(max_attempts=4))
         stats = gateway.stats
     # every kind of trouble happened
     for kind in ("error", "rate_limit", "slow", "drop_before", "drop_after", "duplicate"):
@@ -135,7 +137,7 @@ def test_under_faults_every_message_ends_sent_or_failed_and_each_key_is_accepted
 
 def _dispatch_child(db: str, url: str, outbox: str) -> None:
     channels = {"sms": {"kind": "http_json", "url": url, "token": TOKEN, "rate_per_s": 1500}}
-    dispatch(Path(db), AS_OF, channels=channels, business_tz=TZ, how=Sending(batch_size=100))
+    dispatch(Path(db), RUN, channels=channels, how=Sending(batch_size=100))
 
 
 @pytest.mark.slow
@@ -196,10 +198,7 @@ def test_a_broken_template_stops_the_run_before_anything_is_sent(tmp_path):
     renderer = Renderer(root=root, playbooks=load_playbooks(root))
     with Gateway(token=TOKEN) as gateway:
         with pytest.raises(TemplateError, match="no_such_field"):
-            dispatch(
-                db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ,
-                how=Sending(renderer=renderer),
-            )  # fmt: skip
+            dispatch(db, RUN, channels=_channels(gateway, tmp_path), how=Sending(renderer=renderer))
         assert gateway.stats.posts == 0
     assert _statuses(db) == {"pending": 5}
     assert query(db, "select max(attempts) from message_ledger") == [(0,)]
@@ -256,7 +255,7 @@ def test_an_opt_out_since_the_plan_stops_the_message_before_the_send(tmp_path):
     finally:
         con.close()
     with Gateway(token=TOKEN) as gateway:
-        report = dispatch(db, AS_OF, channels=_channels(gateway, tmp_path), business_tz=TZ)
+        report = dispatch(db, RUN, channels=_channels(gateway, tmp_path))
         assert gateway.stats.posts == 3
     assert report.opted_out == 3
     stopped = query(
@@ -328,9 +327,7 @@ def test_realtime_a_new_york_customers_sms_waits_for_9_in_new_york(tmp_path):
         channels = _channels(gateway, tmp_path)
 
         def run(at: dt.datetime):
-            return dispatch(
-                db, AS_OF, channels=channels, business_tz=TZ, when=When(realtime=True, now=at)
-            )
+            return dispatch(db, RunDate(AS_OF, TZ, at), channels=channels, when=When(realtime=True))
 
         first = run(_at(AS_OF, 10, 5))
         after_first = _ledger(db)
@@ -370,10 +367,10 @@ def test_a_played_through_day_sends_at_the_customers_opening_or_leaves_it_for_th
     la_opening = dt.datetime(2026, 11, 23, 9, 0, tzinfo=LA)
     with Gateway(token=TOKEN) as gateway:
         channels = _channels(gateway, tmp_path)
-        day = dispatch(db, AS_OF, channels=channels, business_tz=TZ)
+        day = dispatch(db, RUN, channels=channels)
         after_day = _ledger(db)
         posts_day = gateway.stats.posts
-        next_day = dispatch(db, AS_OF + dt.timedelta(days=1), channels=channels, business_tz=TZ)
+        next_day = dispatch(db, RunDate(AS_OF + dt.timedelta(days=1), TZ), channels=channels)
         posts = gateway.stats.posts
     assert day.counts["sms"] == {"sent": 2} and day.waiting == 1 and posts_day == 2
     assert after_day["C0000000"][:3] == ("sent", 1, _at(AS_OF, 10))
@@ -393,15 +390,14 @@ def test_a_retry_outside_the_window_moves_to_its_next_opening(tmp_path):
     _set_timezones(db, {"C0000001": "America/New_York"})
     tomorrow = AS_OF + dt.timedelta(days=1)
     limited = Faults(rate_limit_rate=1.0, retry_after=3600)  # 429, Retry-After: 1 hour
+    realtime = When(realtime=True)
     with Gateway(token=TOKEN, faults=limited) as gateway:
         channels = _channels(gateway, tmp_path)
         # 19:59 Shanghai: C0 is tried; C1 (06:59 New York) waits for 09:00 there
-        dispatch(db, AS_OF, channels=channels, business_tz=TZ, when=When(realtime=True,
-                 now=_at(AS_OF, 19, 59)))  # fmt: skip
+        dispatch(db, RunDate(AS_OF, TZ, _at(AS_OF, 19, 59)), channels=channels, when=realtime)
         after_evening = _ledger(db)
         # 22:00 Shanghai = 09:00 New York: C1 is tried, retried an hour later, in its window
-        dispatch(db, AS_OF, channels=channels, business_tz=TZ, when=When(realtime=True,
-                 now=_at(AS_OF, 22)))  # fmt: skip
+        dispatch(db, RunDate(AS_OF, TZ, _at(AS_OF, 22)), channels=channels, when=realtime)
         after_night = _ledger(db)
         assert gateway.stats.posts == 2
     c0 = after_evening["C0000000"]
@@ -413,11 +409,13 @@ def test_a_retry_outside_the_window_moves_to_its_next_opening(tmp_path):
     with Gateway(token=TOKEN, record=True) as gateway:
         channels = _channels(gateway, tmp_path)
         # 09:00 Shanghai the next day = 20:00 New York, the window just closed: only C0 goes
-        morning = dispatch(db, tomorrow, channels=channels, business_tz=TZ, when=When(realtime=True,
-                           now=_at(tomorrow, 9)))  # fmt: skip
+        morning = dispatch(
+            db, RunDate(tomorrow, TZ, _at(tomorrow, 9)), channels=channels, when=realtime
+        )
         after_morning = _ledger(db)
-        evening = dispatch(db, tomorrow, channels=channels, business_tz=TZ, when=When(realtime=True,
-                           now=_at(tomorrow, 22)))  # fmt: skip
+        evening = dispatch(
+            db, RunDate(tomorrow, TZ, _at(tomorrow, 22)), channels=channels, when=realtime
+        )
         assert _posted_to(gateway) == ["+86138C0000000", "+86138C0000001"]
     assert morning.counts["sms"] == {"sent": 1} and morning.waiting == 1
     assert after_morning["C0000000"][:3] == ("sent", 2, _at(tomorrow, 9))
@@ -436,8 +434,10 @@ def test_calls_go_to_their_list_ahead_of_time_whatever_the_customers_hour(tmp_pa
     path = tmp_path / "channels.yml"
     path.write_text(json.dumps({"call": {"kind": "call_list", "out": "call_lists"}}), "utf-8")
     channels = load_channels(path, outbox=tmp_path / "outbox")
-    morning = When(realtime=True, now=_at(AS_OF, 9, 30), task_lead_minutes=30)
-    report = dispatch(db, AS_OF, channels=channels, business_tz=TZ, when=morning)
+    morning = RunDate(AS_OF, TZ, _at(AS_OF, 9, 30))
+    report = dispatch(
+        db, morning, channels=channels, when=When(realtime=True, task_lead_minutes=30)
+    )
     assert report.counts["call"] == {"sent": 1} and report.waiting == 0
     assert _ledger(db)["C0000000"][:3] == ("sent", 1, _at(AS_OF, 9, 30))
     assert query(db, "select customer_id, kind from manual_followups") == [("C0000000", "call")]

@@ -4,7 +4,6 @@ faults: the ledger's guarantee is the same as in process, every message accepted
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -17,6 +16,7 @@ from benchmarks.dispatch_data import seed_pending
 from benchmarks.gateway import Faults, Gateway
 from flows.dispatching.dispatch import Sending, dispatch
 from flows.dispatching.fanout import fan_out
+from flows.rundate import RunDate
 from flows.settings import Settings
 from tests.conftest import query
 
@@ -25,10 +25,11 @@ pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 AS_OF = dt.date(2026, 11, 23)
 TZ = "Asia/Shanghai"
 TOKEN = "t0ken-for-tests"
+RUN = RunDate(AS_OF, TZ)
 
 
 def _dask(workers: int = 2) -> Settings:
-    return dataclasses.replace(Settings.from_env(), task_runner="dask", dask_workers=workers)
+    return Settings.from_env().replace(task_runner="dask", dask_workers=workers)
 
 
 def _channels(gateway: Gateway, tmp_path: Path, **options) -> dict:
@@ -46,10 +47,8 @@ def test_batches_fan_out_over_two_dask_workers_and_each_message_is_accepted_once
     with Gateway(token=TOKEN, faults=faults) as gateway, fan_out(_dask()) as fanned:
         assert fanned is not None and fanned.workers == 2
         channels = _channels(gateway, tmp_path, timeout=0.5, concurrency=4)
-        report = dispatch(
-            db, AS_OF, channels=channels, business_tz=TZ, how=Sending(batch_size=25, fan_out=fanned)
-        )
-        again = dispatch(db, AS_OF, channels=channels, business_tz=TZ, how=Sending(fan_out=fanned))
+        report = dispatch(db, RUN, channels=channels, how=Sending(batch_size=25, fan_out=fanned))
+        again = dispatch(db, RUN, channels=channels, how=Sending(fan_out=fanned))
         stats = gateway.stats
     # the batches went out from both workers, none from this process
     assert len(fanned.served_by) == 2
@@ -70,6 +69,7 @@ def test_batches_fan_out_over_two_dask_workers_and_each_message_is_accepted_once
 def test_the_runner_is_chosen_by_configuration():
     with fan_out(Settings.from_env()) as local:
         assert local is None  # the default: the dispatcher's own senders
-    bad = dataclasses.replace(Settings.from_env(), task_runner="spark")
+    # the settings refuse an unknown runner (tests/test_settings.py); fan_out checks it too
+    bad = Settings.from_env().model_copy(update={"task_runner": "spark"})
     with pytest.raises(ValueError, match="FOLLOWUP_TASK_RUNNER=spark"), fan_out(bad):
         pass

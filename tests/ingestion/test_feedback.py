@@ -18,7 +18,6 @@ days after M3: outside the 14-day window); C3 pays 80 on 11-12 (held out: ordere
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,6 +29,7 @@ from flows.building.runner import build
 from flows.feedback import load_feedback
 from flows.ingestion.load import IngestError, ingest
 from flows.ledger import ensure_tables
+from flows.rundate import RunDate
 from flows.settings import Settings
 from tests.conftest import query
 
@@ -136,8 +136,7 @@ def _write_ledger(db: Path) -> None:
 @pytest.fixture(scope="module")
 def history(tmp_path_factory) -> tuple[Path, Settings, Path]:
     root = tmp_path_factory.mktemp("feedback")
-    settings = dataclasses.replace(
-        Settings.from_env(),
+    settings = Settings.from_env().replace(
         db_path=root / "followup.duckdb",
         data_docs_dir=root / "data_docs",
         duckdb_threads=2,
@@ -148,10 +147,11 @@ def history(tmp_path_factory) -> tuple[Path, Settings, Path]:
     (source / "customers.csv").write_text(CUSTOMERS, encoding="utf-8")
     (source / "orders.csv").write_text(ORDERS, encoding="utf-8")
     (root / "feedback.csv").write_text(FEEDBACK, encoding="utf-8")
-    ingest(settings.db_path, source, settings=settings, as_of=AS_OF)
+    run = RunDate.of(settings.business_tz, AS_OF)
+    ingest(settings.db_path, source, settings=settings, run=run)
     _write_ledger(settings.db_path)
-    load_feedback(root / "feedback.csv", settings.db_path, AS_OF, settings)
-    build(settings.db_path, AS_OF, settings)
+    load_feedback(root / "feedback.csv", settings.db_path, run, settings)
+    build(settings.db_path, run, settings)
     return settings.db_path, settings, root
 
 
@@ -264,28 +264,32 @@ def test_kpis_state_numerator_and_denominator(history):
 def test_loading_the_same_feedback_again_changes_no_metric(history, tmp_path):
     db, settings, root = history
     before = {t: sorted(query(db, f"select * from {t}"), key=repr) for t in METRICS}
-    again = load_feedback(root / "feedback.csv", db, AS_OF, settings)
+    run = RunDate.of(settings.business_tz, AS_OF)
+    again = load_feedback(root / "feedback.csv", db, run, settings)
     assert (again.loads[0].inserted, again.loads[0].updated) == (0, 0)
     assert (again.loads[0].unchanged, again.loads[0].blank_rows) == (5, 0)
     # re-sent later, in another order, with a line twice: nothing new either
     lines = FEEDBACK.strip().splitlines()
     resent = tmp_path / "feedback.csv"
     resent.write_text("\n".join([lines[0], *reversed(lines[1:]), lines[1]]) + "\n", "utf-8")
-    late = load_feedback(resent, db, AS_OF + dt.timedelta(days=2), settings)
+    late = load_feedback(
+        resent, db, RunDate.of(settings.business_tz, AS_OF + dt.timedelta(days=2)), settings
+    )
     assert (late.loads[0].inserted, late.loads[0].updated) == (0, 0)
-    build(db, AS_OF, settings)
+    build(db, run, settings)
     after = {t: sorted(query(db, f"select * from {t}"), key=repr) for t in METRICS}
     assert after == before
 
 
 def test_a_missing_feedback_file_is_one_clear_error(history, tmp_path):
     db, settings, _ = history
+    run = RunDate.of(settings.business_tz, AS_OF)
     with pytest.raises(IngestError, match="no such file or folder"):
-        load_feedback(tmp_path / "nope.csv", db, AS_OF, settings)
+        load_feedback(tmp_path / "nope.csv", db, run, settings)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(IngestError, match="no feedback file"):
-        load_feedback(empty, db, AS_OF, settings)
+        load_feedback(empty, db, run, settings)
 
 
 def test_the_feedback_flow_publishes_the_figures_and_the_ab_table(

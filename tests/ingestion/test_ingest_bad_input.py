@@ -3,7 +3,6 @@ its reasons, or stops with a one-line message and writes nothing."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 from decimal import Decimal
@@ -13,6 +12,7 @@ import polars as pl
 import pytest
 
 from flows.ingestion.load import IngestError, ingest
+from flows.rundate import RunDate
 from tests.conftest import AS_OF, query
 
 CUSTOMERS = "customer_id,name,phone\nC1,张三,13812345678\nC2,李四,13912345678\n"
@@ -25,12 +25,13 @@ def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
 
 
 def run(source: Path, settings, **kwargs):
-    return ingest(settings.db_path, source, settings=settings, as_of=AS_OF, **kwargs)
+    run = RunDate.of(settings.business_tz, AS_OF)
+    return ingest(settings.db_path, source, settings=settings, run=run, **kwargs)
 
 
 def lenient(settings):
     """Most cases here have a high share of bad rows on purpose."""
-    return dataclasses.replace(settings, max_bad_share=1.0)
+    return settings.replace(max_bad_share=1.0)
 
 
 def quarantine(settings, entity: str | None = None) -> list[tuple]:

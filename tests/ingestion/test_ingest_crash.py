@@ -24,9 +24,11 @@ INGEST = """
 import datetime as dt, sys
 from pathlib import Path
 from flows.ingestion.load import ingest
+from flows.rundate import RunDate
 from flows.settings import Settings
-ingest(Path(sys.argv[1]), Path(sys.argv[2]), settings=Settings.from_env(),
-       as_of=dt.date.fromisoformat(sys.argv[3]))
+settings = Settings.from_env()
+ingest(Path(sys.argv[1]), Path(sys.argv[2]), settings=settings,
+       run=RunDate.of(settings.business_tz, dt.date.fromisoformat(sys.argv[3])))
 print("committed", flush=True)
 """
 

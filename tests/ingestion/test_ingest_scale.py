@@ -7,6 +7,7 @@ import json
 import polars as pl
 
 from flows.ingestion.load import ingest
+from flows.rundate import RunDate
 from tests.conftest import AS_OF, query
 
 ROWS = 400_000
@@ -28,7 +29,8 @@ def test_line_numbers_of_rejected_rows_in_a_large_file(source, settings):
     (source / "orders.csv").write_text("\n".join(text) + "\n")
     bad_lines = {n if n <= 200_000 else n + 1 for n in BAD_LINES}
 
-    ingest(settings.db_path, source, settings=settings, as_of=AS_OF)
+    run = RunDate.of(settings.business_tz, AS_OF)
+    ingest(settings.db_path, source, settings=settings, run=run)
 
     rows = query(settings.db_path, "select line_number, raw from quarantine order by 1")
     assert [n for n, _ in rows] == sorted([*bad_lines, 200_001])

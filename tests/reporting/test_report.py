@@ -23,6 +23,7 @@ from flows.reporting.workbook import SUMMARY_HEADER_ROW, write_workbook
 from tests.reporting.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
 
 CHROMIUM = Path("/usr/bin/chromium")
+TZ = "Asia/Shanghai"  # the business time zone the hand-made and demo databases are in
 # An unmasked mainland mobile number (optionally +86) or an address with more than one visible
 # character before the @ (mask() keeps one: z***@example.com).
 UNMASKED_PHONE = re.compile(r"(?<!\d)(?:\+?86)?1[3-9]\d{9}(?!\d)")
@@ -50,7 +51,7 @@ def db(request, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def report(db: Path, tmp_path: Path) -> tuple[Path, Path]:
-    data = load_report_data(db, "Asia/Shanghai")
+    data = load_report_data(db, TZ)
     out = tmp_path / "report"
     return write_workbook(data, out / "r.xlsx"), write_html(data, out / "r.html")
 
@@ -107,13 +108,13 @@ def raw_texts_with_contacts(db: Path) -> list[str]:
 
 def test_missing_database_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as caught:
-        load_report_data(tmp_path / "nowhere.duckdb", "Asia/Shanghai")
+        load_report_data(tmp_path / "nowhere.duckdb", TZ)
     assert "nowhere.duckdb" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
 def test_data_is_read_by_name_and_masked(db: Path) -> None:
-    data = load_report_data(db, "Asia/Shanghai")
+    data = load_report_data(db, TZ)
     totals = rows(db, "select sum(sent) as sent, sum(delivered) as d from campaign_performance")
     expected = totals[0] if totals else {}
     assert data.totals["sent"] == pytest.approx(float(expected.get("sent") or 0))
@@ -141,7 +142,7 @@ def test_data_is_read_by_name_and_masked(db: Path) -> None:
 
 
 def test_hand_made_database_reads_as_designed(tmp_path: Path) -> None:
-    data = load_report_data(make_analysis_db(tmp_path / "a.duckdb"), "Asia/Shanghai")
+    data = load_report_data(make_analysis_db(tmp_path / "a.duckdb"), TZ)
     assert set(data.today["status"]) >= {"sent", "suppressed", "held_out", "deferred", "failed"}
     comments = " ".join(data.feedback_comments["text"].dropna())
     assert "138****5678" in comments and "z***@example.com" in comments
@@ -258,7 +259,7 @@ def test_files_are_written_whole_or_not_at_all(tmp_path: Path) -> None:
 def test_a_failing_workbook_leaves_the_previous_one(
     db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = load_report_data(db, "Asia/Shanghai")
+    data = load_report_data(db, TZ)
     path = write_workbook(data, tmp_path / "r.xlsx")
     before = path.read_bytes()
 
@@ -307,7 +308,7 @@ def test_html_escapes_values(tmp_path: Path) -> None:
         "where category = 'price'"
     )
     con.close()
-    page = write_html(load_report_data(db, "Asia/Shanghai"), tmp_path / "r.html").read_text(encoding="utf-8")
+    page = write_html(load_report_data(db, TZ), tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -382,7 +383,7 @@ def test_charts_render_in_headless_chromium(report: tuple[Path, Path], tmp_path:
 
 def test_a_database_without_analysis_yet_gives_both_files(tmp_path: Path) -> None:
     db = make_ledger_only_db(tmp_path / "ledger.duckdb")
-    data = load_report_data(db, "Asia/Shanghai")
+    data = load_report_data(db, TZ)
     assert "feedback_summary" in data.missing_tables
     workbook = write_workbook(data, tmp_path / "out" / "r.xlsx")
     page = write_html(data, tmp_path / "out" / "r.html").read_text(encoding="utf-8")
@@ -419,7 +420,7 @@ def test_report_flow_writes_files_and_an_artifact(prefect_server, db: Path, tmp_
     result = state.result()
     assert result.workbook == out / "followup_report.xlsx" and result.workbook.is_file()
     assert result.html == out / "followup_report.html" and result.html.is_file()
-    assert result.headline["sent"] == load_report_data(db, "Asia/Shanghai").totals["sent"]
+    assert result.headline["sent"] == load_report_data(db, TZ).totals["sent"]
     assert "response_rate" in result.headline
 
     with get_client(sync_client=True) as client:
