@@ -14,6 +14,7 @@ import typer
 from flows.console import (
     console,
     fail,
+    log_traceback,
     one_line_errors,
     print_analysis,
     print_backtest,
@@ -32,14 +33,15 @@ from flows.settings import Settings
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # no input may make the command print a traceback: main() keeps it for the log
+    pretty_exceptions_enable=False,
     help="Customer follow-up (回访) automation: ingest, validate, model, plan, dispatch, learn.",
 )
 
 
 @app.callback()
 def _before_any_command() -> None:
-    # the settings are checked before a command does anything, whatever its options
-    _settings()
+    _settings()  # checked before a command does anything, whatever its options
 
 
 @functools.cache
@@ -52,9 +54,8 @@ def _settings() -> Settings:
 
 @contextlib.contextmanager
 def _holding(db: Path):
-    """The database's writer lock over a command's flow and its summary: the summary reads the
-    database, and another run waiting for the lock must not take it in between (its DuckDB
-    connection would shut the summary out)."""
+    """The writer lock over a command's flow and its summary, which reads the database: a run
+    waiting for the lock must not take it in between."""
     from flows.locking import writer_lock
 
     with one_line_errors(), writer_lock(db, _settings().db_lock_timeout):
@@ -482,8 +483,17 @@ def _run_report(db: Path, out: Path):
         return report_flow(db=db, out=out)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
+def main() -> None:
+    """The `followup` command: even an error nobody foresaw is one line (the traceback: log)."""
+    try:
+        app()
+    except Exception as exc:  # the last guard: every error we foresaw is one line already
+        where = log_traceback(exc)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        try:
+            fail(f"{type(exc).__name__}: {first} (a bug: its traceback is in {where})")
+        except typer.Exit as stop:  # typer has returned: exit as it would have
+            sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -314,3 +314,25 @@ def print_plan(report) -> None:
     console.print(
         f"{report.balance()}: each a row of message_ledger, the run's counts in plan_diff"
     )
+
+
+def log_traceback(exc: Exception) -> Path | str:
+    """Append `exc`'s traceback to var/log/followup.log (at DEBUG); returns where it went."""
+    import logging
+    import traceback
+
+    path = Path("var/log/followup.log")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return "no log: var/log is not writable"
+    log = logging.getLogger("followup.cli")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        log.debug("".join(traceback.format_exception(exc)))
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    return path

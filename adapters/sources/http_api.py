@@ -60,11 +60,12 @@ __all__ = [
 from adapters.sources.http_config import (
     HttpSourceConfig,
     HttpSourceError,
-    env_values,
     expand,
     json_type,
     load_http_sources,
     one_line,
+    secret_values,
+    within_limits,
 )
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,9 @@ def fetch(
         name: expand(value, entity=config.entity, where=f"headers.{name}")
         for name, value in config.headers.items()
     }
-    # Expanded URL values (an API key in the query) must not leak into error messages or logs.
-    secrets = env_values(config.url)
+    # Expanded URL and header values (an API key in the query, a bearer token) must not leak into
+    # error messages or logs, even when the API echoes the request back.
+    secrets = secret_values(config, headers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{config.entity}.csv"
@@ -149,9 +151,12 @@ def fetch(
         with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir) as spool:
             columns: dict[str, None] = {}
             records = pages = 0
-            newest: tuple[datetime, str] | None = None
+            # the saved cursor is the floor: an older record never moves it backwards
+            newest = _newest(None, updated_since, config) if updated_since else None
+            started = time.monotonic()
             for page in _pages(config, http, url, headers, updated_since, sleep, secrets):
                 pages += 1
+                within_limits(config, pages, records + len(page), time.monotonic() - started)
                 for record in page:
                     row = _to_row(record, config)
                     columns.update(dict.fromkeys(row))
@@ -161,6 +166,8 @@ def fetch(
             if records == 0:
                 target.unlink(missing_ok=True)
                 return FetchResult(config.entity, None, 0, pages, None)
+            if newest is not None and newest[1] == updated_since:
+                newest = None  # nothing newer than the saved cursor: it stays as it is
             spool.seek(0)
             _write_csv_atomically(target, list(columns), (json.loads(line) for line in spool))
     finally:

@@ -51,6 +51,11 @@ class HttpSourceConfig:
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
     timeout_s: float = 30
     max_attempts: int = 5
+    # A fetch that passes any of these stops with one line and loads nothing (an API that keeps
+    # answering would otherwise never end, holding up the day's run).
+    max_pages: int = 2000
+    max_records: int = 1_000_000
+    max_seconds: float = 1800
     field_map: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +140,11 @@ def _config_problem(config: HttpSourceConfig) -> str | None:
         return f"timeout_s must be a positive number of seconds, got {config.timeout_s!r}"
     if not is_int(config.max_attempts) or config.max_attempts < 1:
         return f"max_attempts must be an integer >= 1, got {config.max_attempts!r}"
+    for name in ("max_pages", "max_records"):
+        if not is_int(getattr(config, name)) or getattr(config, name) < 1:
+            return f"{name} must be a positive integer, got {getattr(config, name)!r}"
+    if not is_number(config.max_seconds) or config.max_seconds <= 0:
+        return f"max_seconds must be a positive number, got {config.max_seconds!r}"
     for name in ("headers", "field_map"):
         mapping = getattr(config, name)
         if not isinstance(mapping, Mapping):
@@ -191,3 +201,34 @@ def is_int(value: Any) -> bool:
 
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# headers whose values are secrets even when written into sources.yml as they are
+_SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|session|signature", re.IGNORECASE)
+
+
+def secret_values(config: HttpSourceConfig, headers: Mapping[str, str]) -> list[str]:
+    """What must never show in an error or a log line: the variables in the URL, and the
+    (expanded) values of headers that name a variable or whose name says they are secret."""
+    return env_values(config.url) + [
+        secret
+        for name, raw in config.headers.items()
+        if env_values(raw) or _SECRET_HEADER.search(name)
+        for secret in (*env_values(raw), headers[name])
+    ]
+
+
+def within_limits(config: HttpSourceConfig, pages: int, records: int, seconds: float) -> None:
+    """Stop a fetch past its source's limits, with one line naming the limit to raise."""
+    for limit, value, name in (
+        (config.max_pages, pages, "pages"),
+        (config.max_records, records, "records"),
+        (config.max_seconds, seconds, "seconds"),
+    ):
+        if value > limit:
+            shown = f"{value:.0f}" if name == "seconds" else f"{value:,}"
+            raise HttpSourceError(
+                f"{config.entity}: stopped after {shown} {name}, over max_{name} = {limit:,}"
+                f" in sources.yml; nothing was loaded and the cursor stays (raise max_{name}"
+                " if the API really has that much)"
+            )

@@ -140,6 +140,9 @@ def dispatch(
     clock = run.now  # the moment a realtime send goes out
 
     renderer = renderer or Renderer()
+    # every template of every enabled playbook, not only today's: a broken one is found the
+    # first run after it changed, not the day a follow-up needs it
+    declared = renderer.declared_combos()
     report = DispatchReport(as_of=as_of, dry_run=dry_run)
     con = duckdb.connect(str(db_path))
     senders: dict[str, Any] = {}
@@ -147,7 +150,9 @@ def dispatch(
         con.execute("set TimeZone = ?", [run.business_tz])
         ensure_tables(con)
         if dry_run:
-            report.templates_checked, rendered = render_dry_run(con, as_of, renderer, playbooks)
+            every = renderer.preflight(declared)
+            checked, rendered = render_dry_run(con, as_of, renderer, playbooks)
+            report.templates_checked = max(every, checked)
             for channel, n in rendered.items():
                 report.counts[channel]["dry_run"] += n
             return report
@@ -162,7 +167,7 @@ def dispatch(
         combos = con.execute(
             f"select distinct playbook, step, variant, channel from ({_DUE}) order by all", due_now
         ).fetchall()
-        report.templates_checked = renderer.preflight(combos)
+        report.templates_checked = renderer.preflight([*combos, *declared])
         windows = send_windows()
         rounds = 0
         while rounds <= max_attempts:

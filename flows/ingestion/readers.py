@@ -23,6 +23,8 @@ from charset_normalizer import from_bytes
 from flows.ingestion.entities import Entity, normalise_header
 
 log = logging.getLogger(__name__)
+_MAX_CELL_BYTES = 64 * 1024 * 1024
+_MAX_COLUMNS = 1000  # a CRM export has dozens; thousands is another file
 
 FORMATS = (".csv", ".xlsx", ".parquet")
 _SAMPLE_BYTES = 1 << 20
@@ -84,6 +86,11 @@ def read_source(
 
 
 def _map_headers(entity: Entity, path: Path, headers: list[str]) -> tuple[dict, dict]:
+    if len(headers) > _MAX_COLUMNS:
+        raise SourceError(
+            f"{path.name}: {len(headers):,} columns, more than {_MAX_COLUMNS:,}: not an export of"
+            f" {entity.name}"
+        )
     known = entity.header_map()
     columns: dict[str, str] = {}
     extras: dict[str, str] = {}
@@ -97,7 +104,9 @@ def _map_headers(entity: Entity, path: Path, headers: list[str]) -> tuple[dict, 
             extras.setdefault(label, cell)
     missing = [c for c in entity.required_columns if c not in columns]
     if missing:
-        found = ", ".join(h for h in headers if h) or "none"
+        named = [h for h in headers if h]
+        found = ", ".join(named[:20]) + (f", … ({len(named) - 20} more)" if len(named) > 20 else "")
+        found = found or "none"
         raise SourceError(
             f"{path.name}: missing required column {', '.join(missing)} (found: {found})"
         )
@@ -169,7 +178,12 @@ def _head_rows(path: Path) -> tuple[list[list[str]], str]:
         head = "".join(itertools.islice(handle, _HEADER_SCAN_ROWS))
     first = next((line for line in head.splitlines() if line.strip()), "")
     delimiter = max([",", "\t", ";", "|"], key=first.count)
-    rows = list(csv.reader(io.StringIO(head), delimiter=delimiter))
+    # a cell of megabytes (a pasted document) is the row's problem, not the file's
+    csv.field_size_limit(max(csv.field_size_limit(), _MAX_CELL_BYTES))
+    try:
+        rows = list(csv.reader(io.StringIO(head), delimiter=delimiter))
+    except csv.Error as exc:  # a cell over the csv module's field limit (a 2 MB cell)
+        raise SourceError(f"{path.name}: the first rows cannot be read as CSV ({exc})") from None
     return rows, delimiter
 
 
@@ -281,7 +295,8 @@ def _read_xlsx(con, entity: Entity, path: Path, table: str) -> SourceTable:
             path, engine="calamine", has_header=False, infer_schema_length=0, raise_if_empty=False
         )
     except Exception as exc:  # calamine raises its own types for broken workbooks
-        raise SourceError(f"{path.name}: cannot read the workbook ({exc})") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SourceError(f"{path.name}: cannot read the workbook ({first})") from None
     if frame.height == 0:
         raise SourceError(f"{path.name}: the first sheet is empty (no header row)")
     frame = frame.with_columns(pl.all().cast(pl.String))

@@ -155,6 +155,16 @@ class Step(_Strict):
         return marked[0] if marked else (self.variants[0].name if self.variants else None)
 
     @model_validator(mode="after")
+    def _fallbacks_once_each(self) -> Step:
+        chain = (self.channel, *self.fallback)
+        if len(set(chain)) < len(chain):
+            raise ValueError(
+                f"fallback {list(self.fallback)} on a {self.channel} step: each channel once,"
+                f" and not the step's own"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _whole_days_with_send_time(self) -> Step:
         if self.at is not None and offset_minutes(self.offset) % 1440:
             raise ValueError(f"offset {self.offset}: a step with a send time `at` takes whole days")

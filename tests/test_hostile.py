@@ -1,0 +1,275 @@
+"""Hostile input (issue "Hostile input"): each case through the `followup` command or the step it
+reaches, asserting the exit code, the one line it prints, and that nothing else changed.
+
+What held before stays here too: a cell that looks like a template or SQL stays data (covered
+where the templates and the readers are tested); these are the cases that broke."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from werkzeug import Request, Response
+
+from adapters.sources.http_api import fetch, read_cursor, save_cursor
+from adapters.sources.http_config import HttpSourceConfig, HttpSourceError
+from flows.planning.declarations import PlaybookError, load_playbooks
+from tests.conftest import AS_OF, query
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "tok-3f9a7c1e5b"
+ORDERS = "order_id,customer_id,ordered_at,amount\nO1,C1,2026-11-01 10:00,5\n"
+AS_OF_MOMENT = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+
+
+def _followup(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **env},
+        timeout=300,
+        check=False,
+    )
+
+
+def _one_error_line(done: subprocess.CompletedProcess) -> str:
+    """The command failed with exit 2 and said so in one line, with no traceback anywhere."""
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, lines
+    return errors[0]
+
+
+def _ingest(source: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    (source / "orders.csv").write_text(ORDERS, encoding="utf-8")
+    db = tmp_path / "hostile.duckdb"
+    done = _followup(
+        "ingest", "--source", str(source), "--db", str(db), "--as-of", AS_OF.isoformat(),
+        cwd=tmp_path,
+    )  # fmt: skip
+    return done, db
+
+
+def _nothing_loaded(db: Path) -> None:
+    if db.exists():
+        assert query(db, "select count(*) from raw.customers") == [(0,)]
+
+
+@pytest.mark.slow
+def test_a_header_with_markup_is_printed_as_it_is(source: Path, tmp_path: Path) -> None:
+    (source / "customers.csv").write_text("[/],[a-z],name\nC1,x,张三\n", encoding="utf-8")
+    done, db = _ingest(source, tmp_path)
+    line = _one_error_line(done)
+    assert "[/]" in line and "[a-z]" in line and "customer_id" in line
+    _nothing_loaded(db)
+
+
+@pytest.mark.slow
+def test_a_cell_of_two_megabytes_is_one_line(source: Path, tmp_path: Path) -> None:
+    big = "长" * 2_000_000
+    (source / "customers.csv").write_text(
+        f"customer_id,name,phone\nC1,{big},13812345678\nC2,李四,13812345679\n", encoding="utf-8"
+    )
+    done, db = _ingest(source, tmp_path)
+    if done.returncode == 0:  # the oversized row quarantined with a short reason, the other loaded
+        assert query(db, "select customer_id from raw.customers") == [("C2",)]
+        reasons = query(db, "select reasons from quarantine")
+        assert len(reasons) == 1 and all(len(r) < 300 for r in reasons[0][0])
+    else:
+        assert len(_one_error_line(done)) < 300
+        _nothing_loaded(db)
+
+
+@pytest.mark.slow
+def test_a_corrupt_workbook_is_one_line(source: Path, tmp_path: Path) -> None:
+    (source / "customers.xlsx").write_bytes(b"PK\x03\x04" + os.urandom(4000))
+    done, db = _ingest(source, tmp_path)
+    line = _one_error_line(done)
+    assert line.startswith("error: customers.xlsx: cannot read the workbook")
+    _nothing_loaded(db)
+
+
+@pytest.mark.slow
+def test_ten_thousand_columns_are_one_short_line(source: Path, tmp_path: Path) -> None:
+    header = ",".join(["customer_id", "name", *(f"c{i}" for i in range(10_000))])
+    row = ",".join(["C1", "张三", *("x" for _ in range(10_000))])
+    (source / "customers.csv").write_text(f"{header}\n{row}\n", encoding="utf-8")
+    done, db = _ingest(source, tmp_path)
+    line = _one_error_line(done)
+    assert (
+        line == "error: customers.csv: 10,002 columns, more than 1,000: not an export of customers"
+    )
+    _nothing_loaded(db)
+
+
+# --- API sources ----------------------------------------------------------------------------
+
+
+def _config(url: str, **options) -> HttpSourceConfig:
+    return HttpSourceConfig(entity="customers", url=url, pagination="cursor", **options)
+
+
+def test_an_api_that_never_stops_paging_stops_at_its_limit(httpserver, tmp_path: Path) -> None:
+    calls = []
+
+    def forever(request: Request) -> Response:
+        calls.append(request.args.get("cursor"))
+        n = len(calls)
+        body = {"data": [{"customer_id": f"C{n}", "updated_at": "2026-11-01T00:00:00+08:00"}]}
+        body["next_cursor"] = f"c{n}"  # a new cursor every time
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request("/customers").respond_with_handler(forever)
+    config = _config(httpserver.url_for("/customers"), max_pages=20)
+    with pytest.raises(HttpSourceError) as caught:
+        fetch(config, tmp_path, updated_since=None)
+    message = str(caught.value)
+    assert "\n" not in message and "max_pages = 20" in message
+    assert len(calls) == 21
+    assert not (tmp_path / "customers.csv").exists()
+
+
+def test_pages_that_keep_changing_stop_at_the_record_limit(httpserver, tmp_path: Path) -> None:
+    served = []
+
+    def changing(request: Request) -> Response:
+        served.append(1)
+        rows = [{"customer_id": f"C{len(served)}-{i}"} for i in range(10)]
+        return Response(json.dumps({"data": rows}), content_type="application/json")
+
+    httpserver.expect_request("/customers").respond_with_handler(changing)
+    config = HttpSourceConfig(
+        entity="customers", url=httpserver.url_for("/customers"), page_size=10, max_records=95
+    )
+    with pytest.raises(HttpSourceError, match=r"max_records = 95"):
+        fetch(config, tmp_path, updated_since=None)
+    assert len(served) == 10
+
+
+def test_a_record_older_than_the_cursor_never_moves_it_back(httpserver, tmp_path: Path) -> None:
+    old = {"customer_id": "C1", "updated_at": "2026-01-01T00:00:00+08:00"}
+    httpserver.expect_request("/customers").respond_with_json({"data": [old]})
+    config = HttpSourceConfig(entity="customers", url=httpserver.url_for("/customers"))
+    result = fetch(config, tmp_path, updated_since="2026-06-01T00:00:00+08:00")
+    assert result.records == 1 and result.new_cursor is None  # the saved one stays
+    con = duckdb.connect()
+    save_cursor(con, "customers", "2026-06-01T00:00:00+08:00", AS_OF_MOMENT)
+    if result.new_cursor is not None:
+        save_cursor(con, "customers", result.new_cursor, AS_OF_MOMENT)
+    assert read_cursor(con, "customers") == "2026-06-01T00:00:00+08:00"
+
+
+def test_an_api_echoing_the_token_never_shows_it(httpserver, tmp_path: Path, monkeypatch) -> None:
+    def echo(request: Request) -> Response:
+        return Response(
+            json.dumps({"error": "unauthorized", "headers": dict(request.headers)}), status=401
+        )
+
+    httpserver.expect_request("/customers").respond_with_handler(echo)
+    monkeypatch.setenv("CRM_TOKEN", TOKEN)
+    config = HttpSourceConfig(
+        entity="customers",
+        url=httpserver.url_for("/customers"),
+        headers={"Authorization": "Bearer ${CRM_TOKEN}", "X-Api-Key": "plain-key-123456"},
+    )
+    with pytest.raises(HttpSourceError) as caught:
+        fetch(config, tmp_path, updated_since=None)
+    message = str(caught.value)
+    assert "401" in message
+    assert TOKEN not in message and "plain-key-123456" not in message
+
+
+# --- declarations and templates -------------------------------------------------------------
+
+
+def _playbook_dir(tmp_path: Path, step: str) -> Path:
+    folder = tmp_path / "playbooks"
+    (folder / "templates" / "p").mkdir(parents=True)
+    (folder / "p.yml").write_text(
+        "name: p\ndescription: p\npurpose: service\npriority: 50\n"
+        f"trigger: {{kind: after, anchor: paid_order}}\nsteps:\n  - {step}\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def test_a_fallback_chain_with_a_repeat_is_refused(tmp_path: Path) -> None:
+    folder = _playbook_dir(
+        tmp_path, "{name: s, offset: 1d, channel: sms, fallback: [email, sms, email]}"
+    )
+    with pytest.raises(PlaybookError) as caught:
+        load_playbooks(folder)
+    message = str(caught.value)
+    assert "\n" not in message and "each channel once" in message
+
+
+def test_a_broken_template_nothing_needs_today_stops_the_dispatch(tmp_path: Path) -> None:
+    """Every template of every enabled playbook is rendered before anything is sent, not only
+    those the day needs: the first run after a template breaks says so."""
+    from flows.dispatching.dispatch import Sending, dispatch
+    from flows.dispatching.templates import Renderer, TemplateError
+    from flows.rundate import RunDate
+
+    folder = _playbook_dir(tmp_path, "{name: s, offset: 1d, channel: sms}")
+    (folder / "templates" / "p" / "s.j2").write_text("您好 {{ customer_name ", encoding="utf-8")
+    db = tmp_path / "empty.duckdb"
+    duckdb.connect(str(db)).close()
+    with pytest.raises(TemplateError) as caught:
+        dispatch(
+            db,
+            RunDate(AS_OF, "Asia/Shanghai"),
+            channels={},
+            how=Sending(renderer=Renderer(root=folder)),
+        )
+    assert "\n" not in str(caught.value) and "p/s" in str(caught.value)
+
+
+def test_a_gateway_echoing_the_token_leaves_it_out_of_the_ledger_error(httpserver) -> None:
+    from adapters.channels import open_channel
+    from tests.adapters.channels.conftest import message
+
+    def echo(request: Request) -> Response:
+        return Response(f"bad request from {request.headers.get('Authorization')}", status=400)
+
+    httpserver.expect_request("/sms").respond_with_handler(echo)
+    channel = open_channel(
+        "sms", {"kind": "http_json", "url": httpserver.url_for("/sms"), "token": TOKEN}
+    )
+    try:
+        (outcome,) = channel.send([message(1)])
+    finally:
+        channel.close()
+    assert outcome.status == "failed"
+    assert outcome.error == "400: bad request from Bearer ***"
+
+
+def test_an_error_nobody_foresaw_is_one_line_and_its_traceback_goes_to_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import flows.cli
+
+    def broken() -> None:
+        raise KeyError("tier\nsecond line")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(flows.cli, "app", broken)
+    with pytest.raises(SystemExit) as stop:
+        flows.cli.main()
+    assert stop.value.code == 2
+    printed = capsys.readouterr()
+    lines = [line for line in printed.err.splitlines() if line.strip()]
+    assert lines == [
+        "error: KeyError: 'tier\\nsecond line' (a bug: its traceback is in var/log/followup.log)"
+    ]
+    log = (tmp_path / "var" / "log" / "followup.log").read_text(encoding="utf-8")
+    assert "Traceback" in log and "KeyError" in log
