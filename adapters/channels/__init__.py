@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal, Protocol
 
+import phonenumbers
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
 KINDS = ("http_json", "smtp", "webhook", "call_list", "file")
@@ -125,13 +126,30 @@ _PHONE = re.compile(r"(?<!\d)(\+?\d{0,3}?)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
 
 
+# a number written internationally (+852 9123 4567, 001-415-555-2671), of any country
+_INTERNATIONAL = re.compile(r"(?<![\w+*])(?:\+|00)[1-9][\d ().-]{6,18}\d(?!\d)")
+
+
 def mask(text: str | None) -> str | None:
-    """Mainland mobile numbers become `138****5678`, addresses `z***@example.com`, anywhere in
-    a text."""
+    """Mainland mobile numbers become `138****5678`, numbers of other countries written with
+    their country code `+852****4567`, addresses `z***@example.com`, anywhere in a text."""
     if text is None:
         return None
     text = _PHONE.sub(lambda m: f"{m[1]}{m[2]}****{m[4]}", text)
+    text = _INTERNATIONAL.sub(_mask_international, text)
     return _EMAIL.sub(lambda m: f"{m[1]}***@{m[2]}", text)
+
+
+def _mask_international(match: re.Match[str]) -> str:
+    raw = match.group(0)
+    try:
+        number = phonenumbers.parse("+" + raw.removeprefix("+").removeprefix("00"), None)
+    except phonenumbers.NumberParseException:
+        return raw
+    if not phonenumbers.is_possible_number(number):
+        return raw
+    last = re.sub(r"\D", "", raw)[-4:]
+    return f"+{number.country_code}****{last}"
 
 
 def retrying(who: object, message_id: str, log: logging.Logger) -> Retrying:

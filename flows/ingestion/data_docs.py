@@ -22,33 +22,16 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import great_expectations as gx
-from great_expectations.core import ExpectationSuite
-from great_expectations.core.expectation_validation_result import (
-    ExpectationSuiteValidationResult,
-    ExpectationValidationResult,
-)
-from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-from great_expectations.render import (
-    RenderedDocumentContent,
-    RenderedHeaderContent,
-    RenderedSectionContent,
-    RenderedStringTemplateContent,
-    RenderedTableContent,
-)
-from great_expectations.render.renderer import (
-    ExpectationSuitePageRenderer,
-    ValidationResultsPageRenderer,
-)
-from great_expectations.render.util import num_to_str
-from great_expectations.render.view import DefaultJinjaPageView
-from great_expectations.validator.validation_statistics import calc_validation_statistics
+if TYPE_CHECKING:
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+    )
 
-from flows.ingestion.entities import Expectation
-from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
+    from flows.ingestion.entities import Expectation
+    from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +65,12 @@ def validation_result(
     with a value (`future_cutoff`, `as_of_date`) are resolved into the kwargs; a foreign key keeps
     GX's `{"$PARAMETER": ...}` form and gets a description, since its value set is a table.
     """
+    import great_expectations as gx
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResult,
+        ExpectationValidationResult,
+    )
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
 
     run_time = _utc(run_time)
     outcomes = {o.expectation.index: o for o in check.outcomes}
@@ -149,6 +138,10 @@ def write_data_docs(
     Pages of earlier runs are kept; the index lists every run found under `site_dir`, newest first.
     Returns the index path.
     """
+    from great_expectations.render.renderer import (
+        ExpectationSuitePageRenderer,
+        ValidationResultsPageRenderer,
+    )
 
     site_dir = Path(site_dir)
     view = _view(site_dir)
@@ -196,6 +189,16 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+# columns holding contact data: their rejected values are shown masked, as everywhere else
+_CONTACT = re.compile(r"phone|mobile|tel|email|mail|wechat|contact", re.IGNORECASE)
+
+
+def _shown(value: Any, contact: bool) -> Any:
+    if not contact or not isinstance(value, str) or not value:
+        return value
+    return value[:3] + "****" + value[-2:] if len(value) > 7 else "****"
+
+
 def _percent(part: int, whole: int) -> float | None:
     return part / whole * 100 if whole > 0 else None
 
@@ -203,7 +206,8 @@ def _percent(part: int, whole: int) -> float | None:
 def _result(outcome: ExpectationOutcome, element_count: int) -> dict[str, Any]:
     """GX's SUMMARY result dict for a column map expectation (`_format_map_output`)."""
     e, unexpected = outcome.expectation, outcome.unexpected_count
-    partial = [_json_value(v) for v in outcome.partial_unexpected]
+    contact = _CONTACT.search(e.column or "") is not None
+    partial = [_shown(_json_value(v), contact) for v in outcome.partial_unexpected]
     counts = Counter(partial).most_common()
     result: dict[str, Any] = {
         "element_count": element_count,
@@ -236,6 +240,9 @@ def _foreign_key(value: Any) -> str | None:
 
 
 def _configuration(e: Expectation, params: CheckParams) -> Any:
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
 
     kwargs, description, notes = {}, None, [f"Severity: **{e.severity}**"]
     for key, value in e.kwargs.items():
@@ -268,6 +275,8 @@ def _suite_parameters(check: CheckResult) -> dict[str, Any]:
 
 def _suite(check: CheckResult) -> Any:
     """The entity's suite with this run's parameter values, as GX's suite page renders it."""
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuite
 
     entity = check.entity
     return ExpectationSuite(
@@ -280,6 +289,7 @@ def _suite(check: CheckResult) -> Any:
 
 def _severity_table(result: ExpectationSuiteValidationResult) -> Any:
     """Failures by our severity: GX calls the run failed even when only warnings failed."""
+    from great_expectations.render import RenderedStringTemplateContent, RenderedTableContent
 
     evaluated, failed = Counter(), Counter()
     for r in result.results:
@@ -306,12 +316,14 @@ def _severity_table(result: ExpectationSuiteValidationResult) -> Any:
 
 def _view(site_dir: Path) -> Any:
     """GX's page view, with the static assets its pages refer to and our offline style sheet."""
+    import great_expectations
+    from great_expectations.render.view import DefaultJinjaPageView
 
     static = site_dir / "static"
     favicon = static / "images" / "favicon.ico"
     if not favicon.is_file():
         favicon.parent.mkdir(parents=True, exist_ok=True)
-        source = Path(gx.__file__).parent / "render/view/static/images/favicon.ico"
+        source = Path(great_expectations.__file__).parent / "render/view/static/images/favicon.ico"
         shutil.copyfile(source, favicon)
     styles = static / "styles"
     styles.mkdir(parents=True, exist_ok=True)
@@ -353,6 +365,7 @@ def _runs(site_dir: Path) -> list[tuple[str, str, list[tuple[Path, dict]]]]:
 
 
 def _link(text: str, href: str) -> Any:
+    from great_expectations.render import RenderedStringTemplateContent
 
     return RenderedStringTemplateContent(
         content_block_type="string_template",
@@ -365,6 +378,7 @@ def _link(text: str, href: str) -> Any:
 
 
 def _status(success: bool) -> Any:
+    from great_expectations.render import RenderedStringTemplateContent
 
     icon, colour, word = (
         ("fa-check-circle", "text-success", "Succeeded")
@@ -382,6 +396,14 @@ def _status(success: bool) -> Any:
 
 
 def _index_document(site_dir: Path) -> Any:
+    from great_expectations.render import (
+        RenderedDocumentContent,
+        RenderedHeaderContent,
+        RenderedSectionContent,
+        RenderedStringTemplateContent,
+        RenderedTableContent,
+    )
+    from great_expectations.render.util import num_to_str
 
     sections = []
     for run_name, run_time, pages in _runs(site_dir):

@@ -71,3 +71,11 @@ def test_phones_and_addresses_are_masked_anywhere_in_a_text():
     assert mask(text) == (
         "to 138****5678, +86139****5678 and z***@example.com; order 20261123000001"
     )
+
+
+def test_phones_of_other_countries_are_masked_by_their_country_code():
+    text = "请回电 +852 9123 4567 或 +1 (415) 555-2671，0044 20 7946 0958"
+    assert mask(text) == "请回电 +852****4567 或 +1****2671，+44****0958"
+    # not phones: order numbers, amounts, dates, a long id after 00
+    plain = "order 20261123000001, -1234567.5 on 2026-11-23 10:00, id 0012345678901234567890"
+    assert mask(plain) == plain
