@@ -273,3 +273,43 @@ def test_an_error_nobody_foresaw_is_one_line_and_its_traceback_goes_to_the_log(
     ]
     log = (tmp_path / "var" / "log" / "followup.log").read_text(encoding="utf-8")
     assert "Traceback" in log and "KeyError" in log
+
+
+@pytest.mark.slow
+def test_two_headers_for_one_column_is_one_line_naming_both(source: Path, tmp_path: Path) -> None:
+    (source / "customers.csv").write_text("customer_id,客户ID,name\nC1,C2,张三\n", encoding="utf-8")
+    done, db = _ingest(source, tmp_path)
+    line = _one_error_line(done)
+    assert (
+        line
+        == "error: customers.csv: headers 'customer_id' and '客户ID' are both customer_id; keep one"
+    )
+    _nothing_loaded(db)
+
+
+@pytest.mark.slow
+def test_the_run_that_waited_and_the_run_that_ran_both_exit_0(source: Path, tmp_path: Path) -> None:
+    """Two loads of one database at once: the second waits for the first's writer lock, and
+    each prints its own summary, which reads the database, and exits 0."""
+    customers = "customer_id,name,phone\n" + "".join(
+        f"C{i},客户{i},1381234{i:04d}\n" for i in range(3000)
+    )
+    (source / "customers.csv").write_text(customers, encoding="utf-8")
+    (source / "orders.csv").write_text(ORDERS, encoding="utf-8")
+    db = tmp_path / "shared.duckdb"
+    command = [
+        sys.executable, "-m", "flows.cli", "ingest", "--source", str(source), "--db", str(db),
+        "--as-of", AS_OF.isoformat(),
+    ]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200"}
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True,
+                             stderr=subprocess.PIPE)  # fmt: skip
+    second = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    outputs = [p.communicate(timeout=300) for p in (first, second)]
+    for process, (out, err) in zip((first, second), outputs, strict=True):
+        assert process.returncode == 0, err[-2000:]
+        assert "Could not set lock" not in out + err and "Traceback" not in out + err
+        assert "Loaded into" in out
+    assert query(db, "select count(*) from raw.customers") == [(3000,)]
+    assert query(db, "select count(distinct load_id) from load_log") == [(2,)]

@@ -94,11 +94,16 @@ def _map_headers(entity: Entity, path: Path, headers: list[str]) -> tuple[dict, 
     known = entity.header_map()
     columns: dict[str, str] = {}
     extras: dict[str, str] = {}
+    named: dict[str, str] = {}  # column -> the header it was read from
     for position, text in enumerate(headers):
         cell = f"c{position}"
         name = known.get(normalise_header(text or ""))
-        if name and name not in columns:
-            columns[name] = cell
+        if name and name in columns:
+            raise SourceError(
+                f"{path.name}: headers {named[name]!r} and {text!r} are both {name}; keep one"
+            )
+        if name:
+            columns[name], named[name] = cell, text
         else:
             label = (text or "").strip() or f"column_{position + 1}"
             extras.setdefault(label, cell)
