@@ -313,3 +313,26 @@ def test_the_run_that_waited_and_the_run_that_ran_both_exit_0(source: Path, tmp_
         assert "Loaded into" in out
     assert query(db, "select count(*) from raw.customers") == [(3000,)]
     assert query(db, "select count(distinct load_id) from load_log") == [(2,)]
+
+
+def test_a_channel_without_settings_is_said_once_at_the_start(tmp_path: Path) -> None:
+    from flows.dispatching.dispatch import Sending, dispatch
+    from flows.dispatching.templates import Renderer
+    from flows.rundate import RunDate
+
+    folder = _playbook_dir(tmp_path, "{name: s, offset: 1d, channel: sms, fallback: [email]}")
+    (folder / "templates" / "p" / "s.j2").write_text("您好 {{ customer_name }}", encoding="utf-8")
+    db = tmp_path / "empty.duckdb"
+    duckdb.connect(str(db)).close()
+    said: list[str] = []
+    report = dispatch(
+        db,
+        RunDate(AS_OF, "Asia/Shanghai"),
+        channels={"sms": {"kind": "file", "out": str(tmp_path / "outbox")}},
+        how=Sending(renderer=Renderer(root=folder), log=said.append),
+    )
+    assert report.unset_channels == ["email"]
+    assert said[0] == (
+        "no settings for email in the channel settings: the playbooks' messages on them will fail"
+    )
+    assert sum("no settings" in line for line in said) == 1

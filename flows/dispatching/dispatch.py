@@ -35,6 +35,7 @@ them `task_lead_minutes` before, whatever the hour.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from flows.planning.candidates import opt_outs_sql
 from flows.planning.declarations import TASK_CHANNELS
 from flows.rundate import RunDate
 
+_log = logging.getLogger(__name__)
 SINGLE_WRITER_KINDS = ("file", "call_list")  # they write local files: one process only
 
 
@@ -70,6 +72,7 @@ class DispatchReport:
     expired: int = 0
     opted_out: int = 0  # pending messages stopped by an opt-out that came after the plan
     waiting: int = 0  # not sent: outside the send window in the customer's time zone
+    unset_channels: list[str] = field(default_factory=list)  # declared, without settings
     seconds: float = 0.0
 
     @property
@@ -144,6 +147,13 @@ def dispatch(
     # first run after it changed, not the day a follow-up needs it
     declared = renderer.declared_combos()
     report = DispatchReport(as_of=as_of, dry_run=dry_run)
+    unset = sorted({combo[3] for combo in declared} - set(channels))
+    if unset and not dry_run:  # said once per run, not at every message that cannot go
+        report.unset_channels = unset
+        (log or _log.warning)(
+            f"no settings for {', '.join(unset)} in the channel settings: the playbooks' "
+            "messages on them will fail"
+        )
     con = duckdb.connect(str(db_path))
     senders: dict[str, Any] = {}
     try:
