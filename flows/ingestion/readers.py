@@ -109,7 +109,7 @@ def _map_headers(entity: Entity, path: Path, headers: list[str]) -> tuple[dict, 
             extras.setdefault(label, cell)
     missing = [c for c in entity.required_columns if c not in columns]
     if missing:
-        named = [h for h in headers if h]
+        named = [" ".join(h.split()) or repr(h) for h in headers if h]  # one line, always
         found = ", ".join(named[:20]) + (f", … ({len(named) - 20} more)" if len(named) > 20 else "")
         found = found or "none"
         raise SourceError(
@@ -147,8 +147,8 @@ def detect_encoding(path: Path) -> str:
         sample = handle.read(_SAMPLE_BYTES)
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    try:  # the whole file when it is shorter than the sample: it must end whole too
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < _SAMPLE_BYTES)
         return "utf-8"
     except UnicodeDecodeError:
         pass
@@ -179,8 +179,11 @@ def _to_utf8(path: Path, encoding: str, work_dir: Path) -> Path:
 
 
 def _head_rows(path: Path) -> tuple[list[list[str]], str]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        head = "".join(itertools.islice(handle, _HEADER_SCAN_ROWS))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            head = "".join(itertools.islice(handle, _HEADER_SCAN_ROWS))
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path.name}: not valid UTF-8 near byte {exc.start}") from None
     first = next((line for line in head.splitlines() if line.strip()), "")
     delimiter = max([",", "\t", ";", "|"], key=first.count)
     # a cell of megabytes (a pasted document) is the row's problem, not the file's
