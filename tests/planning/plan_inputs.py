@@ -5,6 +5,32 @@ name; what a test leaves out is null."""
 from __future__ import annotations
 
 import duckdb
+import polars as pl
+
+# What decide() takes as its candidates (flows/planning/candidates.py reads them from the
+# models), for tests that build a day's candidates by hand.
+CANDIDATE_SCHEMA = {
+    "customer_id": pl.Utf8,
+    "playbook": pl.Utf8,
+    "step": pl.Utf8,
+    "anchor_id": pl.Utf8,
+    "variant": pl.Utf8,
+    "channel": pl.Utf8,
+    "purpose": pl.Utf8,
+    "priority": pl.Int32,
+    "owner_id": pl.Utf8,
+    "due_at": pl.Datetime("us", "Asia/Shanghai"),
+    "fallback_channels": pl.Utf8,
+    "is_task": pl.Boolean,
+    "first_due_date": pl.Date,
+    "carried": pl.Boolean,
+    "has_phone": pl.Boolean,
+    "has_email": pl.Boolean,
+    "consent_sms": pl.Boolean,
+    "consent_email": pl.Boolean,
+    "consent_phone": pl.Boolean,
+    "industry": pl.Utf8,
+}
 
 PLAN_INPUTS = {
     "customer_360": (

@@ -23,7 +23,7 @@ from flows.planning.escalation import Action, decide, escalation_id
 from flows.planning.policy import Cap, Policy
 from flows.rundate import RunDate
 from tests.conftest import query
-from tests.planning.plan_inputs import create_plan_inputs
+from tests.planning.plan_inputs import CANDIDATE_SCHEMA, create_plan_inputs
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -698,29 +698,6 @@ def test_the_plan_suppresses_a_stopped_customers_follow_ups(db: Path) -> None:
 
 
 # --- the plan's decide() with stops -----------------------------------------------------------
-
-CANDIDATE_SCHEMA = {
-    "customer_id": pl.Utf8,
-    "playbook": pl.Utf8,
-    "step": pl.Utf8,
-    "anchor_id": pl.Utf8,
-    "variant": pl.Utf8,
-    "channel": pl.Utf8,
-    "purpose": pl.Utf8,
-    "priority": pl.Int32,
-    "owner_id": pl.Utf8,
-    "due_at": pl.Datetime("us", TZ_NAME),
-    "fallback_channels": pl.Utf8,
-    "is_task": pl.Boolean,
-    "first_due_date": pl.Date,
-    "carried": pl.Boolean,
-    "has_phone": pl.Boolean,
-    "has_email": pl.Boolean,
-    "consent_sms": pl.Boolean,
-    "consent_email": pl.Boolean,
-    "consent_phone": pl.Boolean,
-    "industry": pl.Utf8,
-}
 
 
 def test_plan_decide_suppresses_a_stopped_customer_and_playbook() -> None:
