@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from adapters.channels import Message
+from adapters.channels import Message, Outcome
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -28,3 +28,12 @@ def message(n: int = 1, **changes) -> Message:
         to=f"+86138000000{n:02d}",
     )
     return Message(**{**fields, **changes})
+
+
+def send_one(channel, m: Message) -> Outcome:
+    """`m` through `channel`, which is closed after, and its one outcome."""
+    try:
+        [outcome] = channel.send([m])
+    finally:
+        channel.close()
+    return outcome

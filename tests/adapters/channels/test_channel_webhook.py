@@ -11,7 +11,7 @@ import pytest
 from werkzeug import Request, Response
 
 from adapters.channels import ChannelConfigError, Message, open_channel
-from tests.adapters.channels.conftest import message
+from tests.adapters.channels.conftest import message, send_one
 
 KEY = "693axxx6-7aoc-4bc4-97a0-0ec2sifa5aaa"  # the secret every robot URL carries
 PATHS = {
@@ -94,11 +94,9 @@ def test_each_flavor_posts_its_json(httpserver, flavor, mention, expected):
 
 def test_a_message_without_owner_mentions_nobody(httpserver):
     _expect(httpserver, "dingtalk").respond_with_json(OK["dingtalk"])
-    channel = _channel(httpserver, "dingtalk", mention_owner=True)
-    try:
-        [outcome] = channel.send([_message(owner_id=None)])
-    finally:
-        channel.close()
+    outcome = send_one(
+        _channel(httpserver, "dingtalk", mention_owner=True), _message(owner_id=None)
+    )
     assert outcome.status == "sent"
     assert json.loads(httpserver.log[0][0].get_data()) == {
         "msgtype": "text",
@@ -118,11 +116,7 @@ def test_a_message_without_owner_mentions_nobody(httpserver):
 )
 def test_a_rate_limit_answer_is_retried_later(httpserver, flavor, answer):
     _expect(httpserver, flavor).respond_with_json(answer)
-    channel = _channel(httpserver, flavor)
-    try:
-        [outcome] = channel.send([_message()])
-    finally:
-        channel.close()
+    outcome = send_one(_channel(httpserver, flavor), _message())
     assert outcome.status == "retry"
     assert str(answer.get("errcode", answer.get("code"))) in outcome.error
     assert outcome.retry_after is None
@@ -133,11 +127,7 @@ def test_http_429_honours_retry_after(httpserver):
     _expect(httpserver, "wecom").respond_with_data(
         "slow down", status=429, headers={"Retry-After": "30"}
     )
-    channel = _channel(httpserver)
-    try:
-        [outcome] = channel.send([_message()])
-    finally:
-        channel.close()
+    outcome = send_one(_channel(httpserver), _message())
     assert (outcome.status, outcome.retry_after) == ("retry", 30.0)
     assert "429" in outcome.error
     assert len(httpserver.log) == 1
@@ -147,11 +137,7 @@ def test_a_non_zero_errcode_fails_with_code_and_message(httpserver):
     _expect(httpserver, "wecom").respond_with_json(
         {"errcode": 93000, "errmsg": "invalid webhook url, hint: [1700000000_1_abc]"}
     )
-    channel = _channel(httpserver)
-    try:
-        [outcome] = channel.send([_message()])
-    finally:
-        channel.close()
+    outcome = send_one(_channel(httpserver), _message())
     assert outcome.status == "failed"
     assert "93000" in outcome.error
     assert "invalid webhook url" in outcome.error
@@ -162,11 +148,7 @@ def test_a_4xx_fails(httpserver):
     _expect(httpserver, "feishu").respond_with_json(
         {"code": 19021, "msg": "sign match fail or timestamp is not within one hour"}, status=400
     )
-    channel = _channel(httpserver, "feishu")
-    try:
-        [outcome] = channel.send([_message()])
-    finally:
-        channel.close()
+    outcome = send_one(_channel(httpserver, "feishu"), _message())
     assert outcome.status == "failed"
     assert "400" in outcome.error and "19021" in outcome.error
     assert KEY not in outcome.error
@@ -175,11 +157,7 @@ def test_a_4xx_fails(httpserver):
 def test_a_5xx_is_tried_again_within_the_call(httpserver):
     _expect_once(httpserver, "wecom").respond_with_data("upstream error", status=500)
     _expect(httpserver, "wecom").respond_with_json(OK["wecom"])
-    channel = _channel(httpserver)
-    try:
-        [outcome] = channel.send([_message()])
-    finally:
-        channel.close()
+    outcome = send_one(_channel(httpserver), _message())
     assert outcome.status == "sent"
     assert [r.status_code for _, r in httpserver.log] == [500, 200]
 
@@ -204,11 +182,7 @@ def test_a_timeout_is_retried(httpserver):
         return Response(json.dumps(OK["wecom"]), content_type="application/json")
 
     _expect(httpserver, "wecom").respond_with_handler(slow)
-    channel = _channel(httpserver, timeout=0.1)
-    try:
-        [outcome] = channel.send([_message()])
-    finally:
-        channel.close()
+    outcome = send_one(_channel(httpserver, timeout=0.1), _message())
     assert outcome.status == "retry"
     assert "timeout" in outcome.error
     assert KEY not in outcome.error
@@ -216,11 +190,7 @@ def test_a_timeout_is_retried(httpserver):
 
 def test_a_2xx_that_is_not_a_robot_answer_fails(httpserver):
     _expect(httpserver, "wecom").respond_with_data("<html>hello</html>", content_type="text/html")
-    channel = _channel(httpserver)
-    try:
-        [outcome] = channel.send([_message()])
-    finally:
-        channel.close()
+    outcome = send_one(_channel(httpserver), _message())
     assert outcome.status == "failed"
 
 
