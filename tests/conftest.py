@@ -28,6 +28,19 @@ def source(tmp_path: Path) -> Path:
     return folder
 
 
+def broken_raw_db(path: Path) -> Path:
+    """A database whose raw.orders something other than the ingest wrote: its times are text,
+    so the models cannot build."""
+    con = duckdb.connect(str(path))
+    con.execute("create schema raw")
+    con.execute(
+        "create table raw.orders as select 'O1' as order_id, 'C1' as customer_id, "
+        "'next tuesday' as ordered_at"
+    )
+    con.close()
+    return path
+
+
 def query(db: Path, sql: str, params=None) -> list[tuple]:
     con = duckdb.connect(str(db), read_only=True)
     try:

@@ -8,14 +8,13 @@ import socket
 from pathlib import Path
 from types import SimpleNamespace
 
-import duckdb
 import pytest
 from werkzeug import Response
 
 from adapters.channels.webhook import flavor_of_url, robot_payload
 from flows.ingestion.load import IngestError
 from flows.notify import ALERT_WEBHOOK_ENV, MAX_ERROR_CHARS, error_line, failure_text
-from tests.conftest import AS_OF
+from tests.conftest import AS_OF, broken_raw_db
 
 WECOM_PATH = "/cgi-bin/webhook/send"
 KEY = "robot-key-1234"
@@ -74,15 +73,7 @@ def test_a_wecom_robot_gets_its_payload_and_the_failing_model(
     from flows.build import build_flow
     from flows.building.runner import BuildError
 
-    # raw.orders written by something else than the ingest: its times are text
-    broken = tmp_path / "broken.duckdb"
-    con = duckdb.connect(str(broken))
-    con.execute("create schema raw")
-    con.execute(
-        "create table raw.orders as select 'O1' as order_id, 'C1' as customer_id, "
-        "'next tuesday' as ordered_at"
-    )
-    con.close()
+    broken = broken_raw_db(tmp_path / "broken.duckdb")
     httpserver.expect_oneshot_request(
         WECOM_PATH, method="POST", query_string=f"key={KEY}"
     ).respond_with_json({"errcode": 0, "errmsg": "ok"})

@@ -7,7 +7,6 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pytest
 from lifetimes.utils import summary_data_from_transaction_data
@@ -18,7 +17,7 @@ from flows.demo.company import generate_company
 from flows.ingestion.load import ingest
 from flows.rundate import RunDate
 from flows.settings import Settings
-from tests.conftest import AS_OF, query
+from tests.conftest import AS_OF, broken_raw_db, query
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -215,15 +214,7 @@ def test_one_new_day_incremental_equals_a_full_refresh(built: Path, tmp_path: Pa
 
 
 def test_a_failing_model_is_one_line_naming_it(tmp_path: Path) -> None:
-    # a raw table written by something else than the ingest: its times are text
-    broken = tmp_path / "broken.duckdb"
-    con = duckdb.connect(str(broken))
-    con.execute("create schema raw")
-    con.execute(
-        "create table raw.orders as select 'O1' as order_id, 'C1' as customer_id, "
-        "'next tuesday' as ordered_at"
-    )
-    con.close()
+    broken = broken_raw_db(tmp_path / "broken.duckdb")
     with pytest.raises(BuildError) as caught:
         settings = Settings.from_env()
         build(broken, RunDate.of(settings.business_tz, AS_OF), settings)
