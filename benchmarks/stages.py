@@ -54,7 +54,7 @@ def ingest_typing(source: Path, db: Path, as_of: str) -> None:
     from flows.settings import Settings
 
     settings = Settings.from_env()
-    params = check_params(RunDate.of(settings.business_tz, as_of))
+    params = check_params(RunDate.of(settings.business_tz, as_of), settings)
     with load_connection(db, settings) as (con, work_dir):
         for name in ENTITIES:
             entity = load_entity(name)

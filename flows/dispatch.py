@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from adapters.channels.config import channels_file, load_channels
 from flows.dispatching.dispatch import DispatchReport, Sending, When, dispatch
 from flows.dispatching.fanout import fan_out
+from flows.dispatching.templates import Renderer
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.rundate import RunDate
@@ -40,8 +41,13 @@ def dispatch_task(
             channels=channels,
             dry_run=dry_run,
             when=When(realtime=realtime),
-            how=Sending(log=get_run_logger().info, fan_out=fanned),
+            how=Sending(renderer=renderer(settings), log=get_run_logger().info, fan_out=fanned),
         )
+
+
+def renderer(settings: Settings) -> Renderer:
+    """The templates' renderer, its survey and unsubscribe links on the configured pages."""
+    return Renderer(survey_base=settings.survey_url, unsubscribe_base=settings.unsubscribe_url)
 
 
 def summary_markdown(report: DispatchReport) -> str:

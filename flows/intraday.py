@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import channels_file, load_channels
 from flows.building.runner import NodeResult, build_args, catch_up_vars, declare_playbooks, run_dbt
+from flows.dispatch import renderer
 from flows.dispatching.dispatch import DispatchReport, Sending, When, dispatch
 from flows.ingest import ingest_flow
 from flows.ingestion.load import IngestReport
@@ -126,7 +127,7 @@ def dispatch_task(
             playbooks=playbooks,
             task_lead_minutes=interval_minutes,
         ),
-        how=Sending(log=get_run_logger().info),
+        how=Sending(renderer=renderer(settings), log=get_run_logger().info),
     )
 
 

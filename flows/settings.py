@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import warnings
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -83,6 +85,24 @@ class Settings(BaseSettings):
         "FOLLOWUP_CALENDAR", None, "the working-day table (default: playbooks/calendar.csv)"
     )
     alert_webhook: str = _env("FOLLOWUP_ALERT_WEBHOOK", "", "the IM robot told of failed runs")
+    survey_url: str = _env(
+        "FOLLOWUP_SURVEY_URL", "https://survey.example.com/s", "the survey page messages link to"
+    )
+    unsubscribe_url: str = _env(
+        "FOLLOWUP_UNSUBSCRIBE_URL",
+        "https://survey.example.com/unsubscribe",
+        "the unsubscribe page messages link to",
+    )
+    earliest_date: dt.date = _env(
+        "FOLLOWUP_EARLIEST_DATE", dt.date(2000, 1, 1), "facts dated before this are refused"
+    )
+
+    @property
+    def survey_hosts(self) -> tuple[str, ...]:
+        """The hosts a survey or unsubscribe link in the feedback may be on."""
+        return tuple(
+            sorted({urlsplit(u).hostname for u in (self.survey_url, self.unsubscribe_url)})
+        )
 
     @field_validator("business_tz")
     @classmethod
@@ -98,6 +118,16 @@ class Settings(BaseSettings):
     def _size(cls, value: str) -> str:
         if not re.fullmatch(_MEMORY, value):
             raise ValueError(f"{value!r} is not a size like 1536MB or 2GB")
+        return value
+
+    @field_validator("survey_url", "unsubscribe_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{value!r} is not an http(s) address like https://survey.example.com/s"
+            )
         return value
 
     @field_validator("calendar_file", mode="before")

@@ -336,3 +336,95 @@ def test_a_channel_without_settings_is_said_once_at_the_start(tmp_path: Path) ->
         "no settings for email in the channel settings: the playbooks' messages on them will fail"
     )
     assert sum("no settings" in line for line in said) == 1
+
+
+def _loaded(settings, folder: Path, entities: tuple[str, ...] = ("customers", "orders")):
+    from flows.ingestion.load import ingest
+    from flows.rundate import RunDate
+
+    run = RunDate.of(settings.business_tz, AS_OF)
+    return ingest(settings.db_path, folder, settings=settings, run=run, entities=entities)
+
+
+def test_facts_dated_before_the_earliest_plausible_date_are_quarantined(
+    settings, source: Path
+) -> None:
+    settings = settings.replace(max_bad_share=1.0)
+    (source / "customers.csv").write_text("customer_id,name\nC1,张三\n", encoding="utf-8")
+    (source / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount\n"
+        "O1,C1,1900-01-01 10:00,5\nO2,C1,0001-01-01,5\nO3,C1,1999-12-31 23:59,5\n"
+        "O4,C1,2000-01-01 00:00,5\n",
+        encoding="utf-8",
+    )
+    _loaded(settings, source)
+    reason = "ordered_at: before 2000-01-01, the earliest date taken (FOLLOWUP_EARLIEST_DATE)"
+    assert query(
+        settings.db_path,
+        "select line_number, reasons from quarantine where entity = 'orders' order by 1",
+    ) == [(2, [reason]), (3, [reason]), (4, [reason])]
+    assert query(settings.db_path, "select order_id from raw.orders") == [("O4",)]
+    # the earliest date is a setting: an older shop says so
+    older = settings.replace(earliest_date=dt.date(1990, 1, 1))
+    _loaded(older, source, ("orders",))
+    assert query(settings.db_path, "select order_id from raw.orders order by 1") == [
+        ("O3",),
+        ("O4",),
+    ]
+
+
+def test_implausible_feedback_is_quarantined_with_its_reason(settings, source: Path) -> None:
+    """Scores outside their scale, another customer's answer, an answer before its message, and
+    a link on a foreign host: each row quarantined with its reason, the plausible ones loaded."""
+    from flows.feedback import load_feedback
+    from flows.ledger import ensure_tables
+    from flows.rundate import RunDate
+
+    settings = settings.replace(max_bad_share=1.0)
+    (source / "customers.csv").write_text("customer_id,name\nC1,张三\nC2,李四\n", encoding="utf-8")
+    _loaded(settings, source, ("customers",))
+    con = duckdb.connect(str(settings.db_path))
+    ensure_tables(con)
+    con.execute(
+        """insert into message_ledger (message_id, idempotency_key, customer_id, playbook, step,
+            anchor_id, channel, purpose, priority, first_due_date, planned_for, decided_on,
+            status, created_at, updated_at)
+        values ('M1', 'k1', 'C1', 'p', 's', 'A', 'sms', 'service', 50, '2026-11-19',
+            '2026-11-19', '2026-11-19', 'sent', now(), now())"""
+    )
+    con.close()
+    feedback = source / "feedback.csv"
+    feedback.write_text(
+        "message_id,customer_id,responded_at,response_type,score,scale\n"
+        "M1,C1,2026-11-20 10:00,survey,8,csat\n"
+        "M1,C1,2026-11-20 10:00,survey,0,满意度评分\n"
+        "M1,C1,2026-11-20 10:00,survey,11,\n"
+        "M1,C2,2026-11-20 11:00,reply,,\n"
+        "M1,C1,2023-01-01 10:00,reply,,\n"
+        "https://evil.example.net/s?m=M1,C1,2026-11-20 12:00,click,,\n"
+        "https://survey.example.com@evil.example.net/s?m=M1,C1,2026-11-20 12:00,click,,\n"
+        "https://survey.example.com/s?m=M1,C1,2026-11-20 12:00,click,,\n"
+        "M1,C1,2026-11-19,survey,0,nps\n"
+        "M1,,2026-11-21 09:00,survey,5,\n",
+        encoding="utf-8",
+    )
+    load_feedback(feedback, settings.db_path, RunDate.of(settings.business_tz, AS_OF), settings)
+    foreign = (
+        "message_id: a link on a host that is not the survey's "
+        "(FOLLOWUP_SURVEY_URL, FOLLOWUP_UNSUBSCRIBE_URL)"
+    )
+    assert query(
+        settings.db_path,
+        "select line_number, reasons from quarantine where entity = 'feedback' order by 1",
+    ) == [
+        (2, ["score: above 5 (where scale == csat)"]),
+        (3, ["score: below 1 (where scale == csat)"]),
+        (4, ["score: above 10"]),
+        (5, ["customer_id: not the customer of its message (message_customer_id C1)"]),
+        (6, ["responded_at: before its message was planned (message_decided_on 2026-11-19)"]),
+        (7, [foreign]),
+        (8, [foreign]),
+    ]
+    # the plausible rows load: the survey's own link, an answer the day its message was planned,
+    # a row without a customer (the message names one)
+    assert query(settings.db_path, "select count(*) from raw.feedback") == [(3,)]

@@ -47,6 +47,12 @@ class Column:
     open: bool = False  # an enum that accepts values beyond the listed ones
     upper: bool = False
     pii: bool = False
+    # A derived column is not read from the file nor stored: it is computed for the checks from
+    # another table (`lookup` "schema.table.column", joined where its `by` column equals this
+    # row's) or from a link in another column (`host_of`).
+    lookup: str | None = None
+    by: str | None = None
+    host_of: str | None = None
 
     @property
     def sql_type(self) -> str:
@@ -59,6 +65,7 @@ class Expectation:
     type: str
     kwargs: dict[str, Any]
     severity: str
+    reason: str | None = None  # the quarantine's words, where the generated ones would not do
 
     @property
     def column(self) -> str | None:
@@ -66,7 +73,14 @@ class Expectation:
 
     @property
     def columns(self) -> list[str]:
+        if "column_A" in self.kwargs:  # a pair: the first is the one reported
+            return [self.kwargs["column_A"], self.kwargs["column_B"]]
         return self.kwargs.get("column_list") or [self.kwargs["column"]]
+
+    @property
+    def row_condition(self) -> dict[str, Any] | None:
+        """Great Expectations' serialised condition: the rows the expectation applies to."""
+        return self.kwargs.get("row_condition")
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,10 @@ class Entity:
     columns: dict[str, Column]
     expectations: tuple[Expectation, ...]
     suite: dict[str, Any]
+    derived: dict[str, Column] = field(default_factory=dict)
+
+    def column(self, name: str) -> Column:
+        return self.columns.get(name) or self.derived[name]
 
     @property
     def required_columns(self) -> list[str]:
@@ -103,34 +121,47 @@ def normalise_header(text: str) -> str:
     return re.sub(r"[\s\-]+", "_", text)
 
 
+def _column(name: str, spec: dict[str, Any], path: Path) -> Column:
+    column = Column(
+        name=name,
+        type=spec["type"],
+        aliases=tuple(spec.get("aliases", ())),
+        values={k: tuple(v) for k, v in spec.get("values", {}).items()},
+        default=spec.get("default"),
+        open=spec.get("open", False),
+        upper=spec.get("upper", False),
+        pii=spec.get("pii", False),
+        lookup=spec.get("lookup"),
+        by=spec.get("by"),
+        host_of=spec.get("host_of"),
+    )
+    if column.type not in COLUMN_TYPES:
+        raise ValueError(f"{path}: column {column.name} has unknown type {column.type!r}")
+    return column
+
+
 def _entity_from_suite(suite: dict[str, Any], path: Path) -> Entity:
     meta = suite.get("meta", {}).get("followup")
     if not meta:
         raise ValueError(f"{path}: suite has no meta.followup block")
-    columns = {
-        name: Column(
-            name=name,
-            type=spec["type"],
-            aliases=tuple(spec.get("aliases", ())),
-            values={k: tuple(v) for k, v in spec.get("values", {}).items()},
-            default=spec.get("default"),
-            open=spec.get("open", False),
-            upper=spec.get("upper", False),
-            pii=spec.get("pii", False),
-        )
-        for name, spec in meta["columns"].items()
-    }
-    for column in columns.values():
-        if column.type not in COLUMN_TYPES:
-            raise ValueError(f"{path}: column {column.name} has unknown type {column.type!r}")
+    columns = {name: _column(name, spec, path) for name, spec in meta["columns"].items()}
+    derived = {name: _column(name, spec, path) for name, spec in meta.get("derived", {}).items()}
+    for column in derived.values():
+        source = column.by or column.host_of
+        if source not in columns or (column.lookup is None) == (column.host_of is None):
+            raise ValueError(
+                f"{path}: derived column {column.name} needs `lookup` with `by`, or `host_of`, "
+                "naming a column of the file"
+            )
     expectations = []
     for index, raw in enumerate(suite["expectations"]):
         severity = raw.get("meta", {}).get("severity", "error")
         if severity not in SEVERITIES:
             raise ValueError(f"{path}: expectation {index} has unknown severity {severity!r}")
-        expectation = Expectation(index, raw["type"], raw["kwargs"], severity)
+        reason = raw.get("meta", {}).get("reason")
+        expectation = Expectation(index, raw["type"], raw["kwargs"], severity, reason)
         for name in expectation.columns:
-            if name not in columns:
+            if name not in columns and name not in derived:
                 raise ValueError(f"{path}: expectation {index} names unknown column {name!r}")
         expectations.append(expectation)
     return Entity(
@@ -142,6 +173,7 @@ def _entity_from_suite(suite: dict[str, Any], path: Path) -> Entity:
         columns=columns,
         expectations=tuple(expectations),
         suite=suite,
+        derived=derived,
     )
 
 

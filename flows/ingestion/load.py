@@ -139,11 +139,16 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def check_params(run: RunDate) -> CheckParams:
+def check_params(run: RunDate, settings: Settings) -> CheckParams:
     """As of D the run happens on the morning of D: a timestamp after the end of D is in the
     future."""
-    cutoff = run.end - dt.timedelta(microseconds=1)
-    return CheckParams(as_of_date=run.day, future_cutoff=cutoff, business_tz=run.business_tz)
+    return CheckParams(
+        as_of_date=run.day,
+        future_cutoff=run.end - dt.timedelta(microseconds=1),
+        business_tz=run.business_tz,
+        earliest_date=settings.earliest_date,
+        survey_hosts=settings.survey_hosts,
+    )
 
 
 def ingest(
@@ -162,7 +167,7 @@ def ingest(
     cursors there, so a failed load never advances them).
     """
     found = _source_files(source_dir, files or {}, entities)
-    params = check_params(run)
+    params = check_params(run, settings)
     load_id = uuid.uuid4().hex[:16]
     started = dt.datetime.now(dt.UTC)
     checks: list[CheckResult] = []

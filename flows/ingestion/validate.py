@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import phonenumbers
@@ -33,14 +34,16 @@ class CheckParams:
     as_of_date: dt.date
     future_cutoff: dt.datetime  # timestamps after this cannot have happened by the run
     business_tz: str
+    earliest_date: dt.date = dt.date(2000, 1, 1)  # facts dated before this are not plausible
+    survey_hosts: tuple[str, ...] = ()  # where the survey and unsubscribe links live
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict) and "$PARAMETER" in value:
             name = value["$PARAMETER"]
-            if name == "as_of_date":
-                return self.as_of_date
-            if name == "future_cutoff":
-                return self.future_cutoff
+            if name in ("as_of_date", "future_cutoff", "earliest_date"):
+                return getattr(self, name)
+            if name == "survey_hosts":
+                return list(self.survey_hosts)
             if "." in name:
                 return name  # a reference to a key of another entity: `customers.customer_id`
             raise ValueError(f"unknown suite parameter {name!r}")
@@ -112,8 +115,101 @@ def _python_phones(con: duckdb.DuckDBPyConnection, column: str, table: str, out:
         con.executemany(f"insert into {out} values (?, ?)", typed)
 
 
+_OPERATORS = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+# the rows a pair expectation skips, by Great Expectations' `ignore_row_if`
+_PAIR_SKIPS = {
+    "either_value_is_missing": "{a} is null or {b} is null",
+    "both_values_are_missing": "{a} is null and {b} is null",
+    "neither": "false",
+}
+
+
+def _value(value: Any) -> str:
+    return ty.quote(value) if isinstance(value, str) else repr(value)
+
+
+def _condition(condition: dict[str, Any]) -> tuple[str, str]:
+    """(SQL, words) of Great Expectations' serialised row condition: a comparison of a column
+    with a value, or an `and`/`or` of them."""
+    kind = condition.get("type")
+    if kind in ("and", "or"):
+        parts = [_condition(c) for c in condition["conditions"]]
+        return (
+            "(" + f" {kind} ".join(sql for sql, _ in parts) + ")",
+            f" {kind} ".join(words for _, words in parts),
+        )
+    if kind != "comparison":
+        raise ValueError(f"row condition of type {kind!r} is not supported by the SQL engine")
+    column, operator, value = (
+        condition["column"]["name"],
+        condition["operator"],
+        condition["parameter"],
+    )
+    if operator in ("IN", "NOT_IN"):
+        listed = ", ".join(_value(v) for v in value)
+        negation = "not " if operator == "NOT_IN" else ""
+        return (
+            f"{column} {negation}in ({listed})",
+            f"{column} {negation}in {', '.join(map(str, value))}",
+        )
+    return f"{column} {_OPERATORS[operator]} {_value(value)}", f"{column} {operator} {value}"
+
+
+def _bound(value: Any, column_type: str, tz: str) -> Any:
+    """A date bound on a timestamp column is that day's start in the business time zone."""
+    if type(value) is dt.date and column_type == "timestamp":
+        return dt.datetime.combine(value, dt.time(), ZoneInfo(tz))
+    return value
+
+
 def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str, str]:
     """(SQL true where a row breaks `e`, SQL of the reason text)."""
+    predicate, reason = _rule(entity, e, params)
+    if e.reason is not None:
+        reason = ty.quote(e.reason) + (_other_value(e) if e.type in _PAIRS else "")
+    if e.row_condition is not None:
+        sql, words = _condition(e.row_condition)
+        predicate, reason = (
+            f"({sql}) and ({predicate})",
+            f"{reason} || {ty.quote(f' (where {words})')}",
+        )
+    return predicate, reason
+
+
+_PAIRS = (
+    "expect_column_pair_values_to_be_equal",
+    "expect_column_pair_values_a_to_be_greater_than_b",
+)
+
+
+def _other_value(e: Expectation) -> str:
+    """SQL appending the second column's value to a pair's reason: ` (message_customer_id C1)`."""
+    b = e.columns[1]
+    return f" || ' ({b} ' || coalesce(cast({b} as varchar), 'missing') || ')'"
+
+
+def _pair(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str, str]:
+    a, b = e.columns
+    skip = _PAIR_SKIPS[e.kwargs.get("ignore_row_if", "both_values_are_missing")].format(a=a, b=b)
+    shown = _other_value(e)
+    if e.type == "expect_column_pair_values_to_be_equal":
+        return f"not ({skip}) and {a} is distinct from {b}", ty.quote(
+            f"{a}: differs from {b}"
+        ) + shown
+    left = a
+    if entity.column(a).type == "timestamp" and entity.column(b).type == "date":
+        left = f"cast(timezone({ty.quote(params.business_tz)}, {a}) as date)"  # that day, there
+    operator = ">=" if e.kwargs.get("or_equal") else ">"
+    words = "before" if e.kwargs.get("or_equal") else "not after"
+    return (
+        f"not ({skip}) and not coalesce({left} {operator} {b}, false)",
+        ty.quote(f"{a}: {words} {b}") + shown,
+    )
+
+
+def _rule(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str, str]:
+    if e.type in _PAIRS:
+        return _pair(entity, e, params)
     col = e.column
     kind = e.type
     if kind == "expect_column_values_to_not_be_null":
@@ -121,10 +217,10 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
             f"{col}: required value is missing"
         )
     if kind == "expect_column_values_to_be_of_type":
-        label = ty.TYPE_LABELS.get(entity.columns[col].type, e.kwargs.get("type_", "value"))
+        label = ty.TYPE_LABELS.get(entity.column(col).type, e.kwargs.get("type_", "value"))
         return f"{col}__raw is not null and {col} is null", ty.quote(f"{col}: not a valid {label}")
     if kind == "expect_column_values_to_match_regex":
-        label = ty.TYPE_LABELS.get(entity.columns[col].type, f"value (pattern {e.kwargs['regex']})")
+        label = ty.TYPE_LABELS.get(entity.column(col).type, f"value (pattern {e.kwargs['regex']})")
         return (
             f"{col}__raw is not null and ({col} is null or not regexp_full_match({col}, "
             f"{ty.quote(e.kwargs['regex'])}))",
@@ -146,18 +242,25 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
             )
         allowed = ", ".join(ty.quote(str(v)) for v in value_set)
         listed = ", ".join(map(str, value_set)) if len(value_set) <= 6 else None
+        outside = f"{col} not in ({allowed})" if value_set else "true"  # an empty set takes none
         return (
-            f"{col} is not null and {col} not in ({allowed})",
+            f"{col} is not null and {outside}",
             ty.quote(f"{col}: not one of {listed}" if listed else f"{col}: not a known {col}"),
         )
     if kind == "expect_column_values_to_be_between":
-        sql_type = entity.columns[col].sql_type
+        column = entity.column(col)
         checks, reasons = [], []
         low, high = e.kwargs.get("min_value"), e.kwargs.get("max_value")
         if low is not None:
             low_value = params.resolve(low)
-            checks.append(f"{col} < {_literal(low_value, sql_type)}")
-            reasons.append(f"when {checks[-1]} then {ty.quote(f'{col}: below {low_value}')}")
+            bound = _bound(low_value, column.type, params.business_tz)
+            words = (
+                f"before {low_value}, the earliest date taken (FOLLOWUP_EARLIEST_DATE)"
+                if isinstance(low, dict) and low.get("$PARAMETER") == "earliest_date"
+                else f"below {low_value}"
+            )
+            checks.append(f"{col} < {_literal(bound, column.sql_type)}")
+            reasons.append(f"when {checks[-1]} then {ty.quote(f'{col}: {words}')}")
         if high is not None:
             high_value = params.resolve(high)
             words = (
@@ -165,7 +268,7 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
                 if isinstance(high, dict) and high.get("$PARAMETER") == "future_cutoff"
                 else f"above {high_value}"
             )
-            checks.append(f"{col} > {_literal(high_value, sql_type)}")
+            checks.append(f"{col} > {_literal(high_value, column.sql_type)}")
             reasons.append(f"when {checks[-1]} then {ty.quote(f'{col}: {words}')}")
         return f"{col} is not null and ({' or '.join(checks)})", f"case {' '.join(reasons)} end"
     raise ValueError(f"{entity.name}: expectation type {kind!r} is not supported by the SQL engine")
@@ -212,6 +315,30 @@ def typed_select(
     return f"select {star}, {', '.join(typed)} from {cleaned_sql} c {' '.join(joins)}"
 
 
+# The host of a link (`https://host/path?m=…`, `//host/…`, `host/path?m=…`); a bare token has none.
+_HOST = r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?(?:[^/?#@\s]*@)?([^/?#:\s]*)"
+
+
+def _derived(entity: Entity) -> tuple[list[str], list[str]]:
+    """(select expressions, joins) computing the entity's derived columns over `typed t`."""
+    columns, joins = [], []
+    for d in entity.derived.values():
+        if d.lookup is not None:
+            *schema, table, column = d.lookup.split(".")
+            joins.append(
+                f"left join (select {d.by} as _k, any_value({column}) as _v "
+                f"from {schema[0] if schema else 'raw'}.{table} group by all) d_{d.name} "
+                f"on d_{d.name}._k = t.{d.by}"
+            )
+            columns.append(f"cast(d_{d.name}._v as {d.sql_type}) as {d.name}")
+        else:
+            source = entity.columns[d.host_of]
+            cell = f"t.{source.name}" if source.type in ("id", "text") else f"t.{source.name}__raw"
+            host = f"nullif(lower(regexp_extract({cell}, {ty.quote(_HOST)}, 1)), '')"
+            columns.append(f"case when regexp_matches({cell}, '[/?]') then {host} end as {d.name}")
+    return columns, joins
+
+
 def check(
     con: duckdb.DuckDBPyConnection, entity: Entity, src: SourceTable, params: CheckParams
 ) -> CheckResult:
@@ -219,7 +346,8 @@ def check(
     t = src.table
     typed_sql = typed_select(con, entity, src, params)
 
-    extra_cols, fk_joins, flags, outcomes = [], [], [], []
+    extra_cols, fk_joins = _derived(entity)
+    flags, outcomes = [], []
     for e in entity.row_expectations:
         if e.type in UNIQUE:
             # Only the few duplicated values are joined back: cheaper than a window over all rows.
@@ -277,7 +405,7 @@ def check(
                 "expect_column_values_to_be_of_type",
                 "expect_column_values_to_match_regex",
             )
-            cell = col if col in same else f"{col}__raw"
+            cell = col if col in same or col in entity.derived else f"{col}__raw"
             aggregates.append(f"count_if({cell if reads_cell else col} is null)")
             aggregates.append(
                 f"(list(coalesce(cast({cell} as varchar), cast({col} as varchar))) "

@@ -164,7 +164,10 @@ def test_validation_result_statistics_and_results_match_the_counts():
     foreign_key = _result_for(result, IN_SET, "customer_id").expectation_config
     assert foreign_key.kwargs["value_set"] == {"$PARAMETER": "customers.customer_id"}
     assert foreign_key.meta["severity"] == "error"
-    assert result.suite_parameters == {"future_cutoff": PARAMS.future_cutoff.isoformat()}
+    assert result.suite_parameters == {
+        "future_cutoff": PARAMS.future_cutoff.isoformat(),
+        "earliest_date": PARAMS.earliest_date.isoformat(),
+    }
 
     assert result.meta["run_id"] == {"run_name": "nightly", "run_time": RUN_TIME.isoformat()}
     assert result.meta["followup"]["source"] == "/incoming/orders.csv"
@@ -208,7 +211,10 @@ def test_pages_show_failures_and_the_index_lists_every_run(tmp_path, monkeypatch
     assert "3 unexpected values found" in text
     assert "-7.5" in text and "C404" in text and "昨天" in text
     assert "customer_id values must be a customer_id found in customers" in text
-    assert "values must be less than or equal to 2026-11-24T00:00:00+00:00" in text
+    assert (
+        "values must be greater than or equal to 2000-01-01 and less than or equal to "
+        "2026-11-24T00:00:00+00:00" in text
+    )
     assert "Unsuccessful Expectations 3" in text
     assert "Status: Succeeded" in _text(pages[1])
 
