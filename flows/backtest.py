@@ -18,9 +18,9 @@ from pathlib import Path
 
 import duckdb
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import markdown_artifact
 from flows.backtesting import results
 from flows.backtesting.replay import (
     BacktestError,
@@ -192,7 +192,7 @@ def backtest_flow(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = BacktestReport(done, time.perf_counter() - clock, rows)
-    create_markdown_artifact(summary_markdown(report), key="backtest")
+    markdown_artifact(summary_markdown(report), key="backtest")
     get_run_logger().info(
         "backtest %s..%s: %d days in %.1f s", start, end, done.days, report.seconds
     )

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.analysis.publish import publish_analysis, read_summary
+from flows.artifacts import markdown_artifact
 from flows.building.runner import (
     BuildReport,
     build_args,
@@ -74,7 +74,7 @@ def build_flow(
             nodes=nodes,
         )
         get_run_logger().info("dbt build: %d nodes in %.1f s", len(nodes), report.seconds)
-        create_markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
+        markdown_artifact(summary_markdown(report), key="dbt-build", description="dbt nodes")
         if settings.dbt_target == "duckdb":  # the analysis marts are in the DuckDB file
             publish_analysis(read_summary(db_path), run.day)
         return report

@@ -53,9 +53,9 @@ def _settings() -> Settings:
 
 
 @contextlib.contextmanager
-def _holding(db: Path):
-    """The writer lock over a command's flow and its summary, which reads the database: a run
-    waiting for the lock must not take it in between."""
+def _reading(db: Path):
+    """The writer lock while a command's summary reads the database: DuckDB lets no process read
+    a file another one is writing, and another run may have started once the flow let go."""
     from flows.locking import writer_lock
 
     with one_line_errors(), writer_lock(db, _settings().db_lock_timeout):
@@ -123,8 +123,8 @@ def ingest(
     if source is None and sources is None:
         fail("give --source DIR, --sources sources.yml, or both")
     db = db or _settings().db_path
-    with _holding(db):
-        report = _run_ingest(source, db, _date(as_of), sources)
+    report = _run_ingest(source, db, _date(as_of), sources)
+    with _reading(db):
         print_report(report, db)
 
 
@@ -152,8 +152,8 @@ def run(
     db = db or _settings().db_path
     if source is None and sources is None and not db.exists():
         fail(f"{db} does not exist: give --source DIR to load data first")
-    with _holding(db):
-        result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
+    result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
+    with _reading(db):
         if result.ingest is not None:
             print_report(result.ingest, db)
         print_build(result.build)
@@ -198,8 +198,8 @@ def intraday(
     db = db or _settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` for the day first")
-    with _holding(db):
-        result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
+    result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
+    with _reading(db):
         if result.ingest is not None:
             print_report(result.ingest, db)
         print_intraday(result, db)
@@ -219,8 +219,8 @@ def feedback(
     db = db or _settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
-    with _holding(db):
-        result = _run_feedback(source, db, _date(as_of))
+    result = _run_feedback(source, db, _date(as_of))
+    with _reading(db):
         print_report(result.ingest, db)
         print_analysis(result.summary)
     silence_teardown()

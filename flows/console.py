@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from flows.secrets import redact
+
 # rich falls back to 80 columns when the output is not a terminal
 # Never markup: what is printed holds user text (file names, headers, playbook names), and a
 # `[/]` in it must print as it is, not stop the command. Styles are given as styles.
@@ -21,7 +23,8 @@ err = Console(stderr=True, markup=False)
 
 
 def fail(message: str) -> None:
-    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+    line = Text.assemble(("error:", "bold red"), " ", redact(message))
+    err.print(line, highlight=False, soft_wrap=True)
     silence_teardown()
     raise typer.Exit(2)
 

@@ -52,14 +52,13 @@ def daily_flow(
     settings = Settings.from_env()
     as_of = RunDate.of(settings.business_tz, as_of).day  # each step gets this date
     db_path = Path(db) if db else settings.db_path
-    # held for the whole cycle, so no other writer slips in between its steps (each step takes
-    # it again, nested)
+    ingested = None
+    # the ingest holds the writer lock while it loads, not while an API source answers
+    if source is not None or sources_file is not None:
+        ingested = ingest_flow(source=source, db=db_path, as_of=as_of, sources_file=sources_file)
+    # held from the build to the dispatch, so no other writer slips in between them (each step
+    # takes it again, nested)
     with writer_lock(db_path, settings.db_lock_timeout):
-        ingested = None
-        if source is not None or sources_file is not None:
-            ingested = ingest_flow(
-                source=source, db=db_path, as_of=as_of, sources_file=sources_file
-            )
         built = build_flow(as_of=as_of, db=db_path, full_refresh=full_refresh)
         planned = plan_flow(as_of=as_of, db=db_path, dry_run=dry_run)
         sent = (

@@ -8,10 +8,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import channels_file, load_channels
+from flows.artifacts import markdown_artifact, table_artifact
 from flows.dispatching.dispatch import DispatchReport, Sending, When, dispatch
 from flows.dispatching.fanout import fan_out
 from flows.dispatching.templates import Renderer
@@ -81,13 +81,11 @@ def dispatch_flow(
     with writer_lock(db_path, settings.db_lock_timeout):
         chosen = channels_file(channels)
         report = dispatch_task(db_path, run, chosen, settings, dry_run, realtime)
-        create_markdown_artifact(summary_markdown(report), key="dispatch-summary")
+        markdown_artifact(summary_markdown(report), key="dispatch-summary")
         rows = [
             {"channel": channel, **{k: int(v) for k, v in counts.items()}}
             for channel, counts in sorted(report.counts.items())
         ]
         if rows:
-            create_table_artifact(
-                rows, key="dispatch-by-channel", description="outcomes per channel"
-            )
+            table_artifact(rows, key="dispatch-by-channel", description="outcomes per channel")
         return report

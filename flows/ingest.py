@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import markdown_artifact
 from flows.ingestion.entities import LOAD_ORDER
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.locking import writer_lock
@@ -34,14 +34,14 @@ def fetch_api_sources(sources_file: Path, db_path: Path, staging: Path, settings
             raise ValueError(
                 f"{sources_file}: {config.entity}: not an entity ({', '.join(LOAD_ORDER)})"
             )
+    cursors = {}
     if db_path.exists():
-        con = connect(db_path, settings)
-        try:
-            cursors = {c.entity: read_cursor(con, c.entity) for c in configs}
-        finally:
-            con.close()
-    else:
-        cursors = {}
+        with writer_lock(db_path, settings.db_lock_timeout):  # the cursors only, not the fetch
+            con = connect(db_path, settings)
+            try:
+                cursors = {c.entity: read_cursor(con, c.entity) for c in configs}
+            finally:
+                con.close()
     results = {}
     for config in configs:
         results[config.entity] = fetch(config, staging, updated_since=cursors.get(config.entity))
@@ -124,25 +124,23 @@ def ingest_flow(
     """Ingest a source folder (CSV / XLSX / Parquet per entity) and any API sources into DuckDB.
 
     Rows breaking a rule land in `quarantine` with every reason; bad rows above the configured
-    share fail the run and leave the database as it was.
+    share fail the run and leave the database as it was. The database's writer lock is held
+    while the load writes, not while the API sources answer.
     """
     settings = Settings.from_env()
     run = RunDate.of(settings.business_tz, as_of)
     db_path = Path(db) if db else settings.db_path
-    with writer_lock(db_path, settings.db_lock_timeout):
-        staging = Path(tempfile.mkdtemp(prefix="followup-api-"))
-        try:
-            fetched = (
-                fetch_api_sources(Path(sources_file), db_path, staging, settings)
-                if sources_file
-                else {}
-            )
-            folder = Path(source) if source else None
-            report = load_sources(folder, db_path, run, fetched, settings)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        write_data_docs_task(report, settings)
-        create_markdown_artifact(
-            summary_markdown(report), key="ingest-summary", description="Rows per entity"
+    staging = Path(tempfile.mkdtemp(prefix="followup-api-"))
+    try:
+        fetched = (
+            fetch_api_sources(Path(sources_file), db_path, staging, settings)
+            if sources_file
+            else {}
         )
-        return report
+        with writer_lock(db_path, settings.db_lock_timeout):
+            report = load_sources(Path(source) if source else None, db_path, run, fetched, settings)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_data_docs_task(report, settings)
+    markdown_artifact(summary_markdown(report), key="ingest-summary", description="Rows per entity")
+    return report

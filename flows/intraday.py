@@ -19,10 +19,10 @@ from pathlib import Path
 
 import duckdb
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from adapters.channels.config import channels_file, load_channels
+from flows.artifacts import markdown_artifact
 from flows.building.runner import NodeResult, build_args, catch_up_vars, declare_playbooks, run_dbt
 from flows.dispatch import renderer
 from flows.dispatching.dispatch import DispatchReport, Sending, When, dispatch
@@ -169,27 +169,29 @@ def intraday_flow(
     log = get_run_logger()
     with writer_lock(db_path, settings.db_lock_timeout):
         morning = morning_build(db_path)
-        if morning is None:
-            raise IntradayError(
-                f"{db_path}: no morning build to stand on: run `followup run` for {at.date()} first"
-            )
-        if morning > at.date():
-            raise IntradayError(f"{db_path} is built for {morning}, after {at:%Y-%m-%d %H:%M}")
-        report = IntradayReport(at=at, playbooks=intraday_playbooks(), morning=morning)
-        if not report.playbooks:
-            log.info("no playbook declares intraday: true; nothing to do")
-            return report
-        if morning < at.date():
-            log.warning(
-                "the morning run for %s has not run (the last was %s): the day's other "
-                "follow-ups are not planned yet",
-                at.date(),
-                morning,
-            )
-        if source is not None or sources_file is not None:
-            report.ingest = ingest_flow(
-                source=source, db=db_path, as_of=at.date(), sources_file=sources_file
-            )
+    if morning is None:
+        raise IntradayError(
+            f"{db_path}: no morning build to stand on: run `followup run` for {at.date()} first"
+        )
+    if morning > at.date():
+        raise IntradayError(f"{db_path} is built for {morning}, after {at:%Y-%m-%d %H:%M}")
+    report = IntradayReport(at=at, playbooks=intraday_playbooks(), morning=morning)
+    if not report.playbooks:
+        log.info("no playbook declares intraday: true; nothing to do")
+        return report
+    if morning < at.date():
+        log.warning(
+            "the morning run for %s has not run (the last was %s): the day's other "
+            "follow-ups are not planned yet",
+            at.date(),
+            morning,
+        )
+    # the ingest holds the writer lock while it loads, not while an API source answers
+    if source is not None or sources_file is not None:
+        report.ingest = ingest_flow(
+            source=source, db=db_path, as_of=at.date(), sources_file=sources_file
+        )
+    with writer_lock(db_path, settings.db_lock_timeout):
         policy = Policy.load(calendar=Calendar.load(settings.calendar_file))
         models_task(db_path, run, settings, policy)
         report.plan = plan_task(db_path, run, report.playbooks, dry_run, policy)
@@ -204,5 +206,5 @@ def intraday_flow(
             realtime,
             interval_minutes,
         )
-        create_markdown_artifact(summary_markdown(report), key="intraday-summary")
-        return report
+    markdown_artifact(summary_markdown(report), key="intraday-summary")
+    return report

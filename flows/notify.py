@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 import requests
 
 from adapters.channels import mask
-from adapters.channels.webhook import flavor_of_url, robot_answer, robot_payload
+from adapters.channels.webhook import flavor_of_url, robot_answer, robot_payload, url_secrets
 from flows.rundate import RunDate
+from flows.secrets import redact, register
 from flows.settings import Settings
 
 ALERT_WEBHOOK_ENV = "FOLLOWUP_ALERT_WEBHOOK"
@@ -91,7 +92,7 @@ def error_line(state: Any) -> str:
     else:
         text = _first_line(getattr(state, "message", None) or "") or "no message"
         text = text.removeprefix(_ENGINE_PREFIX).strip()
-    text = " ".join((mask(text) or "").split())
+    text = " ".join((mask(redact(text)) or "").split())
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
@@ -99,6 +100,7 @@ def alert_target(flow_run: Any, settings: Settings) -> tuple[str, str | None] | 
     """(url, robot flavor or None) of the alert robot, or None when there is none."""
     url = settings.alert_webhook.strip()
     if url:
+        register(*url_secrets(url, flavor_of_url(url) or ""))
         return url, flavor_of_url(url)
     from adapters.channels.config import channels_file, load_channels
 
@@ -147,7 +149,7 @@ def _first_line(text: str) -> str:
 
 
 def _one_line(exc: object) -> str:
-    return mask(_first_line(str(exc)) or type(exc).__name__) or ""
+    return mask(redact(_first_line(str(exc))) or type(exc).__name__) or ""
 
 
 def _logger(flow: Any, flow_run: Any):

@@ -9,9 +9,9 @@ import datetime as dt
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import markdown_artifact, table_artifact
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.planning.calendar import Calendar
@@ -58,11 +58,11 @@ def plan_flow(
         get_run_logger().info("escalations %s: %s", run.day, dict(escalated.counts))
         report = plan_task(db_path, run, dry_run, policy)
         get_run_logger().info("plan %s: %s", run.day, report.balance())
-        create_markdown_artifact(summary_markdown(report), key="plan-summary")
+        markdown_artifact(summary_markdown(report), key="plan-summary")
         if report.diff:
             rows = [
                 {**row, "as_of_date": str(row["as_of_date"]), "run_at": str(row["run_at"])}
                 for row in report.diff
             ]
-            create_table_artifact(rows, key="plan-diff", description="per playbook vs the last run")
+            table_artifact(rows, key="plan-diff", description="per playbook vs the last run")
         return report

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.analysis.publish import ab_markdown
+from flows.artifacts import markdown_artifact
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.reporting.data import ReportData, load_report_data
@@ -71,5 +71,5 @@ def report_flow(db: Path | None = None, out: Path = Path("var/report")) -> Repor
     workbook = workbook_task(data, out / WORKBOOK_NAME)
     page = html_task(data, out / HTML_NAME)
     get_run_logger().info("report: %s, %s", workbook, page)
-    create_markdown_artifact(summary_markdown(data, workbook, page), key="report")
+    markdown_artifact(summary_markdown(data, workbook, page), key="report")
     return ReportResult(workbook=workbook, html=page, headline=data.headline())

@@ -12,6 +12,16 @@ from flows.settings import Settings
 AS_OF = dt.date(2026, 11, 23)
 
 
+@pytest.fixture(autouse=True)
+def _no_secrets_from_other_tests():
+    """Each test starts with no registered secret (flows/secrets.py keeps them per process)."""
+    from flows.secrets import forget_all
+
+    forget_all()
+    yield
+    forget_all()
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings.from_env().replace(

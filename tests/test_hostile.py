@@ -171,9 +171,9 @@ def test_a_record_older_than_the_cursor_never_moves_it_back(httpserver, tmp_path
 
 def test_an_api_echoing_the_token_never_shows_it(httpserver, tmp_path: Path, monkeypatch) -> None:
     def echo(request: Request) -> Response:
-        return Response(
-            json.dumps({"error": "unauthorized", "headers": dict(request.headers)}), status=401
-        )
+        # the secrets first: a long echo would put them past the part of the body an error quotes
+        sent = {k: request.headers[k] for k in ("Authorization", "X-Api-Key")}
+        return Response(json.dumps({"error": "unauthorized", "you_sent": sent}), status=401)
 
     httpserver.expect_request("/customers").respond_with_handler(echo)
     monkeypatch.setenv("CRM_TOKEN", TOKEN)
@@ -428,3 +428,75 @@ def test_implausible_feedback_is_quarantined_with_its_reason(settings, source: P
     # the plausible rows load: the survey's own link, an answer the day its message was planned,
     # a row without a customer (the message names one)
     assert query(settings.db_path, "select count(*) from raw.feedback") == [(3,)]
+
+
+@pytest.mark.slow
+def test_an_api_source_holds_no_lock_while_it_answers_and_its_token_shows_nowhere(
+    prefect_server, httpserver, settings, source: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The writer lock is free while the API answers (another run may write meanwhile); when
+    the API then echoes the token back in a 401, it appears in no error, run log, run state or
+    alert."""
+    import fcntl
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.ingest import ingest_flow
+    from flows.locking import lock_path
+
+    locked: list[bool] = []
+
+    def crm(request: Request) -> Response:
+        fd = os.open(lock_path(settings.db_path), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: flock conflicts
+            locked.append(False)
+        except BlockingIOError:
+            locked.append(True)
+        finally:
+            os.close(fd)
+        if len(locked) > 1:  # the second run: the token comes back in the error
+            body = {"error": "unauthorized", "you_sent": request.headers.get("Authorization")}
+            return Response(json.dumps(body), status=401)
+        records = [{"customer_id": "C1", "name": "张三", "updated_at": "2026-11-01T08:00:00+08:00"}]
+        return Response(json.dumps({"data": records}), content_type="application/json")
+
+    httpserver.expect_request("/customers").respond_with_handler(crm)
+    httpserver.expect_request("/alert", method="POST").respond_with_json({"ok": True})
+    monkeypatch.setenv("CRM_TOKEN", TOKEN)
+    monkeypatch.setenv("FOLLOWUP_ALERT_WEBHOOK", httpserver.url_for("/alert"))
+    monkeypatch.setenv("FOLLOWUP_DATA_DOCS", str(settings.data_docs_dir))
+    sources = tmp_path / "sources.yml"
+    sources.write_text(
+        f"customers:\n  url: {httpserver.url_for('/customers')}\n"
+        "  headers: {Authorization: 'Bearer ${CRM_TOKEN}'}\n",
+        encoding="utf-8",
+    )
+    (source / "orders.csv").write_text(ORDERS, encoding="utf-8")
+
+    def run():
+        return ingest_flow(
+            source=source, db=settings.db_path, as_of=AS_OF, sources_file=sources,
+            return_state=True,
+        )  # fmt: skip
+
+    assert run().is_completed()
+    failed = run()
+    assert failed.is_failed()
+    assert locked == [False, False]  # the second read its cursor under the lock, then let go
+
+    APILogWorker.drain_all(timeout=10)
+    run_id = failed.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        state_message = client.read_flow_run(run_id).state.message
+    logged = "\n".join(log.message for log in logs)
+    assert "401" in logged and "401" in state_message
+    alerts = [
+        request.get_json()["text"] for request, _ in httpserver.log if request.path == "/alert"
+    ]
+    assert len(alerts) == 1 and "401" in alerts[0]
+    for text in (logged, state_message, alerts[0], str(failed.result(raise_on_failure=False))):
+        assert TOKEN not in text

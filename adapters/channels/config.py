@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from adapters.channels import KINDS, ChannelConfigError
+from flows.secrets import SECRET_NAME, register
 
 CHANNEL_NAMES = ("sms", "email", "im", "call", "visit")
 _REFERENCE = re.compile(r"\$\{(secret:)?([A-Za-z0-9_.:-]+)\}")
@@ -65,20 +66,27 @@ def load_channels(path: Path | None, outbox: Path) -> dict[str, dict[str, Any]]:
 
 
 def _resolve(path: Path, channel: str, key: str, value: Any) -> Any:
+    """The value with its references read; a Secret block's value, and the value of a key whose
+    name says it is a secret (`token`, `password`, ...), are registered as secrets."""
     if not isinstance(value, str):
         return value
 
     def lookup(match: re.Match) -> str:
         name = match[2]
         if match[1]:
-            return _secret(path, channel, key, name)
+            secret = _secret(path, channel, key, name)
+            register(secret)
+            return secret
         if name not in os.environ:
             raise ChannelConfigError(
                 f"{path}: channel {channel}: {key} needs the environment variable {name}"
             )
         return os.environ[name]
 
-    return _REFERENCE.sub(lookup, value)
+    resolved = _REFERENCE.sub(lookup, value)
+    if SECRET_NAME.search(key):
+        register(resolved)
+    return resolved
 
 
 def _secret(path: Path, channel: str, key: str, block: str) -> str:

@@ -26,6 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from adapters.channels import ChannelConfigError, Message, Outcome, mask, retry_after_seconds
+from flows.secrets import redact, register
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Channel:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._template = requests.Request("POST", url, headers=headers).prepare()
-        self._secret = token or None  # never in an error the ledger keeps, even echoed back
+        register(token)  # never in an error the ledger keeps, even echoed back
         self._pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
 
     def send(self, messages: Sequence[Message]) -> list[Outcome]:
@@ -112,9 +113,9 @@ class Channel:
         except requests.Timeout:
             return Outcome.retry(m, "timeout")
         except requests.ConnectionError as exc:
-            return Outcome.retry(m, self._hide(f"connection: {_first_line(exc)}"))
+            return Outcome.retry(m, redact(f"connection: {_first_line(exc)}"))
         except requests.RequestException as exc:
-            return Outcome.retry(m, self._hide(f"{type(exc).__name__}: {_first_line(exc)}"))
+            return Outcome.retry(m, redact(f"{type(exc).__name__}: {_first_line(exc)}"))
         code = response.status_code
         if 200 <= code < 300:
             try:
@@ -122,16 +123,13 @@ class Channel:
             except (ValueError, AttributeError):
                 provider_id = None
             return Outcome.sent(m, None if provider_id is None else str(provider_id))
-        answer = mask(self._hide(response.text[:4000]).strip())[:200] or response.reason
+        answer = mask(redact(response.text[:4000]).strip())[:200] or response.reason
         if code == 429:
             pause = retry_after_seconds(response.headers.get("Retry-After"))
             return Outcome.retry(m, f"429 rate limited: {answer}", pause)
         if code >= 500:
             return Outcome.retry(m, f"{code}: {answer}")
         return Outcome.failed(m, f"{code}: {answer}")
-
-    def _hide(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
 
 def _first_line(exc: Exception) -> str:

@@ -49,6 +49,7 @@ from typing import ClassVar
 from urllib.parse import quote
 
 from adapters.channels import ChannelConfigError, Message, Outcome, mask, retrying
+from flows.secrets import redact, register
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class Channel:
         self.ssl = ssl
         self.user = str(user) if user else None
         self._password = "" if password is None else str(password)
+        register(self._password)
         self.sender = from_address.addr_spec
         self.from_address = from_address
         self.reply_to = str(reply_to) if reply_to else None
@@ -344,8 +346,7 @@ class Channel:
         return self._clean(lines[0] if lines and lines[0] else type(exc).__name__, m)
 
     def _clean(self, text: str, m: Message | None = None) -> str:
-        if len(self._password) >= 3:
-            text = text.replace(self._password, "***")
+        text = redact(text)
         if m is not None and m.to:
             hidden = _hide(m.to)
             text = re.sub(re.escape(m.to.strip()), lambda _: hidden, text, flags=re.IGNORECASE)

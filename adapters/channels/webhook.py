@@ -29,7 +29,7 @@ import json
 import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -42,6 +42,7 @@ from adapters.channels import (
     retry_after_seconds,
     retrying,
 )
+from flows.secrets import redact, register
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Channel:
         self.timeout = timeout
         self.mention_owner = str(mention_owner).lower() in ("true", "1", "yes")
         self.safe_url = _safe_url(self.url, flavor)
-        self._secrets = _secrets(self.url, flavor)
+        register(*url_secrets(self.url, flavor))
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json"})
         self.session.mount(
@@ -152,10 +153,7 @@ class Channel:
     # --- keeping the URL's secret out of every text ----------------------------------------
 
     def _scrub(self, text: str) -> str:
-        text = text.replace(self.url, self.safe_url)
-        for secret in self._secrets:
-            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-        return text
+        return redact(text.replace(self.url, self.safe_url))
 
     def _first_line(self, exc: Exception) -> str:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -208,7 +206,7 @@ def _safe_url(url: str, flavor: str) -> str:
     return f"{parts.scheme}://{host}{path}"
 
 
-def _secrets(url: str, flavor: str) -> list[str]:
+def url_secrets(url: str, flavor: str) -> list[str]:
     """The parts of the URL that grant access: query values, user info, Feishu's hook token."""
     parts = urlsplit(url)
     found = [value for _, value in parse_qsl(parts.query) if len(value) >= 4]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import duckdb
 import requests
@@ -67,6 +67,7 @@ from adapters.sources.http_config import (
     secret_values,
     within_limits,
 )
+from flows.secrets import redact, register
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class HttpStatusError(HttpSourceError):
         super().__init__(message)
         self.url = url
         self.status = status
-        self.body = body
+        self.body = redact(body)
 
 
 class _RetryableResponse(Exception):
@@ -139,7 +140,7 @@ def fetch(
     }
     # Expanded URL and header values (an API key in the query, a bearer token) must not leak into
     # error messages or logs, even when the API echoes the request back.
-    secrets = secret_values(config, headers)
+    register(*secret_values(config, headers))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{config.entity}.csv"
@@ -154,7 +155,7 @@ def fetch(
             # the saved cursor is the floor: an older record never moves it backwards
             newest = _newest(None, updated_since, config) if updated_since else None
             started = time.monotonic()
-            for page in _pages(config, http, url, headers, updated_since, sleep, secrets):
+            for page in _pages(config, http, url, headers, updated_since, sleep):
                 pages += 1
                 within_limits(config, pages, records + len(page), time.monotonic() - started)
                 for record in page:
@@ -223,14 +224,13 @@ def _pages(
     headers: dict[str, str],
     updated_since: str | None,
     sleep: Callable[[float], None],
-    secrets: list[str],
 ) -> Iterator[list[Any]]:
     """Yield each page's list of records, following the configured pagination to the end."""
     since = {} if updated_since is None else {config.updated_since_param: updated_since}
 
     def get(params: dict[str, Any]) -> tuple[Any, list[Any], str]:
         display = _display_url(config.url, params)
-        body = _get_json(config, http, url, params, headers, display, sleep, secrets)
+        body = _get_json(config, http, url, params, headers, display, sleep)
         return body, _records(body, config, display), display
 
     if config.pagination == "page":
@@ -285,7 +285,6 @@ def _get_json(
     headers: dict[str, str],
     display: str,
     sleep: Callable[[float], None],
-    secrets: list[str],
 ) -> Any:
     """GET one page, retrying transient failures, and return its decoded JSON body."""
 
@@ -297,7 +296,7 @@ def _get_json(
             display,
             state.attempt_number,
             config.max_attempts,
-            _redact(_describe(state.outcome.exception()), secrets),
+            _describe(state.outcome.exception()),  # the log redacts registered secrets
             state.next_action.sleep,
         )
 
@@ -314,12 +313,10 @@ def _get_json(
         last = exc.last_attempt.exception()
         raise HttpSourceError(
             f"{config.entity}: GET {display} failed after {config.max_attempts} attempt(s):"
-            f" {_redact(_describe(last), secrets)}"
+            f" {_describe(last)}"
         ) from None
     except requests.RequestException as exc:  # not worth retrying: a bad URL, too many redirects
-        raise HttpSourceError(
-            f"{config.entity}: GET {display} failed: {_redact(_describe(exc), secrets)}"
-        ) from None
+        raise HttpSourceError(f"{config.entity}: GET {display} failed: {_describe(exc)}") from None
 
     status = response.status_code
     if not 200 <= status < 300:
@@ -470,14 +467,6 @@ def _write_csv_atomically(target: Path, columns: list[str], rows: Iterable[dict[
 def _display_url(template: str, params: Mapping[str, Any]) -> str:
     """The URL as configured (secrets still `${...}`) with the query this module added."""
     return f"{template}{'&' if '?' in template else '?'}{urlencode(params)}"
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    # Very short values would blank out unrelated text and are hardly secrets.
-    for secret in (s for s in secrets if len(s) >= 4):
-        for form in {secret, quote(secret, safe=""), quote(secret)}:
-            text = text.replace(form, "***")
-    return text
 
 
 def _describe(error: BaseException | None) -> str:

@@ -14,9 +14,15 @@ from typing import Any, Literal
 
 import yaml
 
+from flows.secrets import SECRET_NAME, redact
+
 
 class HttpSourceError(RuntimeError):
-    """An API source could not be fetched; the message names the entity and why, in one line."""
+    """An API source could not be fetched; the message names the entity and why, in one line,
+    without any registered secret (a token the API echoed back included)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
@@ -203,17 +209,13 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# headers whose values are secrets even when written into sources.yml as they are
-_SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|session|signature", re.IGNORECASE)
-
-
 def secret_values(config: HttpSourceConfig, headers: Mapping[str, str]) -> list[str]:
     """What must never show in an error or a log line: the variables in the URL, and the
     (expanded) values of headers that name a variable or whose name says they are secret."""
     return env_values(config.url) + [
         secret
         for name, raw in config.headers.items()
-        if env_values(raw) or _SECRET_HEADER.search(name)
+        if env_values(raw) or SECRET_NAME.search(name)
         for secret in (*env_values(raw), headers[name])
     ]
 

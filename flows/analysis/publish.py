@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from flows.analysis.columns import columns_without
+from flows.artifacts import markdown_artifact, table_artifact
 
 # the run's summary leaves out the intervals of the rate and the relative lift
 AB_COLUMNS = columns_without(
@@ -132,14 +133,10 @@ def kpi_text(metric: str, value: float | None) -> str:
 
 def publish_analysis(summary: AnalysisSummary, as_of: dt.date) -> None:
     """The headline figures and the A/B table as artifacts of the current flow run."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    create_markdown_artifact(
-        summary_markdown(summary, as_of), key="analysis", description="what worked"
-    )
+    markdown_artifact(summary_markdown(summary, as_of), key="analysis", description="what worked")
     if summary.ab:
-        create_table_artifact(
-            [{k: v for k, v in r.items()} for r in summary.ab],
+        table_artifact(
+            summary.ab,
             key="ab-results",
             description="A/B results per experiment and variant",
         )

@@ -58,6 +58,7 @@ from flows.ledger import ensure_tables, expire_pending, suppress_opted_out
 from flows.planning.candidates import opt_outs_sql
 from flows.planning.declarations import TASK_CHANNELS
 from flows.rundate import RunDate
+from flows.secrets import redact
 
 _log = logging.getLogger(__name__)
 SINGLE_WRITER_KINDS = ("file", "call_list")  # they write local files: one process only
@@ -385,7 +386,7 @@ def _record(con, future, rows, options, window, clock, report, channel) -> None:
             "message_id": outcome.message_id,
             "status": outcome.status,
             "reason": row["reason"],
-            "error": outcome.error,
+            "error": redact(outcome.error) if outcome.error else None,
             "sent_at": None,
             "next_attempt_at": None,
             "provider_message_id": outcome.provider_id,
