@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     max_bad_share: float = _env(
         "FOLLOWUP_MAX_BAD_SHARE", 0.05, "share of bad rows that stops a load", ge=0, le=1
     )
+    min_bad_rows: int = _env(
+        "FOLLOWUP_MIN_BAD_ROWS", 10, "a load stops only past this many bad rows too", ge=0
+    )
+    import_file: Path | None = _env(
+        "FOLLOWUP_IMPORT", None, "import rules when a source folder has no import.yml"
+    )
     duckdb_memory_limit: str = _env("FOLLOWUP_DUCKDB_MEMORY", "1536MB", "DuckDB's memory limit")
     duckdb_threads: int = _env(
         "FOLLOWUP_DUCKDB_THREADS", os.cpu_count() or 2, "DuckDB threads", ge=1
@@ -130,7 +136,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("calendar_file", mode="before")
+    @field_validator("calendar_file", "import_file", mode="before")
     @classmethod
     def _blank_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

@@ -29,6 +29,7 @@ from flows.ingestion.readers import (
     find_source_file,
     read_source,
 )
+from flows.ingestion.rules import ImportRules, RulesError
 from flows.ingestion.validate import CheckParams, CheckResult, check
 from flows.rundate import RunDate
 from flows.settings import Settings
@@ -167,6 +168,10 @@ def ingest(
     cursors there, so a failed load never advances them).
     """
     found = _source_files(source_dir, files or {}, entities)
+    try:
+        rules = ImportRules.find(source_dir, settings.import_file)
+    except RulesError as exc:
+        raise IngestError(str(exc)) from None
     params = check_params(run, settings)
     load_id = uuid.uuid4().hex[:16]
     started = dt.datetime.now(dt.UTC)
@@ -176,9 +181,11 @@ def ingest(
         ensure_schema(con)
         with transaction(con):
             for name, path in found.items():
-                entity = load_entity(name)
+                entity = rules.apply(load_entity(name))
                 try:
-                    src = read_source(con, entity, path, f"src_{name}", work_dir)
+                    src = read_source(
+                        con, entity, path, f"src_{name}", work_dir, rules.encoding_of(path)
+                    )
                     result = check(con, entity, src, params)
                     checks.append(result)
                     load = _apply(con, result, load_id)
@@ -188,7 +195,7 @@ def ingest(
                     first_line = str(exc).splitlines()[0]
                     raise IngestError(f"{path.name}: {first_line}", checks) from exc
                 loads.append(load)
-                _enforce_bad_share(load, settings.max_bad_share, checks)
+                _enforce_bad_share(load, settings, checks)
                 con.execute(
                     "insert into load_log values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
@@ -260,12 +267,16 @@ def _source_files(source_dir: Path | None, files: dict[str, Path], entities) -> 
     return found
 
 
-def _enforce_bad_share(load: EntityLoad, max_share: float, checks) -> None:
-    if load.rows_read and load.errors / load.rows_read > max_share:
+def _enforce_bad_share(load: EntityLoad, settings: Settings, checks) -> None:
+    """A file fails when its rejected rows are over both limits: the share, and the count (two bad
+    rows of a 28-row file are that file's quarantine, not a reason to refuse it)."""
+    share, least = settings.max_bad_share, settings.min_bad_rows
+    if load.rows_read and load.errors / load.rows_read > share and load.errors > least:
         common = ", ".join(f"{r} ({n})" for r, n in load.reasons.most_common(3))
         raise IngestError(
             f"{Path(load.source_file).name}: {load.errors} of {load.rows_read} rows rejected "
-            f"({load.errors / load.rows_read:.1%}, limit {max_share:.0%}); commonest: {common}",
+            f"({load.errors / load.rows_read:.1%}, limit {share:.0%} and {least} rows); "
+            f"commonest: {common}",
             checks,
         )
 

@@ -65,14 +65,20 @@ def find_source_file(folder: Path, entity: str) -> Path | None:
 
 
 def read_source(
-    con: duckdb.DuckDBPyConnection, entity: Entity, path: Path, table: str, work_dir: Path
+    con: duckdb.DuckDBPyConnection,
+    entity: Entity,
+    path: Path,
+    table: str,
+    work_dir: Path,
+    encoding: str | None = None,
 ) -> SourceTable:
-    """Read `path` into temp table `table` with columns `_line, c0 … cN` (all VARCHAR)."""
+    """Read `path` into temp table `table` with columns `_line, c0 … cN` (all VARCHAR); a CSV in
+    `encoding`, else in the one `detect_encoding` finds."""
     if path.stat().st_size == 0:
         raise SourceError(f"{path.name}: the file is empty (no header row)")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(con, entity, path, table, work_dir)
+        return _read_csv(con, entity, path, table, work_dir, encoding or detect_encoding(path))
     if suffix == ".xlsx":
         return _read_xlsx(con, entity, path, table)
     if suffix == ".parquet":
@@ -142,16 +148,24 @@ def _find_header_row(entity: Entity, path: Path, rows: list[list[str]]) -> int:
 
 
 def detect_encoding(path: Path) -> str:
-    """`utf-8-sig`, `utf-8` or the detected legacy encoding (GBK family read as GB18030)."""
+    """By its byte order mark (`utf-8-sig`, `utf-16`: Excel's "Unicode text"), else the first of
+    UTF-8 and GB18030 that decodes the start of the file strictly, else what charset-normalizer
+    finds (GBK family read as GB18030). GB18030 comes before the detector: on a typical CRM
+    export, mostly ASCII with short Chinese names, the detector says Korean or Japanese."""
     with path.open("rb") as handle:
         sample = handle.read(_SAMPLE_BYTES)
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
-    try:  # the whole file when it is shorter than the sample: it must end whole too
-        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < _SAMPLE_BYTES)
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    for encoding in ("utf-8", "gb18030"):
+        try:  # the whole file when it is shorter than the sample: it must end whole too
+            codecs.getincrementaldecoder(encoding)().decode(
+                sample, final=len(sample) < _SAMPLE_BYTES
+            )
+            return encoding
+        except UnicodeDecodeError:
+            pass
     best = from_bytes(sample).best()
     encoding = (best.encoding if best else "gb18030").lower()
     if encoding in _CHINESE_ENCODINGS and not encoding.startswith("big5") and encoding != "cp950":
@@ -195,8 +209,9 @@ def _head_rows(path: Path) -> tuple[list[list[str]], str]:
     return rows, delimiter
 
 
-def _read_csv(con, entity: Entity, path: Path, table: str, work_dir: Path) -> SourceTable:
-    encoding = detect_encoding(path)
+def _read_csv(
+    con, entity: Entity, path: Path, table: str, work_dir: Path, encoding: str
+) -> SourceTable:
     readable = path if encoding in ("utf-8", "utf-8-sig") else _to_utf8(path, encoding, work_dir)
     rows, delimiter = _head_rows(readable)
     if not rows:

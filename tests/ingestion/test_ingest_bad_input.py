@@ -190,7 +190,7 @@ def test_order_of_unknown_customer_negative_amount_and_bad_status(source, settin
     assert [(line, reasons) for _, line, _, reasons, _ in quarantine(settings, "orders")] == [
         (3, ["customer_id: not found in customers.customer_id"]),
         (4, ["amount: below 0"]),
-        (5, ["status: not one of paid, refunded, cancelled"]),
+        (5, ["status: not one of paid, refunded, cancelled, pending"]),
     ]
 
 
@@ -207,7 +207,7 @@ def test_every_reason_of_a_row_is_recorded(source, settings):
         "amount: below 0",
         "customer_id: not found in customers.customer_id",
         "ordered_at: not a valid date/time",
-        "status: not one of paid, refunded, cancelled",
+        "status: not one of paid, refunded, cancelled, pending",
     ]
 
 
@@ -459,9 +459,9 @@ def test_bad_rows_above_the_share_fail_the_run_and_write_nothing(source, setting
         + "".join(f"O{i},C404,2024-01-01,1\n" for i in range(2, 5)),
     )
     with pytest.raises(IngestError) as caught:
-        run(source, settings)
+        run(source, settings.replace(min_bad_rows=2))  # past both limits
     assert str(caught.value) == (
-        "orders.csv: 3 of 4 rows rejected (75.0%, limit 5%); "
+        "orders.csv: 3 of 4 rows rejected (75.0%, limit 5% and 2 rows); "
         "commonest: customer_id: not found in customers.customer_id (3)"
     )
     assert not _has_rows(settings)
