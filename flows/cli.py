@@ -362,7 +362,7 @@ def demo(
             f"{story.later_orders:,} later orders"
         )
         step(4)
-        _run_ingest_files(db, run_date, {"orders": story.orders_file})
+        print_report(_run_ingest_files(db, run_date, {"orders": story.orders_file}), db)
         loaded = _run_feedback(story.feedback_file, db, run_date, refresh_models=False)
         print_report(loaded.ingest, db)
         step(5)

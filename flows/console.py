@@ -132,7 +132,9 @@ def print_report(report, db: Path) -> None:
     for load in report.loads:
         counts = (load.rows_read, load.inserted, load.updated, load.unchanged)
         table.add_row(
-            load.entity,
+            load.entity
+            if load.encoding in ("utf-8", "utf-8-sig")
+            else f"{load.entity} ({load.encoding})",
             *(f"{n:,}" for n in (*counts, load.errors, load.warnings)),
             f"{report.table_rows.get(load.entity, 0):,}",
         )

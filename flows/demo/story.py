@@ -109,7 +109,9 @@ def simulate_history(
         con.close()
     feedback_file, orders_file = out_dir / "feedback.csv", out_dir / "orders.csv"
     feedback.write_csv(feedback_file)
-    orders.write_csv(orders_file)
+    # the shop's back office exports its orders as Excel opens them: GB18030, CRLF, Chinese
+    # headers, the marketplace's statuses and amounts such as ¥1,299.00
+    orders_file.write_bytes(orders.write_csv(line_terminator="\r\n").encode("gb18030"))
     return Story(
         start=start,
         end=end,
@@ -283,13 +285,16 @@ def _outcomes(
                     f"{SIM_PREFIX}{mid[:13]}",
                     customer,
                     _local(ordered_at, tz),
-                    float(amounts[i]),
-                    "paid",
+                    f"¥{amounts[i]:,.2f}",
+                    _PAID_LABELS[i % len(_PAID_LABELS)],
                 )
             )
-    schema = {k: pl.String for k in ("order_id", "customer_id", "ordered_at")}
-    schema |= {"amount": pl.Float64, "status": pl.String}
+    schema = {k: pl.String for k in ("订单编号", "会员ID", "订单创建时间", "实付金额", "交易状态")}
     return feedback, pl.DataFrame(orders, schema=schema, orient="row")
+
+
+# what a marketplace calls a paid order, by how far it got
+_PAID_LABELS = ("交易成功", "买家已付款", "卖家已发货", "已签收")
 
 
 _FEEDBACK_SCHEMA = {
