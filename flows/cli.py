@@ -14,7 +14,7 @@ import typer
 from flows.console import (
     console,
     fail,
-    log_traceback,
+    fail_unforeseen,
     one_line_errors,
     print_analysis,
     print_backtest,
@@ -488,10 +488,8 @@ def main() -> None:
     try:
         app()
     except Exception as exc:  # the last guard: every error we foresaw is one line already
-        where = log_traceback(exc)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
         try:
-            fail(f"{type(exc).__name__}: {first} (a bug: its traceback is in {where})")
+            fail_unforeseen(exc)
         except typer.Exit as stop:  # typer has returned: exit as it would have
             sys.exit(stop.exit_code)
 

@@ -131,10 +131,9 @@ def print_report(report, db: Path) -> None:
         table.add_column(heading, justify="left" if heading == "entity" else "right")
     for load in report.loads:
         counts = (load.rows_read, load.inserted, load.updated, load.unchanged)
+        legacy = load.encoding not in ("utf-8", "utf-8-sig", "xlsx", "parquet")
         table.add_row(
-            load.entity
-            if load.encoding in ("utf-8", "utf-8-sig")
-            else f"{load.entity} ({load.encoding})",
+            f"{load.entity} ({load.encoding})" if legacy else load.entity,
             *(f"{n:,}" for n in (*counts, load.errors, load.warnings)),
             f"{report.table_rows.get(load.entity, 0):,}",
         )
@@ -319,6 +318,13 @@ def print_plan(report) -> None:
     console.print(
         f"{report.balance()}: each a row of message_ledger, the run's counts in plan_diff"
     )
+
+
+def fail_unforeseen(exc: Exception) -> None:
+    """An error nobody foresaw (a bug): its first line, its traceback to the log."""
+    where = log_traceback(exc)
+    first = (redact(str(exc)).strip().splitlines() or [""])[0][:300]  # redacted, then cut
+    fail(f"{type(exc).__name__}: {first} (a bug: its traceback is in {where})")
 
 
 def log_traceback(exc: Exception) -> Path | str:

@@ -60,12 +60,19 @@ def load_sources(
     source: Path | None, db_path: Path, run: RunDate, fetched: dict, settings: Settings
 ) -> IngestReport:
     """Read, type, validate and upsert every entity in one transaction."""
-    from adapters.sources.http_api import save_cursor
+    from adapters.sources.http_api import read_cursor, save_cursor
 
     files = {entity: r.path for entity, r in fetched.items() if r.path is not None}
 
     def save_cursors(con) -> None:
         for entity, result in fetched.items():
+            # the fetch ran without the lock: a run that loaded newer records from the API in
+            # the meantime wins, and this older snapshot is not loaded over it
+            if read_cursor(con, entity) != result.since:
+                raise IngestError(
+                    f"{entity}: another run loaded from the API while this one fetched; nothing "
+                    "was loaded, run again"
+                )
             if result.new_cursor is not None:
                 save_cursor(con, entity, result.new_cursor, dt.datetime.now(dt.UTC))
 

@@ -143,6 +143,19 @@ def summary_markdown(report: IntradayReport) -> str:
     return "\n".join(lines)
 
 
+def _morning(db_path: Path, at: dt.datetime, settings: Settings) -> dt.date:
+    """The day of the morning build the intraday run stands on (read under the writer lock)."""
+    with writer_lock(db_path, settings.db_lock_timeout):
+        morning = morning_build(db_path)
+    if morning is None:
+        raise IntradayError(
+            f"{db_path}: no morning build to stand on: run `followup run` for {at.date()} first"
+        )
+    if morning > at.date():
+        raise IntradayError(f"{db_path} is built for {morning}, after {at:%Y-%m-%d %H:%M}")
+    return morning
+
+
 @flow(name="intraday", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def intraday_flow(
     at: dt.datetime | None = None,
@@ -167,14 +180,7 @@ def intraday_flow(
     if settings.dbt_target != "duckdb":
         raise IntradayError("an intraday run needs the DuckDB target (FOLLOWUP_DBT_TARGET=duckdb)")
     log = get_run_logger()
-    with writer_lock(db_path, settings.db_lock_timeout):
-        morning = morning_build(db_path)
-    if morning is None:
-        raise IntradayError(
-            f"{db_path}: no morning build to stand on: run `followup run` for {at.date()} first"
-        )
-    if morning > at.date():
-        raise IntradayError(f"{db_path} is built for {morning}, after {at:%Y-%m-%d %H:%M}")
+    morning = _morning(db_path, at, settings)
     report = IntradayReport(at=at, playbooks=intraday_playbooks(), morning=morning)
     if not report.playbooks:
         log.info("no playbook declares intraday: true; nothing to do")
@@ -192,6 +198,8 @@ def intraday_flow(
             source=source, db=db_path, as_of=at.date(), sources_file=sources_file
         )
     with writer_lock(db_path, settings.db_lock_timeout):
+        # read again: a morning run may have finished while the sources loaded
+        report.morning = _morning(db_path, at, settings)
         policy = Policy.load(calendar=Calendar.load(settings.calendar_file))
         models_task(db_path, run, settings, policy)
         report.plan = plan_task(db_path, run, report.playbooks, dry_run, policy)

@@ -1,9 +1,10 @@
 """Every configured secret, registered once where it is read, and taken out of any text that
 leaves the process: errors, log lines, artifacts, the ledger's `error` column, alerts.
 
-Registered where the configuration is read: the channel settings (`${VAR}` and `${secret:block}`
-values, and the values of keys that name a secret), a source's secret headers, the access parts of
-a webhook's URL (the alert robot's included). Taken out by `redact()` where text leaves: the
+Registered where the configuration is read: the channel settings (`${secret:block}` values, the
+values of keys that name a secret, the query values and user info of a `url`), a source's secret
+headers and the variables in its URL, the access parts of a webhook's URL (the alert robot's
+included). Taken out by `redact()` where text leaves: the
 ledger's error, the command's error line, the alert, the artifacts; and from every log record of
 the process, Prefect's run logs included, by a log record factory installed with the first secret.
 """
@@ -17,7 +18,7 @@ from urllib.parse import quote
 
 MASK = "***"
 # Shorter values would blank out unrelated text, and are hardly secrets.
-MIN_LENGTH = 4
+MIN_LENGTH = 3
 
 # A setting or header whose name says it holds a secret.
 SECRET_NAME = re.compile(
@@ -29,14 +30,15 @@ _forms: tuple[str, ...] = ()  # every secret as written and URL-encoded, longest
 _installed = False
 
 
-def register(*values: str | None) -> None:
-    """Remember `values` as secrets for the rest of the process."""
+def register(*values: object) -> None:
+    """Remember `values` (as text; None and blanks ignored) as secrets for the process."""
     global _forms
+    texts = (str(value) for value in values if value is not None)
     new = {
         form
-        for value in values
-        if value and len(value) >= MIN_LENGTH
-        for form in (value, quote(value, safe=""), quote(value))
+        for text in texts
+        if len(text.strip()) >= MIN_LENGTH
+        for form in (text, quote(text, safe=""), quote(text))
     }
     with _lock:
         if new <= set(_forms):

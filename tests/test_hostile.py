@@ -499,3 +499,52 @@ def test_an_api_source_holds_no_lock_while_it_answers_and_its_token_shows_nowher
     assert len(alerts) == 1 and "401" in alerts[0]
     for text in (logged, state_message, alerts[0], str(failed.result(raise_on_failure=False))):
         assert TOKEN not in text
+
+
+def test_a_token_across_the_quoted_part_of_an_error_body_leaves_nothing(
+    httpserver, tmp_path: Path, monkeypatch
+) -> None:
+    """The error quotes the start of the body: a token that straddles the cut leaves no prefix."""
+    filler = "x" * 190  # the token starts just before the quoted part ends
+    httpserver.expect_request("/customers").respond_with_data(
+        f'{{"note": "{filler}", "auth": "Bearer {TOKEN}"}}', status=401
+    )
+    monkeypatch.setenv("CRM_TOKEN", TOKEN)
+    config = HttpSourceConfig(
+        entity="customers",
+        url=httpserver.url_for("/customers"),
+        headers={"Authorization": "Bearer ${CRM_TOKEN}"},
+    )
+    with pytest.raises(HttpSourceError) as caught:
+        fetch(config, tmp_path, updated_since=None)
+    assert TOKEN[:4] not in str(caught.value)
+
+
+def test_an_older_fetch_never_loads_over_a_newer_one(settings, source, tmp_path: Path) -> None:
+    """Two runs fetched from the API without the lock; the second to load finds the cursor moved
+    since its fetch began: it loads nothing and says so."""
+    from adapters.sources.http_api import FetchResult, read_cursor
+    from flows.ingest import load_sources
+    from flows.ingestion.load import IngestError
+    from flows.rundate import RunDate
+
+    run = RunDate.of(settings.business_tz, AS_OF)
+    (source / "customers.csv").write_text("customer_id,name\nC1,张三\n", encoding="utf-8")
+    (source / "orders.csv").write_text(ORDERS, encoding="utf-8")
+
+    def fetched(name: str, cursor: str) -> FetchResult:
+        path = tmp_path / name / "customers.csv"
+        path.parent.mkdir()
+        path.write_text(f"customer_id,name\nC1,{name}\n", encoding="utf-8")
+        return FetchResult("customers", path, 1, 1, cursor, since=None)
+
+    newer, older = fetched("newer", "2026-11-22T10:00:00+08:00"), fetched("older", "2026-11-20")
+    load_sources.fn(source, settings.db_path, run, {"customers": newer}, settings)
+    with pytest.raises(IngestError, match="another run loaded from the API while this one fetched"):
+        load_sources.fn(source, settings.db_path, run, {"customers": older}, settings)
+    assert query(settings.db_path, "select name from raw.customers") == [("newer",)]
+    con = duckdb.connect(str(settings.db_path))
+    try:
+        assert read_cursor(con, "customers") == "2026-11-22T10:00:00+08:00"
+    finally:
+        con.close()

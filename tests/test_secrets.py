@@ -28,9 +28,9 @@ def _logged(logger: logging.Logger, emit) -> str:
 
 
 def test_a_registered_secret_is_masked_as_written_and_url_encoded() -> None:
-    register(TOKEN, None, "", "abc")
-    text = f"Bearer {TOKEN}; ?key=tok%2F3f9a%2B7c1e5b; abc stays"
-    assert redact(text) == "Bearer ***; ?key=***; abc stays"  # three letters are no secret
+    register(TOKEN, None, "", "ab")
+    text = f"Bearer {TOKEN}; ?key=tok%2F3f9a%2B7c1e5b; ab stays"
+    assert redact(text) == "Bearer ***; ?key=***; ab stays"  # two letters are no secret
 
 
 def test_every_log_record_is_redacted_with_its_traceback() -> None:
@@ -77,3 +77,19 @@ def test_the_alert_never_carries_a_secret() -> None:
     flow, run = SimpleNamespace(name="ingest"), SimpleNamespace(name="r", id="1", parameters={})
     text = failure_text(flow, run, state, "Asia/Shanghai")
     assert "401 Bearer ***" in text and TOKEN not in text
+
+
+def test_numbers_and_short_passwords_are_secrets_too() -> None:
+    register(12345678, "abc")
+    assert redact("token 12345678, password abc") == "token ***, password ***"
+
+
+def test_a_key_in_a_channel_url_is_registered(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GATEWAY_KEY", "k-7f3e9a")
+    settings = tmp_path / "channels.yml"
+    settings.write_text(
+        "sms: {kind: http_json, url: 'http://127.0.0.1:9/send?apikey=${GATEWAY_KEY}'}\n",
+        encoding="utf-8",
+    )
+    load_channels(settings, outbox=tmp_path)
+    assert "k-7f3e9a" not in redact("ConnectionError: /send?apikey=k-7f3e9a")

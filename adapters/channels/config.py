@@ -66,8 +66,9 @@ def load_channels(path: Path | None, outbox: Path) -> dict[str, dict[str, Any]]:
 
 
 def _resolve(path: Path, channel: str, key: str, value: Any) -> Any:
-    """The value with its references read; a Secret block's value, and the value of a key whose
-    name says it is a secret (`token`, `password`, ...), are registered as secrets."""
+    """The value with its references read; a Secret block's value, the value of a key whose name
+    says it is a secret (`token`, `password`, ...) and the access parts of a `url` are registered
+    as secrets."""
     if not isinstance(value, str):
         return value
 
@@ -86,6 +87,10 @@ def _resolve(path: Path, channel: str, key: str, value: Any) -> Any:
     resolved = _REFERENCE.sub(lookup, value)
     if SECRET_NAME.search(key):
         register(resolved)
+    elif key == "url":  # a key or token in its query (`?apikey=${K}`) or its user info
+        from adapters.channels.webhook import url_secrets
+
+        register(*url_secrets(resolved, ""))
     return resolved
 
 

@@ -114,6 +114,7 @@ class FetchResult:
     records: int
     pages: int
     new_cursor: str | None  # the newest `updated_at_field` value, verbatim; None when no records
+    since: str | None = None  # the cursor the fetch started from
 
 
 def fetch(
@@ -166,7 +167,7 @@ def fetch(
                     records += 1
             if records == 0:
                 target.unlink(missing_ok=True)
-                return FetchResult(config.entity, None, 0, pages, None)
+                return FetchResult(config.entity, None, 0, pages, None, updated_since)
             if newest is not None and newest[1] == updated_since:
                 newest = None  # nothing newer than the saved cursor: it stays as it is
             spool.seek(0)
@@ -175,7 +176,8 @@ def fetch(
         if session is None:
             http.close()
     log.info("%s: fetched %d records in %d pages into %s", config.entity, records, pages, target)
-    return FetchResult(config.entity, target, records, pages, newest[1] if newest else None)
+    new_cursor = newest[1] if newest else None
+    return FetchResult(config.entity, target, records, pages, new_cursor, updated_since)
 
 
 def read_cursor(con: duckdb.DuckDBPyConnection, entity: str) -> str | None:
@@ -476,4 +478,6 @@ def _describe(error: BaseException | None) -> str:
 
 
 def _snippet(response: requests.Response) -> str:
-    return one_line(response.text[:_BODY_SNIPPET_CHARS]) or "(empty body)"
+    # redacted before it is cut: a secret across the cut would leave its start behind
+    text = redact(response.text[: _BODY_SNIPPET_CHARS * 20])
+    return one_line(text)[:_BODY_SNIPPET_CHARS] or "(empty body)"

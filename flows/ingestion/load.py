@@ -183,9 +183,9 @@ def ingest(
             for name, path in found.items():
                 entity = rules.apply(load_entity(name))
                 try:
-                    src = read_source(
-                        con, entity, path, f"src_{name}", work_dir, rules.encoding_of(path)
-                    )
+                    # the rules name the encodings of the folder's files, not of fetched ones
+                    named = rules.encoding_of(path) if path.parent == source_dir else None
+                    src = read_source(con, entity, path, f"src_{name}", work_dir, named)
                     result = check(con, entity, src, params)
                     checks.append(result)
                     load = _apply(con, result, load_id)

@@ -13,6 +13,7 @@ import csv
 import io
 import itertools
 import logging
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ _MAX_COLUMNS = 1000  # a CRM export has dozens; thousands is another file
 FORMATS = (".csv", ".xlsx", ".parquet")
 _SAMPLE_BYTES = 1 << 20
 _HEADER_SCAN_ROWS = 20
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
 _CHINESE_ENCODINGS = {"gb2312", "gbk", "gb18030", "hz", "cp936", "big5", "big5hkscs", "cp950"}
 
 
@@ -78,7 +80,7 @@ def read_source(
         raise SourceError(f"{path.name}: the file is empty (no header row)")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(con, entity, path, table, work_dir, encoding or detect_encoding(path))
+        return _read_csv(con, entity, path, table, work_dir, detect_encoding(path, encoding))
     if suffix == ".xlsx":
         return _read_xlsx(con, entity, path, table)
     if suffix == ".parquet":
@@ -147,25 +149,30 @@ def _find_header_row(entity: Entity, path: Path, rows: list[list[str]]) -> int:
 # --- CSV --------------------------------------------------------------------------------------
 
 
-def detect_encoding(path: Path) -> str:
-    """By its byte order mark (`utf-8-sig`, `utf-16`: Excel's "Unicode text"), else the first of
-    UTF-8 and GB18030 that decodes the start of the file strictly, else what charset-normalizer
-    finds (GBK family read as GB18030). GB18030 comes before the detector: on a typical CRM
-    export, mostly ASCII with short Chinese names, the detector says Korean or Japanese."""
+def detect_encoding(path: Path, named: str | None = None) -> str:
+    """By its byte order mark (`utf-8-sig`, `utf-16`: Excel's "Unicode text"), else `named` (the
+    import rules'), else the first of UTF-8 and GB18030 that decodes the start of the file
+    strictly (GB18030 without private-use characters, which Big5 or Shift_JIS bytes read as
+    GB18030 give), else what charset-normalizer finds (GBK family read as GB18030). GB18030 comes
+    before the detector: on a typical CRM export, mostly ASCII with short Chinese names, the
+    detector says Korean or Japanese."""
     with path.open("rb") as handle:
         sample = handle.read(_SAMPLE_BYTES)
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    if named:
+        return named
     for encoding in ("utf-8", "gb18030"):
         try:  # the whole file when it is shorter than the sample: it must end whole too
-            codecs.getincrementaldecoder(encoding)().decode(
+            text = codecs.getincrementaldecoder(encoding)().decode(
                 sample, final=len(sample) < _SAMPLE_BYTES
             )
-            return encoding
         except UnicodeDecodeError:
-            pass
+            continue
+        if not _PRIVATE_USE.search(text):
+            return encoding
     best = from_bytes(sample).best()
     encoding = (best.encoding if best else "gb18030").lower()
     if encoding in _CHINESE_ENCODINGS and not encoding.startswith("big5") and encoding != "cp950":

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity
+from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity, normalise_header
 
 FILE_NAME = "import.yml"
 ENTITIES = (*LOAD_ORDER, "feedback")
@@ -99,7 +99,8 @@ class ImportRules:
         return self.encodings.get(path.name) or self.encoding
 
     def apply(self, entity: Entity) -> Entity:
-        """`entity` with the company's header names and labels added."""
+        """`entity` with the company's header names and labels, which take precedence: a header
+        the suite gives another column, or a label it gives another value, is the company's."""
         headers = self.headers.get(entity.name, {})
         labels = self.labels.get(entity.name, {})
         if not headers and not labels:
@@ -108,6 +109,12 @@ class ImportRules:
         columns = dict(entity.columns)
         for header, name in headers.items():
             _column(entity, name, f"{where}: header {header!r}")
+            key = normalise_header(header)
+            if key in columns and key != name:
+                raise RulesError(f"{where}: header {header!r} is the name of column {key}")
+            for other, column in columns.items():  # the suite's meaning of the header goes
+                kept = tuple(a for a in column.aliases if normalise_header(a) != key)
+                columns[other] = dataclasses.replace(column, aliases=kept)
             columns[name] = dataclasses.replace(
                 columns[name], aliases=(*columns[name].aliases, header)
             )
@@ -115,7 +122,11 @@ class ImportRules:
             column = _column(entity, name, f"{where}: labels")
             if column.type != "enum":
                 raise RulesError(f"{where}: labels: {name} is not an enumerated column")
-            values = {k: list(v) for k, v in columns[name].values.items()}
+            fold = str.upper if column.upper else str.lower
+            taken = {fold(label) for label in words}
+            values = {
+                k: [w for w in v if fold(w) not in taken] for k, v in columns[name].values.items()
+            }
             for label, value in words.items():
                 if value not in values and not column.open:
                     raise RulesError(

@@ -139,7 +139,7 @@ def test_marketplace_order_statuses_are_read_for_what_they_mean(settings, source
         ("会员ID", "customer_id"),
         ("用户ID", "customer_id"),
         ("手机号码", "phone"),
-        ("联系电话", "phone"),
+        ("客户编码", "customer_id"),
         ("注册时间", "created_at"),
         ("是否接收短信", "consent_sms"),
     ],
@@ -221,3 +221,38 @@ def test_many_bad_rows_fail_the_file(settings, source) -> None:
         IngestError, match=r"11 of 28 rows rejected \(39.3%, limit 5% and 10 rows\)"
     ):
         _load(settings, source)
+
+
+def test_the_company_rules_take_precedence_over_the_suites(settings, source) -> None:
+    """联系方式 is a phone in the suite; this company's 联系方式 is an e-mail. 已完成 is paid in
+    the suite; this company's 已完成 is a finished refund."""
+    text = "客户编号,联系方式\nC1,zhang@example.com\n"
+    _write(source / "customers.csv", text, "utf-8")
+    _write(source / "orders.csv", _orders(["已完成"]).replace("C0000", "C1"), "utf-8")
+    (source / "import.yml").write_text(
+        "headers:\n  customers: {联系方式: email}\n"
+        "labels:\n  orders:\n    status: {已完成: refunded}\n",
+        encoding="utf-8",
+    )
+    _load(settings, source)
+    assert query(settings.db_path, "select email, phone from raw.customers") == [
+        ("zhang@example.com", None)
+    ]
+    assert query(settings.db_path, "select status from raw.orders") == [("refunded",)]
+
+
+def test_the_folder_encoding_leaves_byte_order_marks_and_other_files_alone(
+    settings, source, tmp_path
+) -> None:
+    """`encoding: gb18030` for the folder: a UTF-8 file with its BOM is still UTF-8, and a file
+    from elsewhere (an API source's download) is not the folder's."""
+    (source / "import.yml").write_text("encoding: gb18030\n", encoding="utf-8")
+    _write(source / "customers.csv", _customers(3), "utf-8-sig")
+    fetched = tmp_path / "api" / "orders.csv"
+    fetched.parent.mkdir()
+    _write(fetched, _orders(["交易成功"]), "utf-8")
+    run = RunDate.of(settings.business_tz, AS_OF)
+    report = ingest(settings.db_path, source, settings=settings, run=run, files={"orders": fetched})
+    assert [x.encoding for x in report.loads] == ["utf-8-sig", "utf-8"]
+    assert query(settings.db_path, "select status from raw.orders") == [("paid",)]
+    assert query(settings.db_path, "select name from raw.customers order by 1")[0] == ("张伟",)

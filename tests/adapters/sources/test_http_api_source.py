@@ -201,7 +201,9 @@ def test_no_records_writes_no_file_and_removes_a_stale_one(httpserver, tmp_path)
 
     result = fetch(_config(httpserver), tmp_path, updated_since="2024-03-01T00:00:00Z")
 
-    assert result == FetchResult("customers", None, records=0, pages=1, new_cursor=None)
+    assert result == FetchResult(
+        "customers", None, records=0, pages=1, new_cursor=None, since="2024-03-01T00:00:00Z"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
