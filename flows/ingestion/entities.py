@@ -53,6 +53,7 @@ class Column:
     lookup: str | None = None
     by: str | None = None
     host_of: str | None = None
+    fill_from: str | None = None  # a derived column giving the value a row leaves empty
 
     @property
     def sql_type(self) -> str:
@@ -134,6 +135,7 @@ def _column(name: str, spec: dict[str, Any], path: Path) -> Column:
         lookup=spec.get("lookup"),
         by=spec.get("by"),
         host_of=spec.get("host_of"),
+        fill_from=spec.get("fill_from"),
     )
     if column.type not in COLUMN_TYPES:
         raise ValueError(f"{path}: column {column.name} has unknown type {column.type!r}")
@@ -146,6 +148,9 @@ def _entity_from_suite(suite: dict[str, Any], path: Path) -> Entity:
         raise ValueError(f"{path}: suite has no meta.followup block")
     columns = {name: _column(name, spec, path) for name, spec in meta["columns"].items()}
     derived = {name: _column(name, spec, path) for name, spec in meta.get("derived", {}).items()}
+    for column in columns.values():
+        if column.fill_from is not None and column.fill_from not in derived:
+            raise ValueError(f"{path}: {column.name} fills from {column.fill_from!r}, not derived")
     for column in derived.values():
         source = column.by or column.host_of
         if source not in columns or (column.lookup is None) == (column.host_of is None):

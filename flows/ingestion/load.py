@@ -343,6 +343,17 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         """
     else:
         select = "select *, false as _key_dup, cast(null as bigint) as _key_first from keyed"
+    # A value the row leaves empty, taken from a derived column (feedback's customer, from its
+    # message), after the row's key: the key stays the file's, so a reload changes nothing twice.
+    fills = {c.name: c.fill_from for c in entity.columns.values() if c.fill_from}
+    keyed = f"select *, {_key_sql(entity)} as _key from cleared"
+    if fills:
+        keyed = (
+            f"select * exclude ({', '.join(f'_fill_{n}' for n in fills)}) "
+            f"replace ({', '.join(f'coalesce({n}, _fill_{n}) as {n}' for n in fills)}) "
+            f"from ({keyed})"
+        )
+    values += [f"{source} as _fill_{name}" for name, source in fills.items()]
     accepted = f"{t}_accepted"
     con.execute(
         f"""
@@ -350,7 +361,7 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         with cleared as not materialized (
             select _line, {", ".join(values)}, {result.reasons_sql("warning")} as _warnings
             from {t} where not ({errors_any})
-        ), keyed as not materialized (select *, {_key_sql(entity)} as _key from cleared)
+        ), keyed as not materialized ({keyed})
         {select}
         """
     )

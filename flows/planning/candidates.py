@@ -48,11 +48,12 @@ back as (
             and d.step = l.step and d.anchor_id = l.anchor_id
     )
 ),
-replies as (
-    select customer_id, max(responded_at) as last_reply_at
-    from raw.feedback
-    where response_type = 'reply' and responded_at < $start
-    group by customer_id
+replies as (  -- a row loaded without its customer is its message's
+    select coalesce(f.customer_id, m.customer_id) as customer_id,
+        max(f.responded_at) as last_reply_at
+    from raw.feedback f left join message_ledger m on m.message_id = f.message_id
+    where f.response_type = 'reply' and f.responded_at < $start
+    group by all
 ),
 rechecked as (
     select l.*, s.fallback_channels, s.is_task,
@@ -140,10 +141,15 @@ def candidates(
     return con.sql(CANDIDATES, params=params).pl()
 
 
+# A reply that is one of these words unsubscribes from the channel it answers (回复TD退订).
+UNSUBSCRIBE_WORDS = ("T", "TD", "退订")
+
+
 def opt_outs_sql(con: duckdb.DuckDBPyConnection, events: str | None, cutoff: str) -> str | None:
     """Every opt-out as rows (customer_id, scope, opted_at), scope a channel or 'all': the
     `opt_out` events of `events` (a relation with `opt_out_channel`), and the opt-out answers to
-    our messages (feedback `opt_out`, a "T" reply to an SMS) for that message's channel; each
+    our messages (feedback `opt_out`, or a reply that is `T`, `TD` or `退订`) for that
+    message's channel; each
     whose time passes `cutoff` (e.g. `< $start`). None when there is nothing to read. The plan
     and dispatch both read opt-outs through this."""
     sources = []
@@ -157,9 +163,11 @@ def opt_outs_sql(con: duckdb.DuckDBPyConnection, events: str | None, cutoff: str
         "select count(*) from duckdb_tables() where schema_name = 'raw' and table_name = 'feedback'"
     ).fetchone()[0]:
         sources.append(
-            "select f.customer_id, coalesce(l.channel, 'all'), f.responded_at "
+            "select coalesce(f.customer_id, l.customer_id), coalesce(l.channel, 'all'), "
+            "f.responded_at "
             "from raw.feedback f left join message_ledger l on f.message_id = l.message_id "
-            f"where f.response_type = 'opt_out' and f.responded_at {cutoff}"
+            f"where (f.response_type = 'opt_out' or (f.response_type = 'reply' and "
+            f"upper(trim(f.text)) in {UNSUBSCRIBE_WORDS})) and f.responded_at {cutoff}"
         )
     return " union all ".join(sources) or None
 

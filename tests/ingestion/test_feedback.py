@@ -183,6 +183,18 @@ def test_the_survey_link_and_the_chinese_labels_are_read(history):
     ]
 
 
+def test_a_row_without_its_customer_is_its_messages_customers(history):
+    """The file names no customer: each row's is its message's, so the opt-outs and the
+    `replied` exits, which read the customer, see every row."""
+    db, _, _ = history
+    assert query(db, "select distinct message_id, customer_id from raw.feedback order by 1") == [
+        ("M1", "C1"),
+        ("M2", "C1"),
+        ("M3", "C2"),
+        ("M4", "C4"),
+    ]
+
+
 def test_message_outcomes_follow_the_definitions(history):
     db, _, _ = history
     out = _outcomes(db)
@@ -313,3 +325,26 @@ def test_the_feedback_flow_publishes_the_figures_and_the_ab_table(
     assert "| post_purchase_journey.day3_care | care | 2 | 1 | 50.0% | control |" in analysis.data
     table = Artifact.get("ab-results")
     assert table is not None and "care_coupon" in str(table.data)
+
+
+def test_a_td_reply_unsubscribes_from_the_channel_it_answers(history, tmp_path):
+    """回复TD退订: a reply `TD` to an SMS is an opt-out from SMS from its moment, also for a row
+    loaded before rows took their message's customer."""
+    import shutil
+
+    from flows.planning.candidates import opt_outs_sql
+
+    db, _, _ = history
+    copy = tmp_path / "followup.duckdb"
+    shutil.copy(db, copy)
+    con = duckdb.connect(str(copy))
+    try:
+        con.execute(
+            "insert into raw.feedback (message_id, responded_at, response_type, text, _key) "
+            "values ('M4', ?, 'reply', ' td ', 'old-row'), ('M3', ?, 'reply', '不要', 'other')",
+            [_at(3, 12), _at(3, 13)],
+        )
+        opted = con.execute(f"select * from ({opt_outs_sql(con, None, '< now()')})").fetchall()
+    finally:
+        con.close()
+    assert opted == [("C4", "sms", _at(3, 12))]
