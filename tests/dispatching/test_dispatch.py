@@ -250,7 +250,7 @@ def test_an_opt_out_since_the_plan_stops_the_message_before_the_send(tmp_path):
         con.execute(
             "create table raw.feedback as select 'old5' as message_id, 'C0000005' as "
             "customer_id, timestamptz '2026-11-22 21:00:00+08' as responded_at, "
-            "'opt_out' as response_type"
+            "'opt_out' as response_type, cast(null as varchar) as text"
         )
     finally:
         con.close()
