@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from flows.commands import (
+    current_settings,
+    run_backtest,
+    run_daily,
+    run_feedback,
+    run_ingest,
+    run_ingest_files,
+    run_intraday,
+    run_past_build,
+    run_report,
+    run_tasks,
+)
 from flows.console import (
     console,
     fail,
@@ -19,16 +30,16 @@ from flows.console import (
     print_analysis,
     print_backtest,
     print_build,
+    print_demo_end,
     print_dispatch,
     print_intraday,
     print_models,
     print_plan,
     print_report,
-    quiet_prefect,
+    print_tasks,
     silence_teardown,
 )
 from flows.rundate import RunDate
-from flows.settings import Settings
 
 app = typer.Typer(
     add_completion=False,
@@ -41,15 +52,7 @@ app = typer.Typer(
 
 @app.callback()
 def _before_any_command() -> None:
-    _settings()  # checked before a command does anything, whatever its options
-
-
-@functools.cache
-def _settings() -> Settings:
-    """The settings from the environment, validated once per command: a bad value stops it with
-    one line naming the variable."""
-    with one_line_errors():
-        return Settings.from_env()
+    current_settings()  # checked before a command does anything, whatever its options
 
 
 @contextlib.contextmanager
@@ -58,7 +61,7 @@ def _reading(db: Path):
     a file another one is writing, and another run may have started once the flow let go."""
     from flows.locking import writer_lock
 
-    with one_line_errors(), writer_lock(db, _settings().db_lock_timeout):
+    with one_line_errors(), writer_lock(db, current_settings().db_lock_timeout):
         yield
 
 
@@ -71,39 +74,13 @@ def _date(value: str | None) -> dt.date | None:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _run_ingest(source: Path | None, db: Path, as_of: dt.date | None, sources_file: Path | None):
-    quiet_prefect()
-    from flows.ingest import ingest_flow
-    from flows.ingestion.load import IngestError
-
-    with one_line_errors(IngestError):
-        return ingest_flow(source=source, db=db, as_of=as_of, sources_file=sources_file)
-
-
-def _run_daily(
-    source: Path | None,
-    db: Path,
-    as_of: dt.date,
-    sources_file: Path | None,
-    full_refresh: bool,
-    dry_run: bool = True,
-    channels: Path | None = None,
-):
-    quiet_prefect()
-    from flows.building.runner import BuildError
-    from flows.daily import daily_flow
-    from flows.ingestion.load import IngestError
-
-    with one_line_errors(IngestError, BuildError):
-        return daily_flow(
-            as_of=as_of,
-            source=source,
-            db=db,
-            sources_file=sources_file,
-            full_refresh=full_refresh,
-            dry_run=dry_run,
-            channels=channels,
-        )
+def _moment(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a time (YYYY-MM-DDTHH:MM)") from None
 
 
 @app.command()
@@ -122,8 +99,8 @@ def ingest(
     """Read, validate and load a source folder (and API sources) into the database."""
     if source is None and sources is None:
         fail("give --source DIR, --sources sources.yml, or both")
-    db = db or _settings().db_path
-    report = _run_ingest(source, db, _date(as_of), sources)
+    db = db or current_settings().db_path
+    report = run_ingest(source, db, _date(as_of), sources)
     with _reading(db):
         print_report(report, db)
 
@@ -149,10 +126,10 @@ def run(
     """One daily cycle for a date: ingest and validate, build the models, plan the follow-ups and
     send them (with --dry-run, nothing leaves the machine)."""
     run_date = _date(as_of)
-    db = db or _settings().db_path
+    db = db or current_settings().db_path
     if source is None and sources is None and not db.exists():
         fail(f"{db} does not exist: give --source DIR to load data first")
-    result = _run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
+    result = run_daily(source, db, run_date, sources, full_refresh, dry_run, channels)
     with _reading(db):
         if result.ingest is not None:
             print_report(result.ingest, db)
@@ -189,16 +166,11 @@ def intraday(
     """A run during the day for the playbooks declared `intraday: true` (a hot web-form lead:
     a call to its owner within 30 minutes). It stands on the morning's `followup run` and plans
     only what no run has planned yet."""
-    moment = None
-    if at is not None:
-        try:
-            moment = dt.datetime.fromisoformat(at)
-        except ValueError:
-            raise typer.BadParameter(f"{at!r} is not a time (YYYY-MM-DDTHH:MM)") from None
-    db = db or _settings().db_path
+    moment = _moment(at)
+    db = db or current_settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` for the day first")
-    result = _run_intraday(moment, db, source, sources, dry_run, channels, interval)
+    result = run_intraday(moment, db, source, sources, dry_run, channels, interval)
     with _reading(db):
         if result.ingest is not None:
             print_report(result.ingest, db)
@@ -216,13 +188,32 @@ def feedback(
 ) -> None:
     """Load feedback (replies, survey answers, call outcomes, delivery receipts) and refresh the
     analysis models: campaign performance, satisfaction and the A/B results."""
-    db = db or _settings().db_path
+    db = db or current_settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
-    result = _run_feedback(source, db, _date(as_of))
+    result = run_feedback(source, db, _date(as_of))
     with _reading(db):
         print_report(result.ingest, db)
         print_analysis(result.summary)
+    silence_teardown()
+
+
+@app.command()
+def tasks(
+    source: Annotated[Path, typer.Option(help="A returned call list (.xlsx, .csv) or a folder")],
+    db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="When the lists came back, YYYY-MM-DDTHH:MM (default: now)")
+    ] = None,
+) -> None:
+    """Load the call and visit lists staff return (结果, 满意度, 下次联系时间, 备注): their
+    tasks are done, an agreed next contact becomes a task, execution and call outcomes count."""
+    db = db or current_settings().db_path
+    if not db.exists():
+        fail(f"{db} does not exist: run `followup run` first (a list answers its tasks)")
+    result = run_tasks(source, db, _moment(at))
+    with _reading(db):
+        print_tasks(result, db)
     silence_teardown()
 
 
@@ -235,10 +226,10 @@ def report(
 ) -> None:
     """Write the marketing report: an Excel workbook and a single-file HTML page with charts
     (phones and emails masked)."""
-    db = db or _settings().db_path
+    db = db or current_settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup demo` or `followup run` first")
-    result = _run_report(db, out)
+    result = run_report(db, out)
     console.print(f"workbook: {result.workbook}\nHTML page: {result.html}")
     silence_teardown()
 
@@ -262,10 +253,10 @@ def backtest(
     """Replay the plan for each day from --from to --to on the data as it stood that morning:
     who would have been contacted, cap and capacity collisions, and what those customers did
     anyway. Nothing is sent and the ledger is untouched; the `backtest_*` tables are written."""
-    db = db or _settings().db_path
+    db = db or current_settings().db_path
     if source is None and not db.exists():
         fail(f"{db} does not exist: give --source, or run `followup run` first")
-    result = _run_backtest(_date(from_), _date(to), db, source, playbook or [], playbooks_dir)
+    result = run_backtest(_date(from_), _date(to), db, source, playbook or [], playbooks_dir)
     print_backtest(result)
     silence_teardown()
 
@@ -303,10 +294,10 @@ def demo(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.demo.company import generate_company
-    from flows.demo.story import BETTER_VARIANT, EXPERIMENT, simulate_history
+    from flows.demo.story import simulate_history
     from flows.locking import writer_lock
 
-    settings = _settings()
+    settings = current_settings()
     db = db or settings.db_path
     run_date = RunDate.of(settings.business_tz, _date(as_of)).day
     source = db.parent / "demo_source"
@@ -342,11 +333,11 @@ def demo(
             f"Generated {', '.join(f'{n:,} {e}' for e, n in counts.items())} into {source}"
         )
         step(1)
-        report = _run_ingest(source, db, run_date, None)
+        report = run_ingest(source, db, run_date, None)
         print_report(report, db)
         step(2)
         # a build four weeks back gives the tier history a month to compare (tier_changes)
-        print_build(_run_past_build(db, run_date - dt.timedelta(days=28)))
+        print_build(run_past_build(db, run_date - dt.timedelta(days=28)))
         step(3)
         story = simulate_history(
             db,
@@ -362,14 +353,14 @@ def demo(
             f"{story.later_orders:,} later orders"
         )
         step(4)
-        print_report(_run_ingest_files(db, run_date, {"orders": story.orders_file}), db)
-        loaded = _run_feedback(story.feedback_file, db, run_date, refresh_models=False)
+        print_report(run_ingest_files(db, run_date, {"orders": story.orders_file}), db)
+        loaded = run_feedback(story.feedback_file, db, run_date, refresh_models=False)
         print_report(loaded.ingest, db)
         step(5)
-        result = _run_daily(None, db, run_date, None, full_refresh=False, dry_run=False)
+        result = run_daily(None, db, run_date, None, full_refresh=False, dry_run=False)
         print_build(result.build)
         step(6)
-        written = _run_report(db, out)
+        written = run_report(db, out)
         step(7)
     print_models(db)
     print_plan(result.plan)
@@ -378,109 +369,8 @@ def demo(
 
     summary = read_summary(db)
     print_analysis(summary)
-    found = next(
-        (r for r in summary.ab if r["experiment"] == EXPERIMENT and r["variant"] == BETTER_VARIANT),
-        None,
-    )
-    if found is not None:
-        verdict = (
-            "found it" if found["decision"] == "ship" else f"did not find it ({found['decision']})"
-        )
-        console.print(
-            f"The simulation made `{BETTER_VARIANT}` truly better in {EXPERIMENT}; "
-            f"the A/B test {verdict}: lift {found['abs_lift']:+.1%} "
-            f"[{found['ci_low']:+.1%}, {found['ci_high']:+.1%}], p = {found['p_value']:.2g}."
-        )
-    console.print(
-        f"\nReport: {written.html} and {written.workbook}\n"
-        f"messages: {settings.outbox_dir}/<channel>.jsonl; call lists: manual_followups\n"
-        f"The tables are in {db} (raw.*, quarantine, the models above, campaign_performance, "
-        f"ab_results), e.g.\n"
-        f'  .venv/bin/python -c "import duckdb; '
-        f"duckdb.connect('{db}', read_only=True).sql('from ab_results').show()\"\n"
-        f"notebooks: FOLLOWUP_DB={db} .venv/bin/marimo run notebooks/ab_results.py",
-        soft_wrap=True,  # a command to copy must not be wrapped
-    )
+    print_demo_end(summary, settings, db, written)
     silence_teardown()
-
-
-def _run_past_build(db: Path, as_of: dt.date):
-    """The models as of an earlier date, for the tier history: plain dbt, no Prefect task per
-    node, and without the analysis models, which today's build makes (saves half a minute)."""
-    import time
-
-    from flows.building.runner import BuildError, BuildReport, build
-
-    started = time.monotonic()
-    with one_line_errors(BuildError):
-        settings = _settings()
-        nodes = build(db, RunDate.of(settings.business_tz, as_of), settings, exclude="tag:analysis")
-    return BuildReport(as_of, False, time.monotonic() - started, nodes)
-
-
-def _run_ingest_files(db: Path, as_of: dt.date, files: dict[str, Path]):
-    from flows.ingestion.load import IngestError, ingest
-
-    with one_line_errors(IngestError):
-        settings = _settings()
-        run = RunDate.of(settings.business_tz, as_of)
-        return ingest(db, None, settings=settings, run=run, files=files, entities=tuple(files))
-
-
-def _run_feedback(source: Path, db: Path, as_of: dt.date | None, refresh_models: bool = True):
-    quiet_prefect()
-    from flows.building.runner import BuildError
-    from flows.feedback import feedback_flow
-    from flows.ingestion.load import IngestError
-
-    with one_line_errors(IngestError, BuildError):
-        return feedback_flow(source=source, db=db, as_of=as_of, refresh_models=refresh_models)
-
-
-def _run_backtest(start, end, db, source, playbooks, playbook_dir):
-    quiet_prefect()
-    from flows.backtest import backtest_flow
-    from flows.backtesting.replay import BacktestError
-    from flows.building.runner import BuildError
-    from flows.ingestion.load import IngestError
-    from flows.planning.declarations import PlaybookError
-
-    with one_line_errors(BacktestError, BuildError, IngestError, PlaybookError):
-        return backtest_flow(
-            start=start,
-            end=end,
-            db=db,
-            source=source,
-            playbooks=playbooks,
-            playbook_dir=playbook_dir,
-        )
-
-
-def _run_intraday(at, db, source, sources_file, dry_run, channels, interval):
-    quiet_prefect()
-    from flows.building.runner import BuildError
-    from flows.ingestion.load import IngestError
-    from flows.intraday import IntradayError, intraday_flow
-    from flows.planning.declarations import PlaybookError
-
-    with one_line_errors(IntradayError, BuildError, IngestError, PlaybookError):
-        return intraday_flow(
-            at=at,
-            db=db,
-            source=source,
-            sources_file=sources_file,
-            channels=channels,
-            dry_run=dry_run,
-            interval_minutes=interval,
-        )
-
-
-def _run_report(db: Path, out: Path):
-    quiet_prefect()
-    from flows.report import report_flow
-
-    with one_line_errors():
-        return report_flow(db=db, out=out)
 
 
 def main() -> None:

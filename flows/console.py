@@ -121,10 +121,6 @@ _MODEL_SUMMARIES = {
 
 
 def print_report(report, db: Path) -> None:
-    import duckdb
-
-    from flows.ingestion.load import generic_reason
-
     table = Table(title=f"Loaded into {db} (load {report.load_id}, as of {report.as_of_date})")
     headings = ("entity", "read", "new", "changed", "same", "errors", "warnings", "in table")
     for heading in headings:
@@ -138,15 +134,24 @@ def print_report(report, db: Path) -> None:
             f"{report.table_rows.get(load.entity, 0):,}",
         )
     console.print(table)
+    print_quarantine(db, [report.load_id])
+
+
+def print_quarantine(db: Path, load_ids: list[str]) -> None:
+    import duckdb
+
+    from flows.ingestion.load import generic_reason
+
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(
             f"""
             select entity, severity, {generic_reason("r")} as reason, count(*) as n
-            from (select entity, severity, unnest(reasons) as r from quarantine where load_id = ?)
+            from (select entity, severity, unnest(reasons) as r from quarantine
+                  where list_contains(?, load_id))
             group by all order by n desc, entity, reason
             """,
-            [report.load_id],
+            [load_ids],
         ).fetchall()
     finally:
         con.close()
@@ -294,6 +299,59 @@ def print_dispatch(report) -> None:
         f"{report.handed_over:,} outcomes in {report.seconds:.1f} s"
         + (f"; {report.expired:,} expired" if report.expired else "")
         + (f"; {report.opted_out:,} stopped by an opt-out" if report.opted_out else "")
+    )
+    if report.carried:
+        console.print(
+            f"Back on today's call lists: {report.carried['overdue']:,} overdue tasks (逾期), "
+            f"{report.carried['next_contact']:,} agreed next contacts"
+        )
+
+
+def print_tasks(report, db: Path) -> None:
+    """The returned lists loaded, what was quarantined, and the tasks' state after."""
+    table = Table(title=f"Returned call lists loaded into {db}")
+    headings = ("list", "rows", "not filled", "new", "changed", "same", "errors")
+    for heading in headings:
+        table.add_column(heading, justify="left" if heading == "list" else "right")
+    for load in report.loads:
+        counts = (load.rows_read, load.skipped, load.inserted, load.updated, load.unchanged)
+        table.add_row(Path(load.source_file).name, *(f"{n:,}" for n in (*counts, load.errors)))
+    console.print(table)
+    print_quarantine(db, report.load_ids)
+    console.print(
+        f"Tasks: {report.done:,} done, {report.open:,} open ({report.overdue:,} overdue), "
+        f"{report.next_contacts:,} agreed next contacts waiting"
+    )
+
+
+def print_demo_end(summary, settings, db: Path, written) -> None:
+    """The demo's last words: whether the A/B test found the planted better variant, and where
+    to look next."""
+    from flows.demo.story import BETTER_VARIANT, EXPERIMENT
+
+    found = next(
+        (r for r in summary.ab if r["experiment"] == EXPERIMENT and r["variant"] == BETTER_VARIANT),
+        None,
+    )
+    if found is not None:
+        verdict = (
+            "found it" if found["decision"] == "ship" else f"did not find it ({found['decision']})"
+        )
+        console.print(
+            f"The simulation made `{BETTER_VARIANT}` truly better in {EXPERIMENT}; "
+            f"the A/B test {verdict}: lift {found['abs_lift']:+.1%} "
+            f"[{found['ci_low']:+.1%}, {found['ci_high']:+.1%}], p = {found['p_value']:.2g}."
+        )
+    console.print(
+        f"\nReport: {written.html} and {written.workbook}\n"
+        f"messages: {settings.outbox_dir}/<channel>.jsonl; "
+        f"call lists: {settings.outbox_dir.parent / 'call_lists'}/<day>/<owner>.xlsx\n"
+        f"The tables are in {db} (raw.*, quarantine, the models above, campaign_performance, "
+        f"ab_results), e.g.\n"
+        f'  .venv/bin/python -c "import duckdb; '
+        f"duckdb.connect('{db}', read_only=True).sql('from ab_results').show()\"\n"
+        f"notebooks: FOLLOWUP_DB={db} .venv/bin/marimo run notebooks/ab_results.py",
+        soft_wrap=True,  # a command to copy must not be wrapped
     )
 
 

@@ -63,9 +63,28 @@ create table if not exists manual_followups (
     playbook varchar,
     step varchar,
     message_id varchar,  -- the ledger's message, for a call or visit task
-    script varchar
+    script varchar,
+    -- what the caller returned on the list (flows/tasks.py)
+    outcome varchar,  -- answered, no_answer, busy, wrong_number, refused
+    done_at timestamptz,
+    next_contact_at timestamptz  -- for a task made from an agreed next contact: when
 )
 """
+# columns a table from an earlier version gains
+_ADDED_COLUMNS = {
+    "message_ledger": (
+        ("origin", "varchar default 'plan'"),
+        ("subject", "varchar"),
+        ("body", "varchar"),
+        ("segments", "integer"),
+        ("anchor_at", "timestamptz"),
+    ),
+    "manual_followups": (
+        ("outcome", "varchar"),
+        ("done_at", "timestamptz"),
+        ("next_contact_at", "timestamptz"),
+    ),
+}
 
 ESCALATIONS_DDL = """
 create table if not exists escalations (
@@ -86,19 +105,13 @@ create table if not exists escalations (
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(LEDGER_DDL)
-    # a ledger from before dispatch existed gains the dispatch columns
-    have = {r[0] for r in con.execute("describe message_ledger").fetchall()}
-    for column, kind in (
-        ("origin", "varchar default 'plan'"),
-        ("subject", "varchar"),
-        ("body", "varchar"),
-        ("segments", "integer"),
-        ("anchor_at", "timestamptz"),
-    ):
-        if column not in have:
-            con.execute(f"alter table message_ledger add column {column} {kind}")
     con.execute(MANUAL_DDL)
     con.execute(ESCALATIONS_DDL)
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {r[0] for r in con.execute(f"describe {table}").fetchall()}
+        for column, kind in columns:
+            if column not in have:
+                con.execute(f"alter table {table} add column {column} {kind}")
 
 
 def known_keys(con: duckdb.DuckDBPyConnection, keys: list[str]) -> set[str]:

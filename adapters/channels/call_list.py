@@ -3,8 +3,14 @@
 
 The day is the message's due date in its own time zone. A row holds what the caller needs:
 priority, local due time, customer, the FULL phone number (these lists are for staff making the
-calls, not for marketing), playbook and step, the script to read, and the message id. Rows are
-sorted by priority (highest first), then due time, then customer.
+calls, not for marketing), playbook and step, the script to read, and the task and message ids.
+Rows are sorted by priority (highest first), then due time, then customer.
+
+Five columns are the caller's to fill, and `followup tasks` loads the list they return
+(flows/tasks.py): 结果 (outcome: 接通, 未接通, 忙线, 空号, 拒绝), 完成时间 (when; else the moment
+the list comes back), 满意度, 下次联系时间 (an agreed next contact, which becomes a task of its
+own) and 备注. A task still open past its day comes
+back on its owner's next list, marked 逾期 (`carry`), as does an agreed next contact on its day.
 
 A list grows over the day: every `send` merges its messages into the rows the owner's CSV already
 holds (a message id already there is not added again, so a re-run after a crash writes each task
@@ -33,16 +39,34 @@ from adapters.files import cell_safe, cell_text, write_atomically
 COLUMNS = (
     ("priority", "优先级"),
     ("due_at", "到期时间"),
+    ("overdue", "逾期"),
     ("customer_id", "客户编号"),
     ("customer_name", "客户姓名"),
     ("phone", "电话"),
     ("playbook", "回访方案"),
     ("step", "步骤"),
     ("script", "话术"),
+    ("outcome", "结果"),
+    ("done_at", "完成时间"),
+    ("satisfaction", "满意度"),
+    ("next_contact_at", "下次联系时间"),
+    ("note", "备注"),
+    ("task_id", "任务编号"),
     ("message_id", "消息编号"),
 )
 HEADER = [f"{name} ({label})" for name, label in COLUMNS]
 NAMES = [name for name, _ in COLUMNS]
+# What the caller fills in; the choices offered in the workbook (any label of the feedback
+# suite's outcome and satisfaction reads, expectations/task_results.json).
+TO_FILL = ("outcome", "done_at", "satisfaction", "next_contact_at", "note")
+CHOICES = {
+    "outcome": ["接通", "未接通", "忙线", "空号", "拒绝"],
+    "satisfaction": ["非常满意", "满意", "一般", "不满意"],
+}
+OVERDUE = "是"
+# A list written before a column existed still reads: the column is empty (the task id is the
+# message id, which every call and visit task was keyed on).
+_ADDED = (*TO_FILL, "overdue", "task_id")
 UNASSIGNED = "unassigned"
 _SCRIPT_WIDTH = 60  # characters; the script wraps within it
 _MAX_WIDTH = 40  # any other column
@@ -82,35 +106,54 @@ class Channel:
         return self.out / m.due_at.date().isoformat() / f"{owner}.csv"
 
 
+def carry(out: Path, day: str, tasks: Sequence[dict]) -> int:
+    """Open tasks onto their owners' lists of `day` (YYYY-MM-DD): each a dict with the list's
+    columns (`overdue` set for one past its day). A task a list already holds is not added again,
+    so a re-run carries nothing twice. Returns how many were added."""
+    lists: dict[Path, list[Row]] = defaultdict(list)
+    for task in tasks:
+        owner = _UNSAFE.sub("_", (task.get("owner_id") or "").strip()) or UNASSIGNED
+        row = {n: "" if task.get(n) is None else str(task[n]) for n in NAMES}
+        lists[out / day / f"{owner}.csv"].append(row)
+    return sum(_merge(path, rows) for path, rows in lists.items())
+
+
 def _row(m: Message) -> Row:
-    return {
-        "priority": str(m.priority),
-        "due_at": m.due_at.strftime("%Y-%m-%d %H:%M"),
-        "customer_id": m.customer_id,
-        "customer_name": m.customer_name or "",
-        "phone": m.to or "",
-        "playbook": m.playbook,
-        "step": m.step,
-        "script": m.text,
-        "message_id": m.message_id,
-    }
+    row = dict.fromkeys(NAMES, "")
+    row.update(
+        priority=str(m.priority),
+        due_at=m.due_at.strftime("%Y-%m-%d %H:%M"),
+        customer_id=m.customer_id,
+        customer_name=m.customer_name or "",
+        phone=m.to or "",
+        playbook=m.playbook,
+        step=m.step,
+        script=m.text,
+        task_id=m.message_id,  # a call or visit task is keyed on its message (flows/dispatching)
+        message_id=m.message_id,
+    )
+    return row
 
 
-def _merge(csv_path: Path, new: list[Row]) -> None:
-    """The owner's day list = the rows it holds + the new tasks it does not, both files
-    rewritten."""
-    rows = {row["message_id"]: row for row in _read(csv_path)}
+def _merge(csv_path: Path, new: list[Row]) -> int:
+    """The owner's day list = the rows it holds (with what the caller filled in) + the new tasks
+    it does not, both files rewritten. Returns how many tasks were new."""
+    rows = {row["task_id"]: row for row in _read(csv_path)}
+    added = 0
     for row in new:
-        rows.setdefault(row["message_id"], row)
+        if row["task_id"] not in rows:
+            rows[row["task_id"]] = row
+            added += 1
     ordered = sorted(
         rows.values(),
-        key=lambda r: (-int(r["priority"]), r["due_at"], r["customer_id"], r["message_id"]),
+        key=lambda r: (-int(r["priority"]), r["due_at"], r["customer_id"], r["task_id"]),
     )
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     # The CSV first: it is what the next merge reads, so a crash between the two replaces
     # leaves an XLSX one step behind that the next send for this list brings up to date.
     write_atomically(csv_path, lambda tmp: _write_csv(tmp, ordered))
     write_atomically(csv_path.with_suffix(".xlsx"), lambda tmp: _write_xlsx(tmp, ordered))
+    return added
 
 
 def _read(csv_path: Path) -> list[Row]:
@@ -123,12 +166,17 @@ def _read(csv_path: Path) -> list[Row]:
             return []
         # match columns by their English name, so a changed label or order still reads
         names = [h.split(" (", 1)[0].strip() for h in header]
-        missing = set(NAMES) - set(names)
+        missing = set(NAMES) - set(names) - set(_ADDED)
         if missing:
             raise ValueError(f"{csv_path.name} lacks the columns {', '.join(sorted(missing))}")
-        return [
-            {n: cell_text(v) for n, v in zip(names, line, strict=False)} for line in reader if line
-        ]
+        rows = []
+        for line in reader:
+            if line:
+                row = dict.fromkeys(NAMES, "")
+                row.update({n: cell_text(v) for n, v in zip(names, line, strict=False)})
+                row["task_id"] = row["task_id"] or row["message_id"]
+                rows.append(row)
+        return rows
 
 
 def _write_csv(path: Path, rows: list[Row]) -> None:
@@ -159,6 +207,12 @@ def _write_xlsx(path: Path, rows: list[Row]) -> None:
             else:
                 widest = max(_width(v) for v in [HEADER[c], *(row[name] for row in rows)])
                 sheet.set_column(c, c, min(widest, _MAX_WIDTH) + 2)
+        for name, choices in CHOICES.items():  # a drop-down; another label still reads
+            c = NAMES.index(name)
+            sheet.data_validation(
+                1, c, max(len(rows), 1), c,
+                {"validate": "list", "source": choices, "error_type": "information"},
+            )  # fmt: skip
         sheet.freeze_panes(1, 0)
         sheet.autofilter(0, 0, max(len(rows), 1), len(NAMES) - 1)
     finally:

@@ -23,8 +23,12 @@ _REFERENCE = re.compile(r"\$\{(secret:)?([A-Za-z0-9_.:-]+)\}")
 
 
 def default_channels(outbox: Path) -> dict[str, dict[str, Any]]:
-    """The embedded default: every message goes to a local outbox folder, nothing leaves."""
-    return {name: {"kind": "file", "out": str(outbox)} for name in CHANNEL_NAMES}
+    """The embedded default: nothing leaves the machine. Messages go to a local outbox folder,
+    calls and visits to the owners' day lists in `call_lists` beside it."""
+    channels = {name: {"kind": "file", "out": str(outbox)} for name in CHANNEL_NAMES}
+    for name in ("call", "visit"):
+        channels[name] = {"kind": "call_list", "out": str(outbox.parent / "call_lists")}
+    return channels
 
 
 def channels_file(path: Path | None) -> Path | None:

@@ -49,6 +49,7 @@ import polars as pl
 
 from adapters.channels import Message, Outcome, mask
 from flows.atomic import transaction
+from flows.dispatching.carry import carry_open_tasks
 from flows.dispatching.dry_run import render_dry_run
 from flows.dispatching.rows import ROWS, fetch, ledger_frame, with_originals
 from flows.dispatching.templates import Renderer, TemplateError
@@ -74,6 +75,7 @@ class DispatchReport:
     opted_out: int = 0  # pending messages stopped by an opt-out that came after the plan
     waiting: int = 0  # not sent: outside the send window in the customer's time zone
     unset_channels: list[str] = field(default_factory=list)  # declared, without settings
+    carried: Counter = field(default_factory=Counter)  # open tasks put on the day's lists again
     seconds: float = 0.0
 
     @property
@@ -203,6 +205,8 @@ def dispatch(
                 )  # fmt: skip
             if realtime:
                 break  # retries wait for their time; a later run picks them up
+        if not realtime:  # the morning's lists also get the tasks still open
+            report.carried = carry_open_tasks(con, run, channels)
         if log:
             log(f"dispatch {as_of}: {_summary(report)}")
     finally:

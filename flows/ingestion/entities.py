@@ -18,6 +18,8 @@ from flows.settings import EXPECTATIONS_DIR
 
 # Load order matters: orders, events, contracts and tags refer to customers.
 LOAD_ORDER = ("customers", "staff", "orders", "events", "contracts", "tags")
+# loaded by their own commands: `followup feedback`, `followup tasks` (returned call lists)
+OTHER_ENTITIES = ("feedback", "task_results")
 COLUMN_TYPES = {
     "id": "VARCHAR",
     "message_ref": "VARCHAR",
@@ -95,6 +97,9 @@ class Entity:
     expectations: tuple[Expectation, ...]
     suite: dict[str, Any]
     derived: dict[str, Column] = field(default_factory=dict)
+    # a row with all of these empty is not one of the entity's rows (a returned call list's task
+    # not done yet): it is counted as skipped, neither loaded nor quarantined
+    skip_without: tuple[str, ...] = ()
 
     def column(self, name: str) -> Column:
         return self.columns.get(name) or self.derived[name]
@@ -120,6 +125,12 @@ def normalise_header(text: str) -> str:
     """Header text as compared: NFKC (full-width to ASCII), trimmed, lower case, spaces as `_`."""
     text = unicodedata.normalize("NFKC", text).replace("\ufeff", "").strip().lower()
     return re.sub(r"[\s\-]+", "_", text)
+
+
+def bare_header(text: str) -> str:
+    """The header without a trailing note in brackets: `outcome (结果)` or `金额(元)` is read as
+    `outcome` or `金额` when the whole text names no column."""
+    return re.sub(r"\s*[(（][^()（）]*[)）]\s*$", "", text or "")
 
 
 def _column(name: str, spec: dict[str, Any], path: Path) -> Column:
@@ -158,6 +169,9 @@ def _entity_from_suite(suite: dict[str, Any], path: Path) -> Entity:
                 f"{path}: derived column {column.name} needs `lookup` with `by`, or `host_of`, "
                 "naming a column of the file"
             )
+    for name in meta.get("skip_rows_without", ()):
+        if name not in columns:
+            raise ValueError(f"{path}: skip_rows_without names unknown column {name!r}")
     expectations = []
     for index, raw in enumerate(suite["expectations"]):
         severity = raw.get("meta", {}).get("severity", "error")
@@ -179,6 +193,7 @@ def _entity_from_suite(suite: dict[str, Any], path: Path) -> Entity:
         expectations=tuple(expectations),
         suite=suite,
         derived=derived,
+        skip_without=tuple(meta.get("skip_rows_without", ())),
     )
 
 

@@ -22,7 +22,7 @@ import duckdb
 
 from flows.atomic import transaction
 from flows.ingestion import typing as ty
-from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity
+from flows.ingestion.entities import LOAD_ORDER, OTHER_ENTITIES, Entity, load_entity
 from flows.ingestion.readers import (
     SourceError,
     drop_source,
@@ -64,6 +64,7 @@ class EntityLoad:
     errors: int = 0
     warnings: int = 0
     blank_rows: int = 0
+    skipped: int = 0  # rows the entity does not take (a returned list's task not done yet)
     reasons: Counter = field(default_factory=Counter)
 
 
@@ -97,7 +98,7 @@ def raw_columns(entity: Entity) -> list[tuple[str, str]]:
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Raw tables for every entity, `quarantine` and `load_log` (idempotent)."""
     con.execute("create schema if not exists raw")
-    for name in (*LOAD_ORDER, "feedback"):
+    for name in (*LOAD_ORDER, *OTHER_ENTITIES):
         entity = load_entity(name)
         columns = ", ".join(f"{n} {t}" for n, t in raw_columns(entity))
         con.execute(
@@ -294,6 +295,7 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
     target = f"raw.{entity.name}"
     source_file = str(src.path)
     load = EntityLoad(entity.name, source_file, src.encoding, blank_rows=src.blank_rows)
+    load.skipped = result.skipped
     load.rows_read = src.rows + len(src.malformed)
 
     # Columns with a failed warning rule are cleared; the row itself loads.

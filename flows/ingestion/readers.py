@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 from charset_normalizer import from_bytes
 
-from flows.ingestion.entities import Entity, normalise_header
+from flows.ingestion.entities import Entity, bare_header, normalise_header
 
 log = logging.getLogger(__name__)
 _MAX_CELL_BYTES = 64 * 1024 * 1024
@@ -105,7 +105,7 @@ def _map_headers(entity: Entity, path: Path, headers: list[str]) -> tuple[dict, 
     named: dict[str, str] = {}  # column -> the header it was read from
     for position, text in enumerate(headers):
         cell = f"c{position}"
-        name = known.get(normalise_header(text or ""))
+        name = _column_of(known, text)
         if name and name in columns:
             raise SourceError(
                 f"{path.name}: headers {named[name]!r} and {text!r} are both {name}; keep one"
@@ -126,6 +126,13 @@ def _map_headers(entity: Entity, path: Path, headers: list[str]) -> tuple[dict, 
     return columns, extras
 
 
+def _column_of(known: dict[str, str], text: str | None) -> str | None:
+    """The column a header names, as written or without its note in brackets."""
+    return known.get(normalise_header(text or "")) or known.get(
+        normalise_header(bare_header(text or ""))
+    )
+
+
 def _find_header_row(entity: Entity, path: Path, rows: list[list[str]]) -> int:
     """Index of the header row: the first row naming every required column (title rows above it
     are skipped); failing that the first row naming any known column."""
@@ -133,7 +140,7 @@ def _find_header_row(entity: Entity, path: Path, rows: list[list[str]]) -> int:
     required = set(entity.required_columns)
     best = None
     for index, row in enumerate(rows[:_HEADER_SCAN_ROWS]):
-        names = {known.get(normalise_header(cell or "")) for cell in row} - {None}
+        names = {_column_of(known, cell) for cell in row} - {None}
         if required <= names and names:
             return index
         if best is None and names:

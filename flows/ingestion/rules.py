@@ -24,10 +24,16 @@ from typing import Any
 
 import yaml
 
-from flows.ingestion.entities import LOAD_ORDER, Entity, load_entity, normalise_header
+from flows.ingestion.entities import (
+    LOAD_ORDER,
+    OTHER_ENTITIES,
+    Entity,
+    load_entity,
+    normalise_header,
+)
 
 FILE_NAME = "import.yml"
-ENTITIES = (*LOAD_ORDER, "feedback")
+ENTITIES = (*LOAD_ORDER, *OTHER_ENTITIES)
 
 
 class RulesError(ValueError):

@@ -67,6 +67,7 @@ class CheckResult:
     element_count: int
     outcomes: list[ExpectationOutcome]
     params: CheckParams
+    skipped: int = 0  # rows that are not the entity's (`Entity.skip_without`)
 
     def reasons_sql(self, severity: str) -> str:
         picked = [o for o in self.outcomes if o.expectation.severity == severity]
@@ -345,6 +346,9 @@ def check(
     """Create `<src.table>_checked`: typed columns, `<col>__raw` cleaned text, `_x<i>` flags."""
     t = src.table
     typed_sql = typed_select(con, entity, src, params)
+    if entity.skip_without:  # rows with none of these filled are not the entity's rows
+        filled = " or ".join(f"{c}__raw is not null" for c in entity.skip_without)
+        typed_sql = f"select * from ({typed_sql}) where {filled}"
 
     extra_cols, fk_joins = _derived(entity)
     flags, outcomes = [], []
@@ -393,6 +397,7 @@ def check(
     con.execute(f"drop table if exists {t}_phones")
 
     element_count = con.execute(f"select count(*) from {t}_checked").fetchone()[0]
+    skipped = src.rows - element_count
     if outcomes:
         aggregates = []
         for o in outcomes:
@@ -415,4 +420,4 @@ def check(
         for n, o in enumerate(outcomes):
             o.unexpected_count, o.missing_count, partial = stats[3 * n : 3 * n + 3]
             o.partial_unexpected = partial or []
-    return CheckResult(entity, src, f"{t}_checked", element_count, outcomes, params)
+    return CheckResult(entity, src, f"{t}_checked", element_count, outcomes, params, skipped)

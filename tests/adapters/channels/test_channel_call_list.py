@@ -12,10 +12,11 @@ import openpyxl
 import pytest
 
 from adapters.channels import Message, open_channel
-from adapters.channels.call_list import HEADER
+from adapters.channels.call_list import HEADER, NAMES, TO_FILL
 from tests.adapters.channels.conftest import SHANGHAI, message
 
 DAY = "2026-11-23"
+NAME, PHONE, SCRIPT = (NAMES.index(n) for n in ("customer_name", "phone", "script"))
 
 
 def _message(n: int, owner: str | None, priority: int, hour: int, **changes) -> Message:
@@ -61,12 +62,15 @@ def _check(out: Path, owner: str, ids: list[str], messages: dict[str, Message]) 
         assert row == [
             str(m.priority),
             m.due_at.strftime("%Y-%m-%d %H:%M"),
+            "",  # not overdue
             m.customer_id,
             m.customer_name,
             m.to,
             m.playbook,
             m.step,
             m.text,
+            *[""] * len(TO_FILL),  # the caller's to fill
+            m.message_id,  # the task id: a call task is keyed on its message
             m.message_id,
         ]
     sheet = _xlsx(out / DAY / f"{owner}.xlsx")
@@ -143,12 +147,12 @@ def test_chinese_text_round_trips_and_excel_gets_a_bom(tmp_path):
     path = tmp_path / DAY / "销售-李雷.csv"
     assert outcome.provider_id == f"{DAY}/销售-李雷.csv"
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
-    assert _csv(path)[1][3] == "王小丫"
-    assert _csv(path)[1][7] == script
+    assert _csv(path)[1][NAME] == "王小丫"
+    assert _csv(path)[1][SCRIPT] == script
     sheet = _xlsx(path.with_suffix(".xlsx"))
     assert sheet[0][0] == "priority (优先级)"
-    assert sheet[1][3] == "王小丫"
-    assert sheet[1][7] == script
+    assert sheet[1][NAME] == "王小丫"
+    assert sheet[1][SCRIPT] == script
 
 
 def test_the_phone_is_whole_and_text_in_excel(tmp_path):
@@ -156,15 +160,15 @@ def test_the_phone_is_whole_and_text_in_excel(tmp_path):
     channel = open_channel("call", {"kind": "call_list", "out": str(tmp_path)})
     channel.send([m])
     channel.close()
-    assert _csv(tmp_path / DAY / "S001.csv")[1][4] == "+8613912345678"
+    assert _csv(tmp_path / DAY / "S001.csv")[1][PHONE] == "+8613912345678"
     workbook = openpyxl.load_workbook(tmp_path / DAY / "S001.xlsx")
     sheet = workbook.active
-    assert sheet["E2"].value == "+8613912345678"
-    assert sheet["C2"].value == "000123"
+    assert sheet["F2"].value == "+8613912345678"
+    assert sheet["D2"].value == "000123"
     assert sheet["A1"].font.bold
     assert sheet.freeze_panes == "A2"
-    assert sheet["H2"].alignment.wrap_text
-    assert sheet.column_dimensions["H"].width > sheet.column_dimensions["A"].width
+    assert sheet["I2"].alignment.wrap_text
+    assert sheet.column_dimensions["I"].width > sheet.column_dimensions["A"].width
 
 
 def test_an_unassigned_task_goes_to_unassigned(tmp_path):
@@ -250,12 +254,12 @@ def test_no_cell_of_a_list_is_a_formula(tmp_path, name):
     channel.close()
     rows = _csv(tmp_path / DAY / "S001.csv")
     first = rows[1]
-    assert first[3] == "'" + name and first[7] == "'" + name
-    assert first[4] == "+8613912345678"  # a phone is a plain number: left as it is
+    assert first[NAME] == "'" + name and first[SCRIPT] == "'" + name
+    assert first[PHONE] == "+8613912345678"  # a phone is a plain number: left as it is
     for row in rows[1:]:
         for cell in row:
             formula = cell.startswith(("=", "+", "-", "@", "\t", "\r"))
             assert not formula or re.fullmatch(r"\+\d+", cell), cell  # a phone may start with +
     sheet = openpyxl.load_workbook(tmp_path / DAY / "S001.xlsx").active
-    assert sheet["D2"].data_type == "s"  # text, never a formula (xlsx writes a CR as _x000D_)
-    assert sheet["D2"].value == name.replace("\r", "_x000D_")
+    assert sheet["E2"].data_type == "s"  # text, never a formula (xlsx writes a CR as _x000D_)
+    assert sheet["E2"].value == name.replace("\r", "_x000D_")

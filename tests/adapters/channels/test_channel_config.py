@@ -9,10 +9,12 @@ from adapters.channels import ChannelConfigError, mask, open_channel
 from adapters.channels.config import load_channels
 
 
-def test_without_a_file_every_channel_writes_to_the_outbox(tmp_path):
+def test_without_a_file_messages_go_to_the_outbox_and_tasks_to_call_lists(tmp_path):
     channels = load_channels(None, outbox=tmp_path / "outbox")
-    assert set(channels) == {"sms", "email", "im", "call", "visit"}
-    assert {c["kind"] for c in channels.values()} == {"file"}
+    assert {name: (c["kind"], c["out"]) for name, c in channels.items()} == {
+        **{n: ("file", str(tmp_path / "outbox")) for n in ("sms", "email", "im")},
+        **{n: ("call_list", str(tmp_path / "call_lists")) for n in ("call", "visit")},
+    }
 
 
 def test_environment_references_are_resolved_and_paths_are_relative_to_the_file(
