@@ -293,6 +293,7 @@ def demo(
     the local outbox: nothing leaves the machine), load the feedback and write the report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from flows.demo.calls import simulate_calls
     from flows.demo.company import generate_company
     from flows.demo.story import simulate_history
     from flows.locking import writer_lock
@@ -306,7 +307,7 @@ def demo(
         "load and validate",
         "build the models a month ago",
         f"simulate {days} days of follow-ups",
-        "load the later orders and the feedback",
+        "load the later orders, the feedback and a returned call list",
         f"today's real cycle ({run_date})",
         "write the report",
     ]
@@ -356,6 +357,16 @@ def demo(
         print_report(run_ingest_files(db, run_date, {"orders": story.orders_file}), db)
         loaded = run_feedback(story.feedback_file, db, run_date, refresh_models=False)
         print_report(loaded.ingest, db)
+        calls = simulate_calls(
+            db, run_date, settings.outbox_dir.parent / "call_lists", source / "returned",
+            settings.business_tz,
+        )  # fmt: skip
+        progress.console.print(
+            f"Handed {calls.handed} calls to their owners over two days; one owner returned "
+            f"{calls.returned_list} with {calls.returned_rows} calls filled in"
+        )
+        evening = dt.datetime.combine(run_date - dt.timedelta(days=1), dt.time(19, 0))
+        print_tasks(run_tasks(calls.returned_list, db, evening, refresh_models=False), db)
         step(5)
         result = run_daily(None, db, run_date, None, full_refresh=False, dry_run=False)
         print_build(result.build)
@@ -369,7 +380,7 @@ def demo(
 
     summary = read_summary(db)
     print_analysis(summary)
-    print_demo_end(summary, settings, db, written)
+    print_demo_end(summary, settings, RunDate.of(settings.business_tz, run_date), db, written)
     silence_teardown()
 
 

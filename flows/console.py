@@ -324,10 +324,25 @@ def print_tasks(report, db: Path) -> None:
     )
 
 
-def print_demo_end(summary, settings, db: Path, written) -> None:
-    """The demo's last words: whether the A/B test found the planted better variant, and where
-    to look next."""
+def print_demo_end(summary, settings, run, db: Path, written) -> None:
+    """The demo's last words: the staff's tasks, whether the A/B test found the planted better
+    variant, and where to look next."""
+    import duckdb
+
     from flows.demo.story import BETTER_VARIANT, EXPERIMENT
+    from flows.tasks import TasksReport, count_tasks
+
+    tasks = TasksReport(as_of=run.day)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        count_tasks(con, run, tasks)
+    finally:
+        con.close()
+    console.print(
+        f"Call and visit tasks after today's run: {tasks.done:,} done, {tasks.open:,} open, "
+        f"{tasks.overdue:,} of them overdue (逾期, back on today's lists), "
+        f"{tasks.next_contacts:,} agreed next contacts"
+    )
 
     found = next(
         (r for r in summary.ab if r["experiment"] == EXPERIMENT and r["variant"] == BETTER_VARIANT),
