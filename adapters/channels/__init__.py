@@ -16,24 +16,34 @@ channel and its outcome after. A channel only delivers and says what happened, p
 A channel retries transient errors itself for a few seconds before it answers `retry`, and it
 must send a message again with the same idempotency key every time: the key is what lets the far
 side drop a duplicate after a crash.
+
+The provider-template SMS kinds (`TEMPLATE_KINDS`: Alibaba Cloud, Tencent Cloud) send an approved
+template of the provider, not our text: the dispatcher passes the step's `sms_template` as
+`Message.extra` (`template_code`, `template_params`, see `provider_template`), and the rendered
+text is the ledger's preview of it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib
+import ipaddress
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal, Protocol
+from urllib.parse import urlsplit
 
 import phonenumbers
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
-KINDS = ("http_json", "smtp", "webhook", "call_list", "file")
+KINDS = ("http_json", "smtp", "webhook", "call_list", "file", "aliyun_sms", "tencent_sms")
+# Kinds that send a provider's approved template (the step's `sms_template`), not our text.
+TEMPLATE_KINDS = ("aliyun_sms", "tencent_sms")
 # Settings of a channel that belong to the dispatcher, not to the channel kind.
 DISPATCH_OPTIONS = ("rate_per_s", "processes", "batch_size", "max_attempts")
 
@@ -106,11 +116,7 @@ class ChannelConfigError(ValueError):
 
 def open_channel(name: str, settings: dict[str, Any]) -> Channel:
     """The channel `name` configured by `settings` (its `kind` picks the module)."""
-    kind = settings.get("kind")
-    if kind not in KINDS:
-        raise ChannelConfigError(f"channel {name}: kind {kind!r} is not one of {', '.join(KINDS)}")
-    module = importlib.import_module(f"{__name__}.{kind}")
-    options = {k: v for k, v in settings.items() if k != "kind" and k not in DISPATCH_OPTIONS}
+    kind, module, options = _kind(name, settings)
     try:
         # a channel with many settings declares them as its `Options`
         if hasattr(module, "Options"):
@@ -118,6 +124,124 @@ def open_channel(name: str, settings: dict[str, Any]) -> Channel:
         return module.Channel(name, **options)
     except TypeError as exc:  # an unknown or missing option
         raise ChannelConfigError(f"channel {name} ({kind}): {exc}") from None
+
+
+def kind_options(name: str, settings: dict[str, Any]) -> Any:
+    """The `Options` of the channel `name`'s kind from its settings (for what a kind offers
+    besides sending, e.g. pulling delivery reports); ChannelConfigError as `open_channel`."""
+    kind, module, options = _kind(name, settings)
+    try:
+        return module.Options(**options)
+    except (TypeError, AttributeError) as exc:
+        raise ChannelConfigError(f"channel {name} ({kind}): {exc}") from None
+
+
+def _kind(name: str, settings: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """The kind, its module and the kind's own options among `settings`."""
+    kind = settings.get("kind")
+    if kind not in KINDS:
+        raise ChannelConfigError(f"channel {name}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    module = importlib.import_module(f"{__name__}.{kind}")
+    options = {k: v for k, v in settings.items() if k != "kind" and k not in DISPATCH_OPTIONS}
+    return kind, module, options
+
+
+# --- provider-template SMS (TEMPLATE_KINDS) ---------------------------------------------------
+
+
+def provider_template(message: Message) -> tuple[str, dict[str, str]] | None:
+    """The provider template code and its parameters (name -> value, in the step's order) the
+    dispatcher put in `message.extra`, or None when the step declares no `sms_template`."""
+    code = message.extra.get("template_code")
+    if not code:
+        return None
+    params = message.extra.get("template_params") or {}
+    return str(code), {str(k): "" if v is None else str(v) for k, v in params.items()}
+
+
+def no_template(message: Message) -> str:
+    return (
+        f"step {message.playbook}.{message.step} declares no sms_template: the {message.channel} "
+        "channel sends only a provider's approved template"
+    )
+
+
+# A reply that is one of these words unsubscribes (回复TD退订); R is Tencent Cloud's marketing
+# footer, 拒收请回复R. Compared without case or whitespace, full-width letters as ASCII.
+UNSUBSCRIBE_REPLIES = frozenset({"T", "TD", "N", "R", "退订", "拒收"})
+
+
+def is_unsubscribe(text: str | None) -> bool:
+    """Whether a reply says "unsubscribe me": `T`, `TD`, `N`, `R`, `退订` or `拒收`, in any case,
+    with any whitespace, full-width (`ｔｄ`) or not."""
+    if not text:
+        return False
+    folded = "".join(unicodedata.normalize("NFKC", text).split()).upper()
+    return folded in UNSUBSCRIBE_REPLIES
+
+
+def feedback_row(
+    *,
+    message_id: str | None,
+    phone: str | None,
+    responded_at: dt.datetime,
+    response_type: str,
+    outcome: str | None = None,
+    text: str | None = None,
+    provider_id: str | None = None,
+) -> dict[str, Any]:
+    """A row of raw feedback as the SMS kinds' pull and push readers return it: the feedback
+    file's columns (`message_id`, `responded_at`, `response_type`, `outcome`, `text`) and, to
+    find the message when the provider does not name it, the E.164 `phone` and the provider's
+    id of the send (`provider_id`, the ledger's `provider_message_id`). A reply that
+    unsubscribes is `opt_out`."""
+    if response_type == "reply" and is_unsubscribe(text):
+        response_type = "opt_out"
+    return {
+        "message_id": message_id or None,
+        "phone": phone,
+        "responded_at": responded_at,
+        "response_type": response_type,
+        "outcome": outcome,
+        "text": text,
+        "provider_id": provider_id or None,
+    }
+
+
+def e164(number: str | None, region: str = "CN") -> str | None:
+    """A phone number as E.164 (`+8613812345678`), read in `region` when it has no country
+    code; None when it is not a number."""
+    if not number:
+        return None
+    text = str(number).strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, None if text.startswith("+") else region)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def loopback_only_http(name: str, endpoint: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of an API endpoint URL: https, or http on a loopback address
+    (a local fake of the API); anything else is a ChannelConfigError naming the channel."""
+    parts = urlsplit(str(endpoint))
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ChannelConfigError(
+            f"channel {name}: endpoint must be https://host[:port], not {endpoint!r}"
+        )
+    if parts.scheme == "http":
+        host = parts.hostname
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ChannelConfigError(
+                f"channel {name}: endpoint {endpoint!r}: plain http only on a loopback address"
+            )
+    return parts.scheme, parts.netloc
 
 
 # --- masking: what may appear in logs, errors and anything marketing receives -----------------

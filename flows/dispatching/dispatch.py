@@ -14,7 +14,8 @@ duplicate; nothing is ever sent under a new key, and nothing pending is forgotte
 that keeps failing is retried, with growing pauses, until `max_attempts`, then `failed` for good.
 
 Every template a run will use is rendered against a sample first: a broken template stops the
-run before anything leaves.
+run before anything leaves, and so does a step whose SMS would go through a provider that sends
+only its approved templates (`TEMPLATE_KINDS`) without declaring one (`sms_template`).
 
 Time: with `realtime=False` (a run for a given `--as-of` day) dispatch plays the day through:
 each message goes out at its due time, a retry at its scheduled time, and those times are what
@@ -47,7 +48,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
-from adapters.channels import Message, Outcome, mask
+from adapters.channels import TEMPLATE_KINDS, Message, Outcome, mask
 from flows.atomic import transaction
 from flows.dispatching.carry import carry_open_tasks
 from flows.dispatching.dry_run import render_dry_run
@@ -157,6 +158,11 @@ def dispatch(
             f"no settings for {', '.join(unset)} in the channel settings: the playbooks' "
             "messages on them will fail"
         )
+    gaps = renderer.provider_template_gaps(
+        declared, {name for name, c in channels.items() if c.get("kind") in TEMPLATE_KINDS}
+    )
+    if gaps and not dry_run:
+        (log or _log.warning)(gaps)
     con = duckdb.connect(str(db_path))
     senders: dict[str, Any] = {}
     try:
@@ -370,6 +376,7 @@ def _message(row: dict, rendered) -> Message:
         owner_id=row["owner_id"],
         owner_name=row["owner_name"],
         unsubscribe_url=rendered.unsubscribe_url if row["purpose"] == "marketing" else None,
+        extra=rendered.extra,  # the step's provider template, for a channel that sends one
     )
 
 

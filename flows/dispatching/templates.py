@@ -24,6 +24,13 @@ A real message that fails is recorded as failed with the reason; `Renderer.prefl
 every template a run will use against a full sample first, so a template that is broken for
 everyone stops the run before anything is sent.
 
+A step's `sms_template` (the approved template of a provider that sends only its own templates,
+the `aliyun_sms` and `tencent_sms` channels) has parameters that are template strings too,
+rendered with the same variables and sandbox for every SMS of the step: `Rendered.extra` carries
+the template code and the rendered parameters (in the declared order) to the channel, and the
+step's own text stays the preview the ledger keeps. `Renderer.provider_template_gaps` says, before
+a run, which steps would go through such a channel without one.
+
 Escalation messages (steps with a colon): `<step>:reminder` renders
 `<playbook>/<step>.reminder.j2` if there is one, else `_escalation/reminder.j2`;
 `escalation:sms_care` renders `_escalation/care.j2` (`escalation:<action>` in general,
@@ -96,6 +103,15 @@ class Rendered:
     segments: int | None = None  # sms only
     encoding: str | None = None  # sms only: gsm7 or ucs2
     unsubscribe_url: str | None = None  # the message's own opt-out link
+    template_code: str | None = None  # sms only: the step's provider template (sms_template)
+    template_params: dict[str, str] | None = None  # its parameters, rendered, in declared order
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """What the channel gets besides the text (`Message.extra`): the provider template."""
+        if self.template_code is None:
+            return {}
+        return {"template_code": self.template_code, "template_params": self.template_params}
 
 
 def sms_segments(text: str) -> tuple[int, str]:
@@ -239,7 +255,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined, autoescape=True
         )
         self._layout = self.html_env.from_string(_HTML_LAYOUT)
-        self._subjects: dict[str, jinja2.Template] = {}
+        self._strings: dict[str, jinja2.Template] = {}  # subjects, sms_template parameters
 
     # --- what a template sees ----------------------------------------------------------------
 
@@ -318,8 +334,8 @@ class Renderer:
         )
         source = source or DEFAULT_SUBJECT
         try:
-            template = self._subjects.get(source) or self.env.from_string(source)
-            self._subjects[source] = template
+            template = self._strings.get(source) or self.env.from_string(source)
+            self._strings[source] = template
             subject = template.render(context)
         except Exception as exc:
             raise TemplateError(f"{where}: {_problem(exc, '<template>')}") from None
@@ -347,12 +363,13 @@ class Renderer:
         name = self._template_name(playbook, step, row.get("variant"))
         context = self.context(row)
         text = self._render_file(name, context)
-        subject = html = segments = encoding = None
+        subject = html = segments = encoding = code = params = None
         if channel == "email":
             subject = self._subject(row, context)
             html = self._html(text, subject)
         elif channel == "sms":
             segments, encoding = sms_segments(text)
+            code, params = self._provider_template(row, context)
         return Rendered(
             text=text,
             subject=subject,
@@ -360,7 +377,27 @@ class Renderer:
             segments=segments,
             encoding=encoding,
             unsubscribe_url=context.get("unsubscribe_url"),
+            template_code=code,
+            template_params=params,
         )
+
+    def _provider_template(
+        self, row: Mapping[str, Any], context: Mapping[str, Any]
+    ) -> tuple[str | None, dict[str, str] | None]:
+        """The step's `sms_template` code and its parameters rendered for `row`, or Nones."""
+        step = self._step(row.get("playbook"), row.get("step"))
+        if step is None or step.sms_template is None:
+            return None, None
+        params = {}
+        for name, source in step.sms_template.params.items():
+            where = f"{row.get('playbook')}.yml: step {step.name} sms_template.params.{name}"
+            try:
+                template = self._strings.get(source) or self.env.from_string(source)
+                self._strings[source] = template
+                params[name] = _one_line(template.render(context))
+            except Exception as exc:
+                raise TemplateError(f"{where}: {_problem(exc, '<template>')}") from None
+        return step.sms_template.code, params
 
     # --- before a run --------------------------------------------------------------------------
 
@@ -381,6 +418,41 @@ class Renderer:
             if any(m.then == "sms_care" for m in playbook.escalation.missed.values()):
                 combos.append((playbook.name, "escalation:sms_care", None, "sms"))
         return combos
+
+    def provider_template_gaps(
+        self, combos: Iterable[tuple[str, str, str | None, str]], template_channels: set[str]
+    ) -> str | None:
+        """Before a run: TemplateError (one line) for a declared step that can send on one of
+        `template_channels` (channels whose provider sends only its approved templates) without
+        an `sms_template`, or for such a channel that is not `sms`; the escalation messages that
+        would go there (a reminder, the care message: no provider template of their own, so they
+        will fail) as one line to say, or None."""
+        if template_channels - {"sms"}:
+            raise TemplateError(
+                f"channel {min(template_channels - {'sms'})}: a provider-template kind "
+                "(aliyun_sms, tencent_sms) is for the sms channel, whose steps declare sms_template"
+            )
+        missing, escalations = [], []
+        for playbook, step, _, channel in dict.fromkeys(tuple(c) for c in combos):
+            if channel not in template_channels:
+                continue
+            if ":" in step:
+                escalations.append(f"{playbook}.{step}")
+            elif (found := self._step(playbook, step)) is not None and not found.sms_template:
+                missing.append(f"{playbook}.{step}")
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise TemplateError(
+                f"{missing[0].replace('.', '.yml: step ', 1)}: declares no sms_template, and its "
+                f"SMS goes through a provider that sends only its approved templates{more}"
+            )
+        if escalations:
+            names = sorted(set(escalations))
+            return (
+                f"{len(names)} escalation message(s) on a provider-template SMS channel "
+                f"have no sms_template and will fail: {', '.join(names[:5])}"
+            )
+        return None
 
     def sample_row(self, playbook: str, step: str, variant: str | None) -> dict[str, Any]:
         """A message with every field present, for the preflight."""

@@ -3,6 +3,12 @@ runs. Adding a playbook is adding one file and its templates; no Python changes.
 
 A declaration that does not fit the schema stops the run with one line naming the file, the
 playbook and the problem (`PlaybookError`).
+
+A step that sends SMS through a provider that only sends its own approved templates (Alibaba
+Cloud, Tencent Cloud: `aliyun_sms`, `tencent_sms` channels) names that template and how its
+parameters are filled: `sms_template: {code: SMS_123456789, params: {name: "{{ customer_name }}"}}`
+(each parameter a template string with the step template's variables; for Tencent Cloud the
+parameters' order is the template's `{1}`, `{2}`, ...).
 """
 
 from __future__ import annotations
@@ -86,6 +92,14 @@ class Window(_Strict):
         return value
 
 
+class SmsTemplate(_Strict):
+    """A provider's approved SMS template: its code (Alibaba Cloud `SMS_123456789`, Tencent
+    Cloud `1234567`) and its parameters, name -> template string, in the template's order."""
+
+    code: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")], str] = {}
+
+
 class Step(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
     offset: str
@@ -95,6 +109,8 @@ class Step(_Strict):
     template: str | None = None  # default: templates/<playbook>/<step>[.<variant>].j2
     subject: str | None = None  # email subject (a template string); default in flows/dispatching
     coupon: str | None = None  # coupon code prefix; each message gets its own code from it
+    # the provider template its SMS goes as on an aliyun_sms / tencent_sms channel
+    sms_template: SmsTemplate | None = None
     variants: tuple[Variant, ...] = ()
     holdout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # an A/B decision is never `ship` while an arm has fewer messages than this
@@ -162,6 +178,12 @@ class Step(_Strict):
                 f"fallback {list(self.fallback)} on a {self.channel} step: each channel once,"
                 f" and not the step's own"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _sms_template_on_sms(self) -> Step:
+        if self.sms_template is not None and "sms" not in (self.channel, *self.fallback):
+            raise ValueError(f"sms_template on a {self.channel} step that sends no SMS")
         return self
 
     @model_validator(mode="after")

@@ -432,3 +432,88 @@ def test_a_copy_of_the_shipped_playbooks_renders_the_same(tmp_path: Path) -> Non
     copy = Renderer(root=tmp_path / "playbooks")
     row = _row()
     assert copy.render(row, "email") == Renderer().render(row, "email")
+
+
+# --- a provider's approved template (sms_template) ------------------------------------------
+
+
+def _provider(tmp_path: Path, params: str, *, reminder: bool = False) -> Renderer:
+    """The demo playbook whose sms step `hello` goes as provider template SMS_1 with `params`
+    (a YAML mapping), and a step `later` that declares none."""
+    (tmp_path / "templates" / "demo").mkdir(parents=True, exist_ok=True)
+    for step in ("hello", "later"):
+        (tmp_path / "templates" / "demo" / f"{step}.j2").write_text(
+            "{{ customer_name }}您好，感谢您的购买。", encoding="utf-8"
+        )
+    (tmp_path / "demo.yml").write_text(
+        "name: demo\n"
+        "description: 演示，仅用于测试\n"
+        "purpose: service\n"
+        "priority: 10\n"
+        "trigger: {kind: after, anchor: paid_order}\n"
+        + ("escalation: {reminder_after: 24h}\n" if reminder else "")
+        + "steps:\n"
+        f"  - {{name: hello, offset: 1d, channel: email, fallback: [sms],"
+        f" sms_template: {{code: SMS_1, params: {params}}}}}\n"
+        "  - {name: later, offset: 2d, channel: email}\n",
+        encoding="utf-8",
+    )
+    return Renderer(root=tmp_path, playbooks=load_playbooks(tmp_path))
+
+
+def test_an_sms_carries_the_steps_provider_template_rendered(tmp_path: Path) -> None:
+    demo = _provider(
+        tmp_path, '{name: "{{ customer_name }}", tier: "{{ tier_name }}", link: "{{ survey_url }}"}'
+    )
+    rendered = demo.render(_demo_row(), "sms")
+    assert rendered.text == "王小明您好，感谢您的购买。"  # the preview the ledger keeps
+    assert rendered.extra == {
+        "template_code": "SMS_1",
+        "template_params": {
+            "name": "王小明",
+            "tier": "金卡",
+            "link": "https://survey.example.com/s?m=11111111-2222-5333-8444-555555555555",
+        },
+    }
+    assert list(rendered.extra["template_params"]) == ["name", "tier", "link"]  # declared order
+    assert demo.render(_demo_row(), "email").extra == {}  # e-mail sends our own text
+    assert demo.render(_demo_row(step="later"), "sms").extra == {}  # no sms_template
+
+
+def test_a_parameter_that_cannot_be_rendered_names_the_step_and_parameter(tmp_path: Path) -> None:
+    demo = _provider(tmp_path, '{name: "{{ customer_name }}", who: "{{ owner_name }}"}')
+    with pytest.raises(
+        TemplateError,
+        match=r"^demo.yml: step hello sms_template.params.who: .*'owner_name' is undefined",
+    ):
+        demo.render(_demo_row(owner_name=None), "sms")
+    assert demo.preflight([("demo", "hello", None, "sms")]) == 1  # the full sample renders
+    broken = _provider(tmp_path / "b", '{name: "{{ customer_name "}')
+    with pytest.raises(TemplateError, match=r"sms_template.params.name: syntax error"):
+        broken.preflight([("demo", "hello", None, "sms")])
+
+
+def test_before_a_run_a_step_without_sms_template_on_a_provider_channel_is_one_line(
+    tmp_path: Path,
+) -> None:
+    demo = _provider(tmp_path, "{}")
+    combos = [("demo", "hello", None, "email"), ("demo", "hello", None, "sms")]
+    assert demo.provider_template_gaps(combos, {"sms"}) is None
+    assert demo.provider_template_gaps([*combos, ("demo", "later", None, "sms")], set()) is None
+    with pytest.raises(TemplateError) as caught:
+        demo.provider_template_gaps([*combos, ("demo", "later", None, "sms")], {"sms"})
+    assert str(caught.value) == (
+        "demo.yml: step later: declares no sms_template, and its SMS goes through a provider "
+        "that sends only its approved templates"
+    )
+    with pytest.raises(TemplateError, match=r"^channel im: a provider-template kind"):
+        demo.provider_template_gaps(combos, {"sms", "im"})
+
+
+def test_before_a_run_escalation_messages_on_a_provider_channel_are_said(tmp_path: Path) -> None:
+    demo = _provider(tmp_path, "{}", reminder=True)
+    said = demo.provider_template_gaps(demo.declared_combos(), {"sms"})
+    assert said == (
+        "1 escalation message(s) on a provider-template SMS channel have no sms_template and "
+        "will fail: demo.hello:reminder"
+    )

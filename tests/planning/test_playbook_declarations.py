@@ -151,6 +151,31 @@ BROKEN = {
         _top(intraday=True),
         ["intraday: true needs an `after` trigger"],
     ),
+    "sms_template code with a space": (
+        "complaint_recovery",
+        _step(1, sms_template={"code": "SMS 1"}),
+        ["steps.1.sms_template.code", "should match pattern"],
+    ),
+    "sms_template without a code": (
+        "complaint_recovery",
+        _step(1, sms_template={"params": {"name": "{{ customer_name }}"}}),
+        ["steps.1.sms_template.code", "Field required"],
+    ),
+    "sms_template parameter that is not text": (
+        "complaint_recovery",
+        _step(1, sms_template={"code": "SMS_1", "params": {"coupon": 10}}),
+        ["steps.1.sms_template.params.coupon", "valid string"],
+    ),
+    "sms_template unknown field": (
+        "complaint_recovery",
+        _step(1, sms_template={"code": "SMS_1", "sign": "x"}),
+        ["steps.1.sms_template.sign", "Extra inputs are not permitted"],
+    ),
+    "sms_template on a step that sends no sms": (
+        "complaint_recovery",
+        _step(0, sms_template={"code": "SMS_1"}),
+        ["steps.0", "sms_template on a call step that sends no SMS"],
+    ),
 }
 
 
@@ -168,6 +193,17 @@ def test_a_broken_declaration_is_one_line_naming_file_playbook_and_problem(
     assert message.startswith(f"{path}: playbook {shipped}: ")
     for word in words:
         assert word in message
+
+
+def test_a_step_names_its_provider_template_with_parameters_in_order(tmp_path: Path) -> None:
+    path = _copy_shipped(tmp_path, "complaint_recovery")
+    params = {"name": "{{ customer_name }}", "link": "{{ survey_url }}"}
+    _edit(path, _step(1, sms_template={"code": "SMS_123456789", "params": params}))
+    [playbook] = load_playbooks(tmp_path)
+    template = playbook.steps[1].sms_template
+    assert template.code == "SMS_123456789"
+    assert list(template.params.items()) == list(params.items())  # the declared order
+    assert playbook.steps[0].sms_template is None
 
 
 def test_a_missing_template_is_named(tmp_path: Path) -> None:
