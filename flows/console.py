@@ -303,8 +303,12 @@ def print_dispatch(report) -> None:
     if report.carried:
         console.print(
             f"Back on today's call lists: {report.carried['overdue']:,} overdue tasks (逾期), "
-            f"{report.carried['next_contact']:,} agreed next contacts"
+            f"{_next_contacts(report.carried['next_contact'])}"
         )
+
+
+def _next_contacts(n: int) -> str:
+    return f"{n:,} agreed next contact{'' if n == 1 else 's'}"
 
 
 def print_tasks(report, db: Path) -> None:
@@ -320,7 +324,7 @@ def print_tasks(report, db: Path) -> None:
     print_quarantine(db, report.load_ids)
     console.print(
         f"Tasks: {report.done:,} done, {report.open:,} open ({report.overdue:,} overdue), "
-        f"{report.next_contacts:,} agreed next contacts waiting"
+        f"{_next_contacts(report.next_contacts)} waiting"
     )
 
 
@@ -341,7 +345,7 @@ def print_demo_end(summary, settings, run, db: Path, written) -> None:
     console.print(
         f"Call and visit tasks after today's run: {tasks.done:,} done, {tasks.open:,} open, "
         f"{tasks.overdue:,} of them overdue (逾期, back on today's lists), "
-        f"{tasks.next_contacts:,} agreed next contacts"
+        f"{_next_contacts(tasks.next_contacts)}"
     )
 
     found = next(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pandas as pd
@@ -109,9 +110,12 @@ MANUAL_COLUMNS = (
     "owner_name",
     "kind",
     "status",
+    "overdue",
     "customer_id",
     "reason",
     "due_by",
+    "outcome",
+    "done_at",
     "priority",
     "playbook",
     "task_id",
@@ -198,7 +202,7 @@ def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
             for name, columns in COLUMNS.items()
         }
         latest_run, today = _today(con, present, business_tz)
-        manual = _manual_followups(con, present, business_tz)
+        manual = _manual_followups(con, present, business_tz, latest_run)
         comments = _feedback_comments(con, present, business_tz)
         backtest = read_backtest(con, present)
     performance = frames["campaign_performance"]
@@ -354,14 +358,25 @@ def _today(
 
 
 def _manual_followups(
-    con: duckdb.DuckDBPyConnection, present: dict[str, set[str]], business_tz: str
+    con: duckdb.DuckDBPyConnection,
+    present: dict[str, set[str]],
+    business_tz: str,
+    day: dt.date | None,
 ) -> pd.DataFrame:
-    """Tasks for people, with the owner's name from raw.staff where the owner is known there."""
+    """Tasks for people, with the owner's name from raw.staff where the owner is known there;
+    `overdue`: still open when the latest run's `day` began (its owner's list of `day` shows it
+    again, marked 逾期)."""
     if "manual_followups" not in present.get("main", set()):
         return pd.DataFrame({c: pd.Series([], dtype="object") for c in MANUAL_COLUMNS})
     available = table_columns(con, "manual_followups")
-    wanted = [c for c in MANUAL_COLUMNS if c != "owner_name"]
+    wanted = [c for c in MANUAL_COLUMNS if c not in ("owner_name", "overdue")]
     select = select_columns(available, wanted, "m", business_tz)
+    if day is not None and {"status", "due_by"} <= set(available):
+        start = dt.datetime.combine(day, dt.time(), ZoneInfo(business_tz))
+        overdue = f"coalesce(m.status = 'open' and m.due_by <= '{start.isoformat()}', false)"
+    else:
+        overdue = "false"
+    select = f"{select}, {overdue} as overdue"
     staff = "staff" in present.get("raw", set()) and {"staff_id", "name"} <= set(
         table_columns(con, "staff", "raw")
     )
@@ -394,9 +409,18 @@ def _by_owner(manual: pd.DataFrame) -> pd.DataFrame:
     statuses = sorted(counts.columns, key=lambda s: (_STATUS_ORDER.get(s, 9), s))
     counts = counts[statuses]
     counts["total"] = counts.sum(axis=1)
+    # of the open ones, those past their day (a count beside the statuses, not one of them)
+    overdue = keyed.assign(overdue=keyed["overdue"].fillna(False).astype(bool))
+    counts.insert(
+        statuses.index("open") + 1 if "open" in statuses else 0,
+        "overdue",
+        overdue.groupby(["owner_id", "owner_name"])["overdue"].sum(),
+    )
     counts = counts.reset_index().sort_values(["total", "owner_id"], ascending=[False, True])
     counts.columns.name = None
-    return counts.reset_index(drop=True).astype({s: "int64" for s in [*statuses, "total"]})
+    return counts.reset_index(drop=True).astype(
+        {s: "int64" for s in [*statuses, "overdue", "total"]}
+    )
 
 
 _STATUS_ORDER = {"open": 0, "done": 1, "cancelled": 2}

@@ -3,14 +3,16 @@ what it left in the database (the session's `demo_run`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import openpyxl
 import pytest
 
-from tests.conftest import query
+from tests.conftest import AS_OF, query
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +81,40 @@ def test_every_follow_up_of_the_days_plan_has_one_fate(demo_run):
     assert [(p, n) for p, n, fates, _ in rows if n != fates] == []
     assert sum(exited for *_, exited in rows) > 0
     assert "exited" in demo_run.output
+
+
+def test_the_returned_call_list_closes_its_calls_and_the_rest_come_back_overdue(demo_run):
+    out = demo_run.output
+    # the owner filled six of their calls: each is done with its outcome and a call feedback row
+    done = query(
+        demo_run.db,
+        "select count(*), count(outcome), count(done_at) from manual_followups "
+        "where status = 'done' and playbook = 'high_value_review'",
+    )
+    assert done == [(6, 6, 6)]
+    calls = "select count(*) from raw.feedback where feedback_id like 'task:%'"
+    assert query(demo_run.db, calls + " and response_type = 'call'") == [(6,)]
+    # the busy line agreed to a call back on the demo's day: an open task for the same owner
+    (next_contact,) = query(
+        demo_run.db,
+        "select n.owner_id = t.owner_id, cast(n.due_by as date) - cast(t.due_by as date) "
+        "from manual_followups n join manual_followups t on n.task_id = 'next:' || t.task_id",
+    )
+    assert next_contact == (True, 1)
+    # the calls nobody returned are still open past their day, and today's lists say so
+    overdue = query(
+        demo_run.db,
+        "select count(*) from manual_followups where status = 'open' "
+        "and playbook = 'high_value_review' and due_by <= ?",
+        [dt.datetime.combine(AS_OF, dt.time(), ZoneInfo("Asia/Shanghai"))],
+    )[0][0]
+    assert overdue >= 10
+    assert "of them overdue (逾期, back on today's lists)" in out
+    lists = sorted((demo_run.db.parent / "call_lists" / AS_OF.isoformat()).glob("*.xlsx"))
+    flagged = 0
+    for path in lists:
+        sheet = openpyxl.load_workbook(path).active
+        header = [c.value for c in sheet[1]]
+        column = next(i for i, h in enumerate(header) if h and "逾期" in str(h))
+        flagged += sum(1 for row in sheet.iter_rows(min_row=2) if row[column].value)
+    assert flagged >= overdue

@@ -312,6 +312,10 @@ def _manual(con: duckdb.DuckDBPyConnection) -> None:
         ("t-06", "C0011", "S001", "specialist: product question", 70, created,
          "2026-11-24 12:00+08", "cancelled", "specialist", "post_purchase_care", None, None,
          None),
+        # a call of two days ago nobody made: overdue on the day of the latest run
+        ("t-07", "C0006", "S004", "high_value_review / quarterly_call", 70,
+         "2026-11-21 10:00+08", "2026-11-22 00:00+08", "open", "call", "high_value_review",
+         "quarterly_call", None, "致电客户"),
     ]  # fmt: skip
     _insert(con, "manual_followups", columns, rows)
 

@@ -150,6 +150,11 @@ def test_hand_made_database_reads_as_designed(tmp_path: Path) -> None:
     owners = data.manual_followups.set_index("task_id")["owner_name"]
     assert owners["t-01"] == "陈静"
     assert owners.isna()["t-02"]  # S099 is not in raw.staff
+    # open when the latest run's day began: t-07 (due the day before), not t-01 (due that day)
+    overdue = data.manual_followups.set_index("task_id")["overdue"]
+    assert sorted(overdue[overdue].index) == ["t-07"]
+    by_owner = data.manual_by_owner.set_index("owner_id")
+    assert (by_owner.loc["S004", "open"], by_owner.loc["S004", "overdue"]) == (2, 1)
     readings = {d["variant"]: d for d in data.decisions()}
     assert readings["sms_b"]["decision"] == "ship"
     assert "Make sms_b the default" in readings["sms_b"]["how_to_read"]
