@@ -53,9 +53,19 @@ class Column:
     # another table (`lookup` "schema.table.column", joined where its `by` column equals this
     # row's) or from a link in another column (`host_of`).
     lookup: str | None = None
-    by: str | None = None
+    by: tuple[str, ...] = ()
     host_of: str | None = None
-    fill_from: str | None = None  # a derived column giving the value a row leaves empty
+    # the lookup's finer points (flows/ingestion/derived.py): the table's columns matching `by`,
+    # a value for an empty `by` column, which of the rows found, an ASOF match and its window
+    on: tuple[str, ...] = ()
+    by_default: dict[str, str] = field(default_factory=dict)
+    aggregate: str = "any"  # any, single, count
+    latest: dict[str, str] | None = None  # {by: row's time column, on: table's}
+    within_hours: Any = None  # hours, or {"$PARAMETER": name} of hours per `hours_per` value
+    hours_per: str | None = None
+    # derived columns giving the value a row leaves empty (the first that has one)
+    fill_from: tuple[str, ...] = ()
+    fill_before_checks: bool = False  # filled before the checks; the key keeps the file's value
 
     @property
     def sql_type(self) -> str:
@@ -97,6 +107,9 @@ class Entity:
     expectations: tuple[Expectation, ...]
     suite: dict[str, Any]
     derived: dict[str, Column] = field(default_factory=dict)
+    # columns added to the content key only when filled: rows keyed before they existed keep
+    # their key (a reload of an older file changes nothing)
+    derived_key_extra: tuple[str, ...] = ()
     # a row with all of these empty is not one of the entity's rows (a returned call list's task
     # not done yet): it is counted as skipped, neither loaded nor quarantined
     skip_without: tuple[str, ...] = ()
@@ -133,7 +146,14 @@ def bare_header(text: str) -> str:
     return re.sub(r"\s*[(（][^()（）]*[)）]\s*$", "", text or "")
 
 
+def _names(value: str | list[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def _column(name: str, spec: dict[str, Any], path: Path) -> Column:
+    by = _names(spec.get("by"))
     column = Column(
         name=name,
         type=spec["type"],
@@ -144,12 +164,24 @@ def _column(name: str, spec: dict[str, Any], path: Path) -> Column:
         upper=spec.get("upper", False),
         pii=spec.get("pii", False),
         lookup=spec.get("lookup"),
-        by=spec.get("by"),
+        by=by,
         host_of=spec.get("host_of"),
-        fill_from=spec.get("fill_from"),
+        on=_names(spec.get("on")) or by,
+        by_default=dict(spec.get("by_default", {})),
+        aggregate=spec.get("aggregate", "any"),
+        latest=spec.get("latest"),
+        within_hours=spec.get("within_hours"),
+        hours_per=spec.get("hours_per"),
+        fill_from=_names(spec.get("fill_from")),
+        fill_before_checks=spec.get("fill_before_checks", False),
     )
     if column.type not in COLUMN_TYPES:
         raise ValueError(f"{path}: column {column.name} has unknown type {column.type!r}")
+    if column.aggregate not in ("any", "single", "count") or len(column.on) != len(column.by):
+        raise ValueError(
+            f"{path}: derived column {name}: aggregate is any, single or count, and `on` names "
+            "as many columns as `by`"
+        )
     return column
 
 
@@ -160,15 +192,18 @@ def _entity_from_suite(suite: dict[str, Any], path: Path) -> Entity:
     columns = {name: _column(name, spec, path) for name, spec in meta["columns"].items()}
     derived = {name: _column(name, spec, path) for name, spec in meta.get("derived", {}).items()}
     for column in columns.values():
-        if column.fill_from is not None and column.fill_from not in derived:
-            raise ValueError(f"{path}: {column.name} fills from {column.fill_from!r}, not derived")
+        for source in column.fill_from:
+            if source not in derived:
+                raise ValueError(f"{path}: {column.name} fills from {source!r}, not derived")
+    known = set(columns)  # a derived column reads the file's columns and those declared before
     for column in derived.values():
-        source = column.by or column.host_of
-        if source not in columns or (column.lookup is None) == (column.host_of is None):
+        sources = column.by or (column.host_of,)
+        if not set(sources) <= known or (column.lookup is None) == (column.host_of is None):
             raise ValueError(
                 f"{path}: derived column {column.name} needs `lookup` with `by`, or `host_of`, "
-                "naming a column of the file"
+                "naming columns of the file or derived columns declared before it"
             )
+        known.add(column.name)
     for name in meta.get("skip_rows_without", ()):
         if name not in columns:
             raise ValueError(f"{path}: skip_rows_without names unknown column {name!r}")
@@ -193,6 +228,7 @@ def _entity_from_suite(suite: dict[str, Any], path: Path) -> Entity:
         expectations=tuple(expectations),
         suite=suite,
         derived=derived,
+        derived_key_extra=tuple(meta.get("derived_key_extra", ())),
         skip_without=tuple(meta.get("skip_rows_without", ())),
     )
 

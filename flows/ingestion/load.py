@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import shutil
 import uuid
@@ -19,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import yaml
 
 from flows.atomic import transaction
 from flows.ingestion import typing as ty
+from flows.ingestion.derived import early_fills, given
 from flows.ingestion.entities import LOAD_ORDER, OTHER_ENTITIES, Entity, load_entity
 from flows.ingestion.readers import (
     SourceError,
@@ -32,7 +35,7 @@ from flows.ingestion.readers import (
 from flows.ingestion.rules import ImportRules, RulesError
 from flows.ingestion.validate import CheckParams, CheckResult, check
 from flows.rundate import RunDate
-from flows.settings import Settings
+from flows.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +153,16 @@ def check_params(run: RunDate, settings: Settings) -> CheckParams:
         business_tz=run.business_tz,
         earliest_date=settings.earliest_date,
         survey_hosts=settings.survey_hosts,
+        response_window_hours=response_window_hours(),
     )
+
+
+@functools.cache
+def response_window_hours() -> dict[str, int]:
+    """Hours a reply may come after its message, per channel: the dbt var of the same name,
+    which the analysis models read too (a reply matched by its number must fall in it)."""
+    project = yaml.safe_load((PROJECT_ROOT / "dbt_project" / "dbt_project.yml").read_text("utf-8"))
+    return {str(k): int(v) for k, v in project["vars"]["response_window_hours"].items()}
 
 
 def ingest(
@@ -283,11 +295,20 @@ def _enforce_bad_share(load: EntityLoad, settings: Settings, checks) -> None:
 
 
 def _key_sql(entity: Entity) -> str:
-    parts = " || chr(31) || ".join(f"cast({k} as varchar)" for k in entity.key)
+    """The row's key: its key columns, else a hash of its content (`derived_key`, then the
+    `derived_key_extra` columns that are filled). A column filled before the checks is keyed on
+    the file's value, so a reload keys its rows as before whatever they were matched to."""
+    early = early_fills(entity)
+
+    def cell(name: str) -> str:
+        return given(name) if name in early else name
+
+    parts = " || chr(31) || ".join(f"cast({cell(k)} as varchar)" for k in entity.key)
     if not entity.derived_key:
         return parts
-    derived = ", ".join(f"coalesce(cast({c} as varchar), '')" for c in entity.derived_key)
-    return f"coalesce({parts}, 'h:' || md5(concat_ws(chr(31), {derived})))"
+    derived = [f"coalesce(cast({cell(c)} as varchar), '')" for c in entity.derived_key]
+    derived += [f"cast({cell(c)} as varchar)" for c in entity.derived_key_extra]  # null: skipped
+    return f"coalesce({parts}, 'h:' || md5(concat_ws(chr(31), {', '.join(derived)})))"
 
 
 def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) -> EntityLoad:
@@ -347,7 +368,11 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
         select = "select *, false as _key_dup, cast(null as bigint) as _key_first from keyed"
     # A value the row leaves empty, taken from a derived column (feedback's customer, from its
     # message), after the row's key: the key stays the file's, so a reload changes nothing twice.
-    fills = {c.name: c.fill_from for c in entity.columns.values() if c.fill_from}
+    fills = {
+        c.name: c.fill_from
+        for c in entity.columns.values()
+        if c.fill_from and not c.fill_before_checks  # those were filled for the checks
+    }
     keyed = f"select *, {_key_sql(entity)} as _key from cleared"
     if fills:
         keyed = (
@@ -355,7 +380,8 @@ def _apply(con: duckdb.DuckDBPyConnection, result: CheckResult, load_id: str) ->
             f"replace ({', '.join(f'coalesce({n}, _fill_{n}) as {n}' for n in fills)}) "
             f"from ({keyed})"
         )
-    values += [f"{source} as _fill_{name}" for name, source in fills.items()]
+    values += [f"coalesce({', '.join(sources)}) as _fill_{name}" for name, sources in fills.items()]
+    values += [f"{given(name)}" for name in early_fills(entity)]
     accepted = f"{t}_accepted"
     con.execute(
         f"""

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import phonenumbers
 
+from flows.ingestion import derived
 from flows.ingestion import typing as ty
 from flows.ingestion.entities import Entity, Expectation
 from flows.ingestion.readers import SourceTable
@@ -36,6 +37,8 @@ class CheckParams:
     business_tz: str
     earliest_date: dt.date = dt.date(2000, 1, 1)  # facts dated before this are not plausible
     survey_hosts: tuple[str, ...] = ()  # where the survey and unsubscribe links live
+    # hours a reply may come after its message, per channel (dbt var response_window_hours)
+    response_window_hours: dict[str, int] = field(default_factory=lambda: {"default": 72})
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict) and "$PARAMETER" in value:
@@ -44,6 +47,8 @@ class CheckParams:
                 return getattr(self, name)
             if name == "survey_hosts":
                 return list(self.survey_hosts)
+            if name == "response_window_hours":
+                return dict(self.response_window_hours)
             if "." in name:
                 return name  # a reference to a key of another entity: `customers.customer_id`
             raise ValueError(f"unknown suite parameter {name!r}")
@@ -139,6 +144,10 @@ def _condition(condition: dict[str, Any]) -> tuple[str, str]:
             "(" + f" {kind} ".join(sql for sql, _ in parts) + ")",
             f" {kind} ".join(words for _, words in parts),
         )
+    if kind == "nullity":  # Great Expectations' NullityCondition
+        name, is_null = condition["column"]["name"], condition["is_null"]
+        negation = "" if is_null else "not "
+        return f"{name} is {negation}null", f"{name} IS {negation.upper()}NULL"
     if kind != "comparison":
         raise ValueError(f"row condition of type {kind!r} is not supported by the SQL engine")
     column, operator, value = (
@@ -169,11 +178,10 @@ def _predicate(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str
     if e.reason is not None:
         reason = ty.quote(e.reason) + (_other_value(e) if e.type in _PAIRS else "")
     if e.row_condition is not None:
+        # a reason of the suite's own says where it applies; the generated one is told
         sql, words = _condition(e.row_condition)
-        predicate, reason = (
-            f"({sql}) and ({predicate})",
-            f"{reason} || {ty.quote(f' (where {words})')}",
-        )
+        suffix = "" if e.reason is not None else f" || {ty.quote(f' (where {words})')}"
+        return f"({sql}) and ({predicate})", reason + suffix
     return predicate, reason
 
 
@@ -214,6 +222,8 @@ def _rule(entity: Entity, e: Expectation, params: CheckParams) -> tuple[str, str
     col = e.column
     kind = e.type
     if kind == "expect_column_values_to_not_be_null":
+        if col in entity.derived:  # computed, not read: no cell of the file
+            return f"{col} is null", ty.quote(f"{col}: required value is missing")
         return f"{col} is null and {col}__raw is null", ty.quote(
             f"{col}: required value is missing"
         )
@@ -316,30 +326,6 @@ def typed_select(
     return f"select {star}, {', '.join(typed)} from {cleaned_sql} c {' '.join(joins)}"
 
 
-# The host of a link (`https://host/path?m=…`, `//host/…`, `host/path?m=…`); a bare token has none.
-_HOST = r"^(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?://)?(?:[^/?#@\s]*@)?([^/?#:\s]*)"
-
-
-def _derived(entity: Entity) -> tuple[list[str], list[str]]:
-    """(select expressions, joins) computing the entity's derived columns over `typed t`."""
-    columns, joins = [], []
-    for d in entity.derived.values():
-        if d.lookup is not None:
-            *schema, table, column = d.lookup.split(".")
-            joins.append(
-                f"left join (select {d.by} as _k, any_value({column}) as _v "
-                f"from {schema[0] if schema else 'raw'}.{table} group by all) d_{d.name} "
-                f"on d_{d.name}._k = t.{d.by}"
-            )
-            columns.append(f"cast(d_{d.name}._v as {d.sql_type}) as {d.name}")
-        else:
-            source = entity.columns[d.host_of]
-            cell = f"t.{source.name}" if source.type in ("id", "text") else f"t.{source.name}__raw"
-            host = f"nullif(lower(regexp_extract({cell}, {ty.quote(_HOST)}, 1)), '')"
-            columns.append(f"case when regexp_matches({cell}, '[/?]') then {host} end as {d.name}")
-    return columns, joins
-
-
 def check(
     con: duckdb.DuckDBPyConnection, entity: Entity, src: SourceTable, params: CheckParams
 ) -> CheckResult:
@@ -350,7 +336,13 @@ def check(
         filled = " or ".join(f"{c}__raw is not null" for c in entity.skip_without)
         typed_sql = f"select * from ({typed_sql}) where {filled}"
 
-    extra_cols, fk_joins = _derived(entity)
+    extra_cols: list[str] = []
+    fk_joins: list[str] = []
+    # the derived columns, one layer each, in the order declared (flows/ingestion/derived.py)
+    ctes, previous = [], "typed"
+    for n, select in enumerate(derived.layers(entity, params.resolve)):
+        ctes.append(f"derived{n} as not materialized ({select.replace('{prev}', previous)})")
+        previous = f"derived{n}"
     flags, outcomes = [], []
     for e in entity.row_expectations:
         if e.type in UNIQUE:
@@ -388,8 +380,9 @@ def check(
         f"""
         create or replace temp table {t}_checked as
         with typed as not materialized ({typed_sql}),
-        prepared as (
-            select t.*{"".join(", " + c for c in extra_cols)} from typed t {" ".join(fk_joins)}
+        {"".join(c + ", " for c in ctes)}prepared as (
+            select t.*{"".join(", " + c for c in extra_cols)} from {previous} t
+            {" ".join(fk_joins)}
         )
         select {kept}{"".join(", " + f for f in flags)} from prepared
         """
