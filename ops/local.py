@@ -35,6 +35,7 @@ class Local:
     db: Path = PROJECT_ROOT / "var" / "followup.duckdb"
     source: Path = PROJECT_ROOT / "var" / "demo_source"
     feedback: Path = PROJECT_ROOT / "var" / "feedback_inbox"
+    returned: Path = PROJECT_ROOT / "var" / "returned_lists"  # the call lists staff hand back
     report: Path = PROJECT_ROOT / "var" / "report"
 
     @property
@@ -121,6 +122,7 @@ def start(local: Local, *, deploy: bool = True, worker: bool = True) -> dict[str
         "followup_db": local.db,
         "followup_source": local.source,
         "followup_feedback": local.feedback,
+        "followup_returned": local.returned,
         "followup_report_dir": local.report,
     }.items():
         _prefect(local, "variable", "set", name, str(Path(value).resolve()), "--overwrite")

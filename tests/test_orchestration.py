@@ -23,6 +23,7 @@ DEPLOYMENTS = {
     "daily",
     "dispatch",
     "feedback",
+    "tasks",
     "lead-routing",
     "report",
     "ingest",
@@ -49,6 +50,7 @@ def local(tmp_path_factory):
         db=root / "followup.duckdb",
         source=source,
         feedback=root / "inbox",
+        returned=root / "returned",
         report=root / "report",
     )
     start(here)
