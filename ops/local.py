@@ -107,6 +107,8 @@ def start(local: Local, *, deploy: bool = True, worker: bool = True) -> dict[str
     """Server, pool, variables, deployments and worker; returns the processes' ids."""
     local.state.mkdir(parents=True, exist_ok=True)
     (local.state / "home").mkdir(exist_ok=True)
+    for inbox in (local.feedback, local.returned):  # where people drop what the flows load
+        inbox.mkdir(parents=True, exist_ok=True)
     if _pids_file(local).exists():
         stop(local)
     pids = {
