@@ -14,6 +14,7 @@ import pytest
 
 from adapters.channels import open_channel
 from adapters.channels.call_list import HEADER, NAMES
+from flows.building.runner import build_args, run_build
 from flows.dispatching.carry import carry_open_tasks
 from flows.ingestion.load import IngestError, connect, ensure_schema
 from flows.ledger import ensure_tables, insert
@@ -124,6 +125,21 @@ def test_a_returned_list_closes_its_tasks_and_gives_their_outcomes(company, sett
         ("task:m2", "m2", "C002", "call", "no_answer", None, None, back),
     ]
     assert (report.done, report.open, report.overdue) == (2, 1, 0)
+
+
+def test_execution_counts_the_calls_made_and_how_late_they_were_made(company, settings):
+    # due at 10:00; made at 10:30 and 12:00 by the list's 完成时间; the third not made
+    _fill(company, {"m1": {"outcome": "接通", "done_at": "2026-11-23 10:30"},
+                    "m2": {"outcome": "忙线", "done_at": "2026-11-23 12:00"}})  # fmt: skip
+    _load(company, settings)
+    run = RunDate.of(TZ, dt.date(2026, 11, 24))
+    args = build_args(select="+followup_execution", exclude="resource_type:test")
+    run_build(args, settings.db_path, run, settings)
+    rows = query(
+        settings.db_path,
+        "select channel, planned, done, execution_rate, avg_lag_minutes from followup_execution",
+    )
+    assert rows == [("call", 3, 2, pytest.approx(2 / 3), pytest.approx(75.0))]
 
 
 def test_loading_a_list_twice_changes_nothing(company, settings):

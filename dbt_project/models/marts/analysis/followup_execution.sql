@@ -1,6 +1,7 @@
 {#- Execution per planned day, playbook and channel: how many of the follow-ups planned for the
-    day were done (a message sent; a call or visit task marked done by staff) and how late the
-    sends went out against their due time. -#}
+    day were done (a message sent; a call or visit task marked done by staff) and how late they
+    were done against their due time (a message: when it was sent; a call or visit: when staff
+    say they made it, the returned list's 完成时间). -#}
 with
 
 ledger as (
@@ -18,7 +19,11 @@ followups as (
         ledger.planned_for,
         ledger.playbook,
         ledger.channel,
-        {{ dbt.datediff('ledger.due_at', 'ledger.sent_at', 'minute') }} as lag_minutes,
+        case
+            when ledger.channel in ('call', 'visit')
+                then {{ dbt.datediff('ledger.due_at', 'tasks.done_at', 'minute') }}
+            else {{ dbt.datediff('ledger.due_at', 'ledger.sent_at', 'minute') }}
+        end as lag_minutes,
         case
             when ledger.channel in ('call', 'visit') then coalesce(tasks.status = 'done', false)
             else ledger.status = 'sent'

@@ -16,7 +16,9 @@ renamed as (
         status,
         priority,
         created_at,
-        due_by
+        due_by,
+        outcome,
+        done_at
     from source
 )
 
