@@ -180,18 +180,33 @@ def intraday(
 
 @app.command()
 def feedback(
-    source: Annotated[Path, typer.Option(help="Feedback file, or a folder with feedback.csv")],
+    source: Annotated[
+        Path | None, typer.Option(help="Feedback file, or a folder with feedback.csv")
+    ] = None,
+    pull_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Pull the delivery reports and replies of this channel (aliyun_sms, tencent_sms)",
+        ),
+    ] = None,
+    channels: Annotated[
+        Path | None, typer.Option(help="Channel settings (default: channels.yml)")
+    ] = None,
     db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Run date YYYY-MM-DD (default: today)")
     ] = None,
 ) -> None:
-    """Load feedback (replies, survey answers, call outcomes, delivery receipts) and refresh the
-    analysis models: campaign performance, satisfaction and the A/B results."""
+    """Load feedback (replies, survey answers, call outcomes, delivery receipts), from a file or
+    pulled from an SMS provider, and refresh the analysis models: campaign performance,
+    satisfaction and the A/B results."""
+    if (source is None) == (pull_from is None):
+        fail("give either --source FILE or --from CHANNEL")
     db = db or current_settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
-    result = run_feedback(source, db, _date(as_of))
+    result = run_feedback(source, db, _date(as_of), pull_from=pull_from, channels=channels)
     with _reading(db):
         print_report(result.ingest, db)
         print_analysis(result.summary)

@@ -79,14 +79,31 @@ def run_ingest_files(db: Path, as_of: dt.date, files: dict[str, Path]):
         return ingest(db, None, settings=settings, run=run, files=files, entities=tuple(files))
 
 
-def run_feedback(source: Path, db: Path, as_of: dt.date | None, refresh_models: bool = True):
+def run_feedback(
+    source: Path | None,
+    db: Path,
+    as_of: dt.date | None,
+    refresh_models: bool = True,
+    pull_from: str | None = None,
+    channels: Path | None = None,
+):
+    """Load a feedback file, or pull the feedback of the SMS channel `pull_from`."""
     quiet_prefect()
     from flows.building.runner import BuildError
-    from flows.feedback import feedback_flow
+    from flows.feedback import PullError, feedback_flow, pull_channel
     from flows.ingestion.load import IngestError
 
-    with one_line_errors(IngestError, BuildError):
-        return feedback_flow(source=source, db=db, as_of=as_of, refresh_models=refresh_models)
+    with one_line_errors(IngestError, BuildError, PullError):
+        if pull_from is not None:  # a channel that cannot be pulled stops before the flow
+            pull_channel(pull_from, channels, current_settings())
+        return feedback_flow(
+            source=source,
+            db=db,
+            as_of=as_of,
+            refresh_models=refresh_models,
+            pull_from=pull_from,
+            channels=channels,
+        )
 
 
 def run_tasks(source: Path, db: Path, at: dt.datetime | None, refresh_models: bool = True):
