@@ -13,8 +13,8 @@ from tests.conftest import query
 from tests.feedback_history import AS_OF, at, make_history
 
 # line 2..: matched to M2 (C1's latest sms before it), M3 (the email it names), and by a message
-# id although the number is shared; then no customer, a shared number, a message too old, and a
-# reply before C1's first message
+# id although the number is shared; then no customer, a shared number, a message too old, a
+# reply before C1's first message, and no number at all
 FEEDBACK = """手机号,回复时间,反馈类型,回复内容,渠道,消息ID
 138 0000 0001,2026-11-21 11:00,回复,TD,,
 +86 138-0000-0001,2026-11-21 12:30,回复,好的,邮件,
@@ -23,7 +23,9 @@ FEEDBACK = """手机号,回复时间,反馈类型,回复内容,渠道,消息ID
 13800000002,2026-11-21 11:00,回复,TD,短信,
 13800000004,2026-11-21 11:00,回复,TD,,
 8613800000001,2026-11-20 09:00,回复,你好,,
+12345,2026-11-21 11:00,回复,TD,,
 """
+NO_ID = "message_id: required value is missing (a message id, a provider id or a phone number)"
 NO_CUSTOMER = "phone: no customer has this number"
 SHARED = "phone: several customers have this number (ambiguous: not matched)"
 NO_MESSAGE = (
@@ -69,6 +71,7 @@ def test_unmatched_numbers_are_quarantined_each_with_its_reason(loaded):
         (6, "error", [SHARED]),
         (7, "error", [NO_MESSAGE]),
         (8, "error", [NO_MESSAGE]),
+        (9, "error", [NO_ID, "phone: not a valid phone number"]),
     ]
     reasons = query(db, "select reasons from quarantine")
     shown = " ".join(r for (listed,) in reasons for r in listed)
@@ -78,7 +81,7 @@ def test_unmatched_numbers_are_quarantined_each_with_its_reason(loaded):
 def test_nothing_else_changes(loaded):
     db, _, _, report, ledger_before = loaded
     load = report.loads[0]
-    assert (load.rows_read, load.inserted, load.errors) == (7, 3, 4)
+    assert (load.rows_read, load.inserted, load.errors) == (8, 3, 5)
     assert query(db, "select * from message_ledger order by message_id") == ledger_before
     assert query(db, "select count(*) from raw.customers") == [(5,)]
 
