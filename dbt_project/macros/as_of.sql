@@ -1,14 +1,13 @@
 {#- The run's date. `--as-of D` means the morning of D: data up to the end of D-1 is complete.
-    Nothing in the models reads the wall clock. -#}
+    A pipeline run passes it (--vars); dbt on its own gets today in the business time zone
+    (dbt_project.yml). Nothing in the models reads the wall clock. -#}
 
 {% macro as_of_value() -%}
-    {%- set value = var('as_of', none) -%}
-    {%- if value is none and execute -%}
-        {{ exceptions.raise_compiler_error(
-            "this project needs the run's date: dbt build --vars '{as_of: YYYY-MM-DD}'"
-        ) }}
+    {%- set value = var('as_of') | string -%}
+    {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value) -%}
+        {{ exceptions.raise_compiler_error("as_of " ~ value ~ ": write YYYY-MM-DD") }}
     {%- endif -%}
-    {{ return(value or '1970-01-01') }}
+    {{ return(value) }}
 {%- endmacro %}
 
 {% macro as_of_date() -%}
