@@ -45,7 +45,7 @@ def layers(entity: Entity, resolve) -> list[str]:
     pending = early_fills(entity)
     done: set[str] = set()
     for d in entity.derived.values():
-        selects.append(_lookup(entity, d, resolve) if d.lookup is not None else _host(entity, d))
+        selects.append(_lookup(d, resolve) if d.lookup is not None else _host(entity, d))
         done.add(d.name)
         for name, sources in list(pending.items()):
             if set(sources) <= done:
@@ -58,34 +58,36 @@ def layers(entity: Entity, resolve) -> list[str]:
     return selects
 
 
-def _row_value(entity: Entity, d: Column, name: str) -> str:
+def _row_value(d: Column, name: str) -> str:
+    """The row's `by` column `name`, or its `by_default` when empty."""
     default = d.by_default.get(name)
     return f"coalesce(t.{name}, {ty.quote(default)})" if default is not None else f"t.{name}"
 
 
-def _lookup(entity: Entity, d: Column, resolve) -> str:
+def _hours(d: Column, resolve) -> str:
+    """SQL of the hours of `within_hours` for a row of the looked-up table."""
+    hours = resolve(d.within_hours)
+    if not isinstance(hours, dict):
+        return str(int(hours))
+    whens = " ".join(
+        f"when {ty.quote(str(k))} then {int(v)}" for k, v in hours.items() if k != "default"
+    )
+    return f"case {d.hours_per} {whens} else {int(hours.get('default', 0))} end"
+
+
+def _lookup(d: Column, resolve) -> str:
     *schema, table, column = d.lookup.split(".")
     table = f"{schema[0] if schema else 'raw'}.{table}"
     keys = [f"{o} as _k{i}" for i, o in enumerate(d.on)]
     present = " and ".join(f"{o} is not null" for o in d.on)
-    row = [_row_value(entity, d, b) for b in d.by]
+    row = [_row_value(d, b) for b in d.by]
     on = " and ".join(f"l._k{i} = {r}" for i, r in enumerate(row))
     cast = f"as {d.sql_type}"
     if d.latest is not None:
         at_row, at_table = d.latest["by"], d.latest["on"]
         window = ""
-        if d.within_hours is not None:
-            hours = resolve(d.within_hours)
-            if isinstance(hours, dict):
-                whens = " ".join(
-                    f"when {ty.quote(str(k))} then {int(v)}"
-                    for k, v in hours.items()
-                    if k != "default"
-                )
-                hours_sql = f"case {d.hours_per} {whens} else {int(hours.get('default', 0))} end"
-            else:
-                hours_sql = str(int(hours))
-            keys.append(f"{hours_sql} as _hours")
+        if d.within_hours is not None:  # after the latest row, within its hours
+            keys.append(f"{_hours(d, resolve)} as _hours")
             window = f" and t.{at_row} < l._at + to_hours(cast(l._hours as bigint))"
         return (
             f"select t.*, cast(case when l._at is not null{window} then l._v end {cast}) "

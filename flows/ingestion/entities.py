@@ -1,7 +1,8 @@
 """Entity declarations, read from the Great Expectations suites in `expectations/`.
 
 Each suite is the single declaration of one input entity: its expectations state the rules, and its
-`meta.followup` block names the columns (with their Chinese headers and types) and the key.
+`meta.followup` block names the columns (with their Chinese headers and types), the key, and the
+columns derived for the checks from other tables (flows/ingestion/derived.py says how).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class Column:
     upper: bool = False
     pii: bool = False
     # A derived column is not read from the file nor stored: it is computed for the checks from
-    # another table (`lookup` "schema.table.column", joined where its `by` column equals this
-    # row's) or from a link in another column (`host_of`).
+    # another table (`lookup` "schema.table.column", joined where its `on` columns equal this
+    # row's `by` columns) or from a link in another column (`host_of`).
     lookup: str | None = None
     by: tuple[str, ...] = ()
     host_of: str | None = None

@@ -2,7 +2,10 @@
 
 Each expectation of the entity's Great Expectations suite compiles to a SQL predicate that is true
 on the rows that break it, so every row gets every reason in one pass over the data. The same
-predicates give the per-expectation counts that the Data Docs report shows.
+predicates give the per-expectation counts that the Data Docs report shows. The columns a suite
+derives from other tables (a feedback row's message found by its phone number) are computed first,
+in flows/ingestion/derived.py; a condition (`row_condition`) may be a comparison or Great
+Expectations' nullity condition, and an `and` / `or` of them.
 """
 
 from __future__ import annotations
