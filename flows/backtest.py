@@ -163,7 +163,16 @@ def backtest_flow(
 ) -> BacktestReport:
     """Replay the plan for every day from `start` to `end` (both in the past) for every enabled
     playbook and those named in `playbooks` (which may be disabled), on the sources in `source`
-    or the database's own raw tables, and write the `backtest_*` tables to the database."""
+    or the database's own raw tables, and write the `backtest_*` tables to the database.
+
+    Args:
+        start: the first day to replay, YYYY-MM-DD.
+        end: the last day to replay, YYYY-MM-DD (before today).
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        source: a source folder to replay on (empty: the database's raw tables).
+        playbooks: playbooks to replay besides the enabled ones (they may be disabled).
+        playbook_dir: the playbooks' folder (empty: playbooks/).
+    """
     clock = time.perf_counter()
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path

@@ -55,6 +55,11 @@ def build_flow(
 
     Order and event facts are incremental on their keys; `full_refresh` rebuilds them (the tier
     history is never wiped).
+
+    Args:
+        as_of: the models' day, YYYY-MM-DD (empty: today in the business time zone).
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        full_refresh: rebuild the incremental models from all history.
     """
     settings = Settings.from_env()
     run = RunDate.of(settings.business_tz, as_of)

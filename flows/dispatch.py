@@ -73,8 +73,16 @@ def dispatch_flow(
     dry_run: bool = True,
     realtime: bool = False,
 ) -> DispatchReport:
-    """Send the day's pending messages (`dry_run`: render them only). `realtime`: send what is
-    due by now, for a deployment that runs through the day."""
+    """Send the day's pending messages, each once, inside its channel's send window.
+
+    Args:
+        as_of: the day to play through, YYYY-MM-DD (empty: today in the business time zone).
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        channels: the channel settings file (empty: channels.yml, else the local outbox).
+        dry_run: render the messages into the ledger; nothing is sent.
+        realtime: send what is due by now (a deployment that runs through the day), not the
+            whole day at its due times.
+    """
     settings = Settings.from_env()
     run = RunDate.of(settings.business_tz, as_of)
     db_path = Path(db) if db else settings.db_path

@@ -203,11 +203,18 @@ def feedback_flow(
     pull_from: str | None = None,
     channels: Path | None = None,
 ) -> FeedbackReport:
-    """Load a feedback file (`source`), or pull the delivery reports and replies of the SMS
-    channel `pull_from` (settings from `channels`, default `channels.yml`), and refresh the
-    analysis models (dbt tag `analysis`) as of `as_of` (default: today in the business
-    timezone). Without `refresh_models` the feedback waits for the next build (the daily run
-    builds every model)."""
+    """Load a feedback file, or pull an SMS channel's delivery reports and replies, and refresh
+    the analysis models (dbt tag `analysis`).
+
+    Args:
+        source: a feedback file (CSV, XLSX, Parquet, an Alibaba Cloud push) or a folder holding
+            feedback.*; or empty with `pull_from`.
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        as_of: the models' day, YYYY-MM-DD (empty: today in the business time zone).
+        refresh_models: rebuild the analysis models after the load (false: the next build does).
+        pull_from: an aliyun_sms or tencent_sms channel whose reports and replies to pull.
+        channels: the channel settings file (empty: channels.yml).
+    """
     if (source is None) == (pull_from is None):
         raise PullError("give either a feedback file (--source) or a channel to pull (--from)")
     settings = Settings.from_env()

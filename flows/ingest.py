@@ -133,6 +133,12 @@ def ingest_flow(
     Rows breaking a rule land in `quarantine` with every reason; bad rows above the configured
     share fail the run and leave the database as it was. The database's writer lock is held
     while the load writes, not while the API sources answer.
+
+    Args:
+        source: the source folder, one file per entity (customers.csv, orders.xlsx, ...).
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        as_of: the load's day, YYYY-MM-DD (empty: today in the business time zone).
+        sources_file: an HTTP API sources file (sources.yml) to fetch and load too.
     """
     settings = Settings.from_env()
     run = RunDate.of(settings.business_tz, as_of)

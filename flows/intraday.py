@@ -166,10 +166,18 @@ def intraday_flow(
     dry_run: bool = False,
     interval_minutes: int = 30,
 ) -> IntradayReport:
-    """Plan and send the intraday playbooks' follow-ups that became due since the last run, as
-    of `at` (default: now; a naive time is in the business time zone). `source`, `sources_file`:
-    a folder and HTTP API sources to load first (the day's leads). `interval_minutes`: the time
-    to the next run; a task due before it goes to its list now."""
+    """Plan and send the intraday playbooks' follow-ups that became due since the last run.
+
+    Args:
+        at: the run's moment, YYYY-MM-DDTHH:MM (empty: now; a naive time is in the business
+            time zone).
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        source: a source folder to load first (the day's leads).
+        sources_file: an HTTP API sources file (sources.yml) to fetch and load first.
+        channels: the channel settings file (empty: channels.yml, else the local outbox).
+        dry_run: render the messages into the ledger; nothing is sent.
+        interval_minutes: the time to the next run; a task due before it goes to its list now.
+    """
     settings = Settings.from_env()
     realtime = at is None
     run = RunDate.moment(settings.business_tz, at)

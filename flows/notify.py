@@ -21,9 +21,13 @@ import requests
 
 from adapters.channels import mask
 from adapters.channels.webhook import flavor_of_url, robot_answer, robot_payload, url_secrets
+from flows.artifacts import markdown_artifact
 from flows.rundate import RunDate
+from flows.runlog import cause, failure_markdown, install, ours
 from flows.secrets import redact, register
 from flows.settings import Settings
+
+install()  # every flow module imports this one: its failures are one line on the run page
 
 ALERT_WEBHOOK_ENV = "FOLLOWUP_ALERT_WEBHOOK"
 TIMEOUT_SECONDS = 5.0
@@ -38,6 +42,15 @@ class AlertNotSent(RuntimeError):
 def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """Prefect `on_failure` hook: post the failure to the alert robot. Never raises."""
     logger = _logger(flow, flow_run)
+    try:  # the run page's artifact: the cause and what to do, on every failed run
+        given = (getattr(flow_run, "parameters", None) or {}).get("as_of")
+        markdown_artifact(
+            failure_markdown(flow.name, str(given) if given else None, error_line(state)),
+            key="failure",
+            description="why the run failed and what to do",
+        )
+    except Exception as exc:
+        logger.warning("failure artifact not written: %s", _one_line(exc))
     try:
         if getattr(flow_run, "parent_task_run_id", None) is not None:
             logger.info("failure notification: left to the parent flow run")
@@ -86,9 +99,7 @@ def error_line(state: Any) -> str:
     data = getattr(state, "data", None)
     exc = getattr(data, "result", data)  # a result record holds the exception
     if isinstance(exc, BaseException):
-        text = _first_line(str(exc)) or type(exc).__name__
-        if not type(exc).__module__.startswith(("flows.", "adapters.")):
-            text = f"{type(exc).__name__}: {text}"
+        text = cause(exc) if ours(exc) else f"{type(exc).__name__}: {cause(exc)}"
     else:
         text = _first_line(getattr(state, "message", None) or "") or "no message"
         text = text.removeprefix(_ENGINE_PREFIX).strip()

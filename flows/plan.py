@@ -47,8 +47,13 @@ def summary_markdown(report: PlanReport) -> str:
 def plan_flow(
     as_of: dt.date | None = None, db: Path | None = None, dry_run: bool = True
 ) -> PlanReport:
-    """Decide the day's follow-ups (default: today's) from `followups_due` (built by the
-    `build` flow)."""
+    """Decide the day's follow-ups from `followups_due` (built by the `build` flow).
+
+    Args:
+        as_of: the plan's day, YYYY-MM-DD (empty: today in the business time zone).
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        dry_run: record the planned messages as `dry_run`, for a rendering without sending.
+    """
     settings = Settings.from_env()
     run = RunDate.of(settings.business_tz, as_of)
     db_path = Path(db) if db else settings.db_path

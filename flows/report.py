@@ -61,7 +61,12 @@ def summary_markdown(data: ReportData, workbook: Path, page: Path) -> str:
 
 @flow(name="report", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def report_flow(db: Path | None = None, out: Path = Path("var/report")) -> ReportResult:
-    """Write `out/followup_report.xlsx` and `out/followup_report.html` from the database."""
+    """Write `out/followup_report.xlsx` and `out/followup_report.html` from the database.
+
+    Args:
+        db: the DuckDB database file (empty: FOLLOWUP_DB).
+        out: the folder for the workbook and the page.
+    """
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
     out = Path(out)

@@ -80,6 +80,11 @@ def test_the_deployments_carry_their_schedules_and_pool(local):
     deployments = _api(local, "POST", "/deployments/filter")
     by_name = {d["name"]: d for d in deployments}
     assert set(by_name) == DEPLOYMENTS
+    for name, deployment in by_name.items():
+        assert deployment["enforce_parameter_schema"] is True, name
+        # the Custom run form describes every parameter (the flows' docstrings, `Args:`)
+        properties = deployment["parameter_openapi_schema"]["properties"]
+        assert [p for p, spec in properties.items() if not spec.get("description")] == [], name
     daily = by_name["daily"]
     assert daily["work_pool_name"] == "followup"
     assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in daily["schedules"]] == [
@@ -144,10 +149,11 @@ def test_the_lead_routing_deployment_runs_during_the_day_after_the_morning(local
     assert "intraday-summary" in keys
 
 
-def test_the_ui_lists_the_deployments_in_headless_chromium(local, tmp_path: Path):
-    chromium = Path("/usr/bin/chromium")
-    assert chromium.exists(), "install Debian chromium (apt-get install chromium); .ci/run does"
-    flags = [
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _chromium_flags(profile: Path) -> list[str]:
+    return [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -156,28 +162,104 @@ def test_the_ui_lists_the_deployments_in_headless_chromium(local, tmp_path: Path
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--user-data-dir={profile}",
         "--window-size=1400,900",
         "--virtual-time-budget=20000",
     ]
-    page = f"{local.ui_url}/deployments"
-    dom = subprocess.run(
-        [str(chromium), *flags, "--dump-dom", page],
+
+
+def _page(local: Local, path: str, profile: Path) -> str:
+    """The DOM of a UI page once its scripts have run, as headless Chromium renders it."""
+    assert CHROMIUM.exists(), "install Debian chromium (apt-get install chromium); .ci/run does"
+    return subprocess.run(
+        [str(CHROMIUM), *_chromium_flags(profile), "--dump-dom", f"{local.ui_url}{path}"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     ).stdout
+
+
+def test_the_ui_lists_the_deployments_in_headless_chromium(local, tmp_path: Path):
+    dom = _page(local, "/deployments", tmp_path / "profile")
     for name in DEPLOYMENTS:
         assert f">{name}<" in dom, f"deployment {name} not on the page"
     shot = tmp_path / "deployments.png"
     subprocess.run(
-        [str(chromium), *flags, f"--screenshot={shot}", page],
+        [str(CHROMIUM), *_chromium_flags(tmp_path / "profile"), f"--screenshot={shot}",
+         f"{local.ui_url}/deployments"],
         capture_output=True,
         timeout=120,
         check=False,
-    )
+    )  # fmt: skip
     assert shot.stat().st_size > 20_000
+
+
+def _daily_runs(local: Local, state: str) -> list[dict]:
+    daily = _api(local, "GET", "/deployments/name/daily/daily")
+    return _api(
+        local,
+        "POST",
+        "/flow_runs/filter",
+        flow_runs={"deployment_id": {"any_": [daily["id"]]}, "state": {"type": {"any_": [state]}}},
+    )
+
+
+def _artifacts(local: Local, run_id: str) -> dict[str, dict]:
+    found = _api(local, "POST", "/artifacts/filter", artifacts={"flow_run_id": {"any_": [run_id]}})
+    return {a["key"]: a for a in found if a["key"]}
+
+
+def test_the_daily_run_page_carries_the_days_summary(local, tmp_path: Path):
+    """The run a person opens is the parent's: the steps' summaries are there, not only on
+    the subflows (after the completed run above)."""
+    [run] = _daily_runs(local, "COMPLETED")[:1]
+    summary = _artifacts(local, run["id"])["daily-summary"]["data"]
+    assert f"# Daily run for {AS_OF}" in summary
+    for section in ("## Ingest", "## dbt build", "## Plan"):
+        assert section in summary, section
+    # the page opens on the logs, where the day's line names the artifact
+    dom = _page(local, f"/runs/flow-run/{run['id']}", tmp_path / "profile")
+    assert f"daily run for {AS_OF}: ingested " in dom
+    assert "this run's artifact daily-summary" in dom
+
+
+def test_a_run_with_a_day_that_is_not_a_date_is_refused_when_created(local):
+    daily = _api(local, "GET", "/deployments/name/daily/daily")
+    response = requests.post(
+        f"{local.api_url}/deployments/{daily['id']}/create_flow_run",
+        json={"parameters": {"as_of": "not-a-date"}},
+        timeout=30,
+    )
+    assert response.status_code == 409, response.text
+    assert "as_of" in response.text
+
+
+def test_a_failed_run_says_its_cause_in_one_line_on_its_page(local, tmp_path: Path):
+    empty = tmp_path / "empty_source"  # no customers.csv: the ingest refuses the folder
+    empty.mkdir()
+    daily = _api(local, "GET", "/deployments/name/daily/daily")
+    run = _api(
+        local,
+        "POST",
+        f"/deployments/{daily['id']}/create_flow_run",
+        parameters={"as_of": AS_OF.isoformat(), "source": str(empty)},
+    )
+    state = _finished(local, run["id"])
+    assert state["type"] == "FAILED", state
+    logs = _api(local, "POST", "/logs/filter", logs={"flow_run_id": {"any_": [run["id"]]}})
+    errors = [log["message"] for log in logs if log["level"] >= 40]
+    assert errors, logs
+    # one line each, the cause and what to do; the traceback only at DEBUG
+    assert not [m for m in errors if "Traceback" in m or "\n" in m], errors
+    [line] = [m for m in errors if m.startswith("failed: ")][:1]
+    assert "customers" in line and "To do:" in line, line
+    assert any("Traceback" in log["message"] for log in logs if log["level"] == 10)
+    failure = _artifacts(local, run["id"])["failure"]["data"]
+    assert "customers" in failure and "**To do:**" in failure
+    cause = line.removeprefix("failed: ").split(". To do:")[0]
+    dom = _page(local, f"/runs/flow-run/{run['id']}", tmp_path / "profile")
+    assert cause in dom, dom[-3000:]
 
 
 def test_stop_stops_what_start_started(tmp_path: Path):

@@ -106,28 +106,11 @@ TODAY_COLUMNS = (
     "owner_id",
 )
 MANUAL_COLUMNS = (
-    "owner_id",
-    "owner_name",
-    "kind",
-    "status",
-    "overdue",
-    "customer_id",
-    "reason",
-    "due_by",
-    "outcome",
-    "done_at",
-    "priority",
-    "playbook",
-    "task_id",
+    *("owner_id", "owner_name", "kind", "status", "overdue", "customer_id", "reason", "due_by"),
+    *("outcome", "done_at", "priority", "playbook", "task_id"),
 )
 COMMENT_COLUMNS = (
-    "responded_at",
-    "playbook",
-    "response_type",
-    "satisfaction",
-    "category",
-    "score",
-    "text",
+    *("responded_at", "playbook", "response_type", "satisfaction", "category", "score", "text"),
 )
 # each stage a subset of the one before; a conversion need not follow an answer, so it is a
 # headline figure, not a stage
