@@ -50,9 +50,28 @@ app = typer.Typer(
 )
 
 
+def _version(given: bool) -> None:
+    if given:
+        from importlib.metadata import version
+
+        console.print(f"followup {version('followup')}")
+        raise typer.Exit
+
+
 @app.callback()
-def _before_any_command() -> None:
+def _before_any_command(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
     current_settings()  # checked before a command does anything, whatever its options
+
+
+def _given(**paths: Path | None) -> None:
+    """Every path an option names exists, checked before Prefect or dbt starts: one line."""
+    for option, path in paths.items():
+        if path is not None and not path.exists():
+            fail(f"{path}: no such file or folder (--{option.replace('_', '-')})")
 
 
 @contextlib.contextmanager
@@ -99,6 +118,7 @@ def ingest(
     """Read, validate and load a source folder (and API sources) into the database."""
     if source is None and sources is None:
         fail("give --source DIR, --sources sources.yml, or both")
+    _given(source=source, sources=sources)
     db = db or current_settings().db_path
     report = run_ingest(source, db, _date(as_of), sources)
     with _reading(db):
@@ -126,6 +146,7 @@ def run(
     """One daily cycle for a date: ingest and validate, build the models, plan the follow-ups and
     send them (with --dry-run, nothing leaves the machine)."""
     run_date = _date(as_of)
+    _given(source=source, sources=sources, channels=channels)
     db = db or current_settings().db_path
     if source is None and sources is None and not db.exists():
         fail(f"{db} does not exist: give --source DIR to load data first")
@@ -167,6 +188,7 @@ def intraday(
     a call to its owner within 30 minutes). It stands on the morning's `followup run` and plans
     only what no run has planned yet."""
     moment = _moment(at)
+    _given(source=source, sources=sources, channels=channels)
     db = db or current_settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` for the day first")
@@ -203,6 +225,7 @@ def feedback(
     satisfaction and the A/B results."""
     if (source is None) == (pull_from is None):
         fail("give either --source FILE or --from CHANNEL")
+    _given(source=source, channels=channels)
     db = db or current_settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` first (feedback answers its messages)")
@@ -223,6 +246,7 @@ def tasks(
 ) -> None:
     """Load the call and visit lists staff return (结果, 满意度, 下次联系时间, 备注): their
     tasks are done, an agreed next contact becomes a task, execution and call outcomes count."""
+    _given(source=source)
     db = db or current_settings().db_path
     if not db.exists():
         fail(f"{db} does not exist: run `followup run` first (a list answers its tasks)")
@@ -268,6 +292,7 @@ def backtest(
     """Replay the plan for each day from --from to --to on the data as it stood that morning:
     who would have been contacted, cap and capacity collisions, and what those customers did
     anyway. Nothing is sent and the ledger is untouched; the `backtest_*` tables are written."""
+    _given(source=source, playbooks=playbooks_dir)
     db = db or current_settings().db_path
     if source is None and not db.exists():
         fail(f"{db} does not exist: give --source, or run `followup run` first")

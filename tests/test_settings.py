@@ -4,6 +4,7 @@ a command with one line naming its variable; `replace` validates the same way.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,35 @@ def test_the_command_with_a_bad_setting_and_a_db_says_one_line(tmp_path: Path) -
         tmp_path, "run", "--as-of", "2026-11-23", "--db", str(db), FOLLOWUP_TZ="Mars/Base"
     )
     _assert_one_line_naming_the_zone(done)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("run", "--as-of", "2026-11-23", "--source", "missing"), "--source"),
+        (("run", "--as-of", "2026-11-23", "--channels", "missing"), "--channels"),
+        (("ingest", "--sources", "missing"), "--sources"),
+        (("tasks", "--source", "missing"), "--source"),
+        (("backtest", "--from", "2026-11-01", "--to", "2026-11-02", "--source", "missing"),
+         "--source"),
+    ],
+)  # fmt: skip
+def test_a_path_that_is_not_there_is_one_line_before_anything_starts(
+    tmp_path: Path, args: tuple[str, ...], option: str
+) -> None:
+    home = tmp_path / "prefect_home"  # where a started Prefect keeps its database
+    done = _followup(tmp_path, *args, PREFECT_HOME=str(home))
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    output = (done.stdout + done.stderr).strip()
+    assert output.splitlines() == [f"error: missing: no such file or folder ({option})"]
+    # said before Prefect's API server (8 s and more) or anything else started
+    assert not home.exists() and not (tmp_path / "var").exists()
+
+
+def test_the_version_is_one_line(tmp_path: Path) -> None:
+    done = _followup(tmp_path, "--version")
+    assert done.returncode == 0
+    assert re.fullmatch(r"followup \d+\.\d+\.\d+\n", done.stdout)
 
 
 def test_only_the_followup_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
