@@ -35,7 +35,7 @@ from flows.notify import notify_failure
 from flows.planning.calendar import Calendar
 from flows.planning.declarations import PLAYBOOK_DIR
 from flows.planning.policy import Policy
-from flows.rundate import RunDate
+from flows.rundate import Day, RunDate
 from flows.settings import Settings
 
 
@@ -154,8 +154,8 @@ def summary_markdown(report: BacktestReport) -> str:
 
 @flow(name="backtest", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def backtest_flow(
-    start: dt.date,
-    end: dt.date,
+    start: Day,
+    end: Day,
     db: Path | None = None,
     source: Path | None = None,
     playbooks: list[str] | None = None,

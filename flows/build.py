@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from flows.building.runner import (
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.planning.calendar import Calendar
-from flows.rundate import RunDate
+from flows.rundate import Day, RunDate
 from flows.settings import Settings
 
 
@@ -49,7 +48,7 @@ def declare_playbooks_task(db_path: Path, run: RunDate, calendar: Calendar) -> i
 
 @flow(name="build", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def build_flow(
-    as_of: dt.date | None = None, db: Path | None = None, full_refresh: bool = False
+    as_of: Day | None = None, db: Path | None = None, full_refresh: bool = False
 ) -> BuildReport:
     """Build every dbt model and seed as of `as_of`, each followed by its data tests.
 

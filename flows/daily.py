@@ -28,7 +28,7 @@ from flows.notify import notify_failure
 from flows.plan import plan_flow
 from flows.plan import summary_markdown as plan_summary
 from flows.planning.plan import PlanReport
-from flows.rundate import RunDate
+from flows.rundate import Day, RunDate
 from flows.settings import Settings
 
 
@@ -43,7 +43,7 @@ class DailyReport:
 
 @flow(name="daily", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def daily_flow(
-    as_of: dt.date | None = None,
+    as_of: Day | None = None,
     source: Path | None = None,
     db: Path | None = None,
     sources_file: Path | None = None,

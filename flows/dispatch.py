@@ -3,7 +3,6 @@ rate limited, retried, each exactly once), and the day's escalations are recorde
 
 from __future__ import annotations
 
-import datetime as dt
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from flows.dispatching.fanout import fan_out
 from flows.dispatching.templates import Renderer
 from flows.locking import writer_lock
 from flows.notify import notify_failure
-from flows.rundate import RunDate
+from flows.rundate import Day, RunDate
 from flows.settings import Settings
 
 
@@ -67,7 +66,7 @@ def summary_markdown(report: DispatchReport) -> str:
 
 @flow(name="dispatch", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def dispatch_flow(
-    as_of: dt.date | None = None,
+    as_of: Day | None = None,
     db: Path | None = None,
     channels: Path | None = None,
     dry_run: bool = True,

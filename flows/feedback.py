@@ -32,7 +32,7 @@ from flows.building.runner import NodeResult, build_args, run_build
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.locking import writer_lock
 from flows.notify import notify_failure
-from flows.rundate import RunDate
+from flows.rundate import Day, RunDate
 from flows.settings import Settings
 
 
@@ -198,7 +198,7 @@ def load_feedback_task(
 def feedback_flow(
     source: Path | None = None,
     db: Path | None = None,
-    as_of: dt.date | None = None,
+    as_of: Day | None = None,
     refresh_models: bool = True,
     pull_from: str | None = None,
     channels: Path | None = None,

@@ -19,7 +19,7 @@ from flows.ingestion.entities import LOAD_ORDER
 from flows.ingestion.load import IngestError, IngestReport, connect, ingest
 from flows.locking import writer_lock
 from flows.notify import notify_failure
-from flows.rundate import RunDate
+from flows.rundate import Day, RunDate
 from flows.settings import Settings
 
 
@@ -125,7 +125,7 @@ def summary_markdown(report: IngestReport) -> str:
 def ingest_flow(
     source: Path | None = None,
     db: Path | None = None,
-    as_of: dt.date | None = None,
+    as_of: Day | None = None,
     sources_file: Path | None = None,
 ) -> IngestReport:
     """Ingest a source folder (CSV / XLSX / Parquet per entity) and any API sources into DuckDB.

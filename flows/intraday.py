@@ -34,7 +34,7 @@ from flows.planning.calendar import Calendar
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import PlanReport, plan_intraday
 from flows.planning.policy import Policy
-from flows.rundate import RunDate
+from flows.rundate import Moment, RunDate
 from flows.settings import Settings
 
 # What an intraday run rebuilds, with the data up to its moment: what `followups_due` reads (the
@@ -158,7 +158,7 @@ def _morning(db_path: Path, at: dt.datetime, settings: Settings) -> dt.date:
 
 @flow(name="intraday", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def intraday_flow(
-    at: dt.datetime | None = None,
+    at: Moment | None = None,
     db: Path | None = None,
     source: Path | None = None,
     sources_file: Path | None = None,

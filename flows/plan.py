@@ -5,7 +5,6 @@ previous run goes to `plan_diff`."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -18,7 +17,7 @@ from flows.planning.calendar import Calendar
 from flows.planning.escalate import EscalationReport, escalate
 from flows.planning.plan import PlanReport, plan
 from flows.planning.policy import Policy
-from flows.rundate import RunDate
+from flows.rundate import Day, RunDate
 from flows.settings import Settings
 
 
@@ -44,9 +43,7 @@ def summary_markdown(report: PlanReport) -> str:
 
 
 @flow(name="plan", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
-def plan_flow(
-    as_of: dt.date | None = None, db: Path | None = None, dry_run: bool = True
-) -> PlanReport:
+def plan_flow(as_of: Day | None = None, db: Path | None = None, dry_run: bool = True) -> PlanReport:
     """Decide the day's follow-ups from `followups_due` (built by the `build` flow).
 
     Args:

@@ -10,7 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Annotated
 from zoneinfo import ZoneInfo
+
+from pydantic import WithJsonSchema
+
+# A day and a moment as flow parameters. The Prefect server checks a new run's parameters
+# against the flow's schema by type and pattern but not by `format`, so `as_of=not-a-date` was
+# accepted and failed on the worker; with the pattern it is refused when the run is created.
+Day = Annotated[
+    dt.date,
+    WithJsonSchema({"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}),
+]
+Moment = Annotated[
+    dt.datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$",
+        }
+    ),
+]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from flows.ingestion.load import EntityLoad, IngestError, connect, ingest
 from flows.ledger import ensure_tables
 from flows.locking import writer_lock
 from flows.notify import notify_failure
-from flows.rundate import RunDate
+from flows.rundate import Moment, RunDate
 from flows.settings import Settings
 
 LIST_FORMATS = (".xlsx", ".csv")
@@ -198,7 +198,7 @@ def load_task_results_task(
 
 @flow(name="tasks", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def tasks_flow(
-    source: Path, db: Path | None = None, at: dt.datetime | None = None, refresh_models: bool = True
+    source: Path, db: Path | None = None, at: Moment | None = None, refresh_models: bool = True
 ) -> TasksReport:
     """Load the call and visit lists staff return (`source`: a list, or a folder of them) and
     refresh the analysis models, so execution and call outcomes count at once.
