@@ -24,7 +24,7 @@ demo: $(VENV)/.synced
 # The dbt models' documentation (lineage, every column), as one static page.
 docs: $(VENV)/.synced
 	cd dbt_project && FOLLOWUP_DB=$(abspath $(or $(FOLLOWUP_DB),var/followup.duckdb)) \
-		../$(BIN)/dbt docs generate --static --quiet --vars '{as_of: $(or $(AS_OF),$(shell date +%F))}'
+		../$(BIN)/dbt docs generate --static --quiet $(if $(AS_OF),--vars '{as_of: $(AS_OF)}')
 	@echo "dbt docs: $(CURDIR)/dbt_project/target/static_index.html"
 
 lint: $(VENV)/.synced
