@@ -13,11 +13,13 @@ per failure, not one per level.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from prefect.context import FlowRunContext
 
 from adapters.channels import mask
 from adapters.channels.webhook import flavor_of_url, robot_answer, robot_payload, url_secrets
@@ -44,11 +46,12 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     logger = _logger(flow, flow_run)
     try:  # the run page's artifact: the cause and what to do, on every failed run
         given = (getattr(flow_run, "parameters", None) or {}).get("as_of")
-        markdown_artifact(
-            failure_markdown(flow.name, str(given) if given else None, error_line(state)),
-            key="failure",
-            description="why the run failed and what to do",
-        )
+        if FlowRunContext.get() is not None:  # the hook runs within its run
+            markdown_artifact(
+                failure_markdown(flow.name, str(given) if given else None, error_line(state)),
+                key="failure",
+                description="why the run failed and what to do",
+            )
     except Exception as exc:
         logger.warning("failure artifact not written: %s", _one_line(exc))
     try:
@@ -58,7 +61,11 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         settings = Settings.from_env()
         target = alert_target(flow_run, settings)
         if target is None:
-            logger.warning(
+            # a run by hand (the `followup` command) shows its error to the one who ran it; a
+            # deployment's run fails with nobody watching
+            scheduled = getattr(flow_run, "deployment_id", None) is not None
+            logger.log(
+                logging.WARNING if scheduled else logging.DEBUG,
                 "flow %s failed and nobody was told: set %s or an `im` webhook channel",
                 flow.name,
                 ALERT_WEBHOOK_ENV,
@@ -169,6 +176,4 @@ def _logger(flow: Any, flow_run: Any):
     try:
         return flow_run_logger(flow_run, flow)
     except Exception:  # no run to log to: the module's logger
-        import logging
-
         return logging.getLogger(__name__)

@@ -136,16 +136,30 @@ def test_the_im_webhook_channel_is_the_fallback(
     assert body["text"]["content"].startswith(f"followup: flow ingest failed (as_of {AS_OF})")
 
 
-def test_without_a_webhook_only_a_warning(
+def test_without_a_webhook_a_run_by_hand_says_only_its_error(
     prefect_server, httpserver, no_channels_file, tmp_path, caplog
 ) -> None:
+    # the `followup` command runs its flows by hand: its user sees the error, nobody else waits
     with pytest.raises(IngestError):
         _failing_ingest(tmp_path)
+    assert [w for w in _warnings(caplog) if "nobody was told" in w] == []
+    assert httpserver.log == []
+
+
+def test_without_a_webhook_a_deployments_run_warns_that_nobody_was_told(
+    prefect_server, no_channels_file, caplog
+) -> None:
+    from flows.notify import notify_failure
+
+    run = SimpleNamespace(
+        deployment_id="d-1", parent_task_run_id=None, parameters={}, name="brave-otter", id="r1"
+    )
+    state = SimpleNamespace(data=IngestError("missing required file customers"), message=None)
+    notify_failure(SimpleNamespace(name="daily"), run, state)
     assert any(
-        "flow ingest failed and nobody was told" in w and ALERT_WEBHOOK_ENV in w
+        "flow daily failed and nobody was told" in w and ALERT_WEBHOOK_ENV in w
         for w in _warnings(caplog)
     )
-    assert httpserver.log == []
 
 
 def test_a_failing_subflow_is_told_once_by_its_parent(
