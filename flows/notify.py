@@ -53,7 +53,7 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
                 description="why the run failed and what to do",
             )
     except Exception as exc:
-        logger.warning("failure artifact not written: %s", _one_line(exc))
+        logger.warning("failure artifact not written: %s", cause(exc))
     try:
         if getattr(flow_run, "parent_task_run_id", None) is not None:
             logger.info("failure notification: left to the parent flow run")
@@ -75,7 +75,7 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         post_alert(url, flavor, failure_text(flow, flow_run, state, settings.business_tz))
         logger.info("failure notification sent to %s", _host(url))
     except Exception as exc:  # a notification must never mask the flow's own error
-        logger.warning("failure notification not sent: %s", _one_line(exc))
+        logger.warning("failure notification not sent: %s", cause(exc))
 
 
 def failure_text(flow: Any, flow_run: Any, state: Any, business_tz: str) -> str:
@@ -150,7 +150,7 @@ def post_alert(url: str, flavor: str | None, text: str) -> None:
     if flavor:
         code, message = robot_answer(response, flavor)
         if code != 0:
-            detail = _one_line(message or "no robot answer")[:200]
+            detail = cause(message or "no robot answer")[:200]
             raise AlertNotSent(f"{_host(url)}: {flavor} code {code}: {detail}")
 
 
@@ -164,10 +164,6 @@ def _host(url: str) -> str:
 def _first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[0].strip() if lines else ""
-
-
-def _one_line(exc: object) -> str:
-    return mask(redact(_first_line(str(exc))) or type(exc).__name__) or ""
 
 
 def _logger(flow: Any, flow_run: Any):

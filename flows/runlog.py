@@ -30,8 +30,9 @@ def ours(exc: BaseException) -> bool:
     return type(exc).__module__.startswith(("flows.", "adapters."))
 
 
-def cause(exc: BaseException) -> str:
-    """The error as one line: its first line, masked, with every registered secret taken out."""
+def cause(exc: object) -> str:
+    """An error (or any text) as one line: its first line, masked, with every registered secret
+    taken out."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return " ".join((mask(redact(text)) or "").split())
