@@ -8,7 +8,7 @@ import datetime as dt
 import functools
 from pathlib import Path
 
-from flows.console import one_line_errors, quiet_prefect
+from flows.console import one_line_errors, progress_shown, quiet_prefect
 from flows.rundate import RunDate
 from flows.settings import Settings
 
@@ -26,7 +26,7 @@ def run_ingest(source: Path | None, db: Path, as_of: dt.date | None, sources_fil
     from flows.ingest import ingest_flow
     from flows.ingestion.load import IngestError
 
-    with one_line_errors(IngestError):
+    with one_line_errors(IngestError), progress_shown():
         return ingest_flow(source=source, db=db, as_of=as_of, sources_file=sources_file)
 
 
@@ -44,7 +44,7 @@ def run_daily(
     from flows.daily import daily_flow
     from flows.ingestion.load import IngestError
 
-    with one_line_errors(IngestError, BuildError):
+    with one_line_errors(IngestError, BuildError), progress_shown():
         return daily_flow(
             as_of=as_of,
             source=source,
@@ -64,7 +64,7 @@ def run_past_build(db: Path, as_of: dt.date):
     from flows.building.runner import BuildError, BuildReport, build
 
     started = time.monotonic()
-    with one_line_errors(BuildError):
+    with one_line_errors(BuildError), progress_shown():
         settings = current_settings()
         nodes = build(db, RunDate.of(settings.business_tz, as_of), settings, exclude="tag:analysis")
     return BuildReport(as_of, False, time.monotonic() - started, nodes)
@@ -73,7 +73,7 @@ def run_past_build(db: Path, as_of: dt.date):
 def run_ingest_files(db: Path, as_of: dt.date, files: dict[str, Path]):
     from flows.ingestion.load import IngestError, ingest
 
-    with one_line_errors(IngestError):
+    with one_line_errors(IngestError), progress_shown():
         settings = current_settings()
         run = RunDate.of(settings.business_tz, as_of)
         return ingest(db, None, settings=settings, run=run, files=files, entities=tuple(files))
@@ -93,7 +93,7 @@ def run_feedback(
     from flows.feedback import PullError, feedback_flow, pull_channel
     from flows.ingestion.load import IngestError
 
-    with one_line_errors(IngestError, BuildError, PullError):
+    with one_line_errors(IngestError, BuildError, PullError), progress_shown():
         if pull_from is not None:  # a channel that cannot be pulled stops before the flow
             pull_channel(pull_from, channels, current_settings())
         return feedback_flow(
@@ -112,7 +112,7 @@ def run_tasks(source: Path, db: Path, at: dt.datetime | None, refresh_models: bo
     from flows.ingestion.load import IngestError
     from flows.tasks import tasks_flow
 
-    with one_line_errors(IngestError, BuildError):
+    with one_line_errors(IngestError, BuildError), progress_shown():
         return tasks_flow(source=source, db=db, at=at, refresh_models=refresh_models)
 
 
@@ -124,7 +124,7 @@ def run_backtest(start, end, db, source, playbooks, playbook_dir):
     from flows.ingestion.load import IngestError
     from flows.planning.declarations import PlaybookError
 
-    with one_line_errors(BacktestError, BuildError, IngestError, PlaybookError):
+    with one_line_errors(BacktestError, BuildError, IngestError, PlaybookError), progress_shown():
         return backtest_flow(
             start=start,
             end=end,
@@ -142,7 +142,7 @@ def run_intraday(at, db, source, sources_file, dry_run, channels, interval):
     from flows.intraday import IntradayError, intraday_flow
     from flows.planning.declarations import PlaybookError
 
-    with one_line_errors(IntradayError, BuildError, IngestError, PlaybookError):
+    with one_line_errors(IntradayError, BuildError, IngestError, PlaybookError), progress_shown():
         return intraday_flow(
             at=at,
             db=db,

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from flows.progress import Step, watched_by
 from flows.secrets import redact
 
 # rich falls back to 80 columns when the output is not a terminal
@@ -71,6 +72,39 @@ def one_line_errors(*ours: type[Exception]):
         fail(str(exc))
     except (HttpSourceError, ValueError, FileNotFoundError) as exc:
         fail(str(exc).splitlines()[0])
+
+
+@contextmanager
+def progress_shown(screen: Console | None = None):
+    """While the block runs, how far the ingest and the dbt build have come, one line each
+    ("building ━━━━━ 12/48 customer_rfm"), gone when the block ends. On stderr and only at a
+    terminal: a pipe, a log, CI and a Prefect worker see nothing. Under a display already live on
+    stdout (the demo's stages) it nests there, so the two never fight over the terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if screen is None:
+        nested = bool(getattr(console, "_live_stack", None))
+        screen = console if nested else err if sys.stderr.isatty() else None
+    if screen is None or not screen.is_terminal:
+        yield
+        return
+    shown = Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(bar_width=30),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[item]}", markup=False),
+        console=screen,
+        transient=True,
+    )
+    lines: dict[str, object] = {}
+
+    def show(step: Step) -> None:
+        if step.doing not in lines:
+            lines[step.doing] = shown.add_task(step.doing, total=None, item="")
+        shown.update(lines[step.doing], completed=step.done, total=step.total, item=step.item)
+
+    with shown, watched_by(show):
+        yield
 
 
 def print_build(build) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from flows.planning.calendar import Calendar
 from flows.planning.declarations import PLAYBOOK_DIR, load_playbooks
 from flows.planning.plan import catch_up_from
 from flows.planning.tables import write_planning_tables
+from flows.progress import Step, Watcher, current_watcher
 from flows.rundate import RunDate
 from flows.settings import PROJECT_ROOT, Settings
 
@@ -90,8 +92,10 @@ def run_dbt(
     the models), dbt runs as it is, without a Prefect API. `extra_vars`: more project vars (an
     intraday run's `as_of_time`)."""
     full_args = _dbt_args(args, db_path, run, settings, extra_vars or {})
+    watcher = current_watcher()
+    callbacks = [] if watcher is None else [DbtProgress(watcher)]
     try:
-        result = _runner(node_tasks).invoke(full_args)
+        result = _runner(node_tasks, callbacks).invoke(full_args)
     except ValueError as exc:  # dbt could not run at all (bad project, profile, SQL)
         raise BuildError(f"dbt {args[0]}: {str(exc).splitlines()[-1]}") from exc
     finally:
@@ -188,15 +192,60 @@ def compile_models(
     return ordered
 
 
-def _runner(node_tasks: bool = True):
+class DbtProgress:
+    """dbt's events as the build's progress: "building", nodes done of the nodes dbt runs, the
+    node last started. dbt calls it from its threads, on every event: it looks at three."""
+
+    def __init__(self, watcher: Watcher):
+        self.watcher = watcher
+        self.done = 0
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        name = event.info.name
+        if name not in ("ConcurrencyLine", "NodeStart", "NodeFinished"):
+            return
+        with self._lock:
+            if name == "ConcurrencyLine":  # before the first node: how many dbt will run
+                self.total, node = event.data.node_count, ""
+            else:
+                node = event.data.node_info.node_name
+            if name == "NodeFinished":
+                self.done += 1
+            # in the lock, so the watcher sees the counts in order
+            with contextlib.suppress(Exception):  # dbt would fail the node for an error here
+                self.watcher(Step("building", self.done, self.total, node))
+
+
+def _runner(node_tasks: bool = True, callbacks: list | None = None):
     if not node_tasks or (FlowRunContext.get() is None and TaskRunContext.get() is None):
-        return _PlainDbt(dbtRunner())
-    return PrefectDbtRunner(
-        settings=PrefectDbtSettings(
-            project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=Path("target")
-        ),
-        raise_on_failure=False,
+        return _PlainDbt(dbtRunner(callbacks=callbacks or []))
+    prefect_settings = PrefectDbtSettings(
+        project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target_path=Path("target")
     )
+    if callbacks:
+        return _PrefectDbtWatched(callbacks, settings=prefect_settings, raise_on_failure=False)
+    return PrefectDbtRunner(settings=prefect_settings, raise_on_failure=False)
+
+
+class _PrefectDbtWatched(PrefectDbtRunner):
+    """prefect-dbt's runner, whose one dbt callback (a Prefect task per node) is followed by
+    ours. Used only when someone watches: a flow run on a worker gets prefect-dbt as it is."""
+
+    def __init__(self, also: list, **kwargs):
+        super().__init__(**kwargs)
+        self.also = also
+
+    def _create_unified_callback(self, *args, **kwargs):
+        theirs = super()._create_unified_callback(*args, **kwargs)
+
+        def both(event) -> None:
+            theirs(event)
+            for callback in self.also:
+                callback(event)
+
+        return both
 
 
 @dataclass

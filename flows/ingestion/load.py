@@ -34,6 +34,7 @@ from flows.ingestion.readers import (
 )
 from flows.ingestion.rules import ImportRules, RulesError
 from flows.ingestion.validate import CheckParams, CheckResult, check
+from flows.progress import tell
 from flows.rundate import RunDate
 from flows.settings import PROJECT_ROOT, Settings
 
@@ -193,7 +194,8 @@ def ingest(
     with load_connection(db_path, settings) as (con, work_dir):
         ensure_schema(con)
         with transaction(con):
-            for name, path in found.items():
+            for done, (name, path) in enumerate(found.items()):
+                tell("loading", done, len(found), path.name)
                 entity = rules.apply(load_entity(name))
                 try:
                     # the rules name the encodings of the folder's files, not of fetched ones
@@ -227,6 +229,7 @@ def ingest(
                         load.blank_rows,
                     ],
                 )
+            tell("loading", len(found), len(found))
             if on_commit is not None:
                 on_commit(con)
         table_rows = {
