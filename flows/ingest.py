@@ -83,25 +83,32 @@ def load_sources(
     except IngestError as exc:
         if exc.checks:  # the validation report is most useful when the load failed
             try:
-                index = _data_docs(exc.checks, settings, failed=True)
+                index = _data_docs(exc.checks, settings, stopped=str(exc))
                 get_run_logger().warning("Data Docs of the failed load: %s", index)
             except Exception as docs_error:  # never let the report hide the load's own error
                 get_run_logger().warning("Data Docs not written: %s", docs_error)
         raise
 
 
-def _data_docs(checks, settings: Settings, failed: bool = False) -> Path | None:
+def _data_docs(checks, settings: Settings, loads=(), stopped: str | None = None) -> Path | None:
     from flows.ingestion.data_docs import write_data_docs
 
     run_time = dt.datetime.now(dt.UTC)
-    name = run_time.strftime("%Y%m%dT%H%M%SZ") + ("-failed" if failed else "")
-    return write_data_docs(checks, settings.data_docs_dir, run_name=name, run_time=run_time)
+    name = run_time.strftime("%Y%m%dT%H%M%SZ") + ("-failed" if stopped else "")
+    return write_data_docs(
+        checks,
+        settings.data_docs_dir,
+        run_name=name,
+        run_time=run_time,
+        loads=loads,
+        stopped=stopped,
+    )
 
 
 @task(name="write-data-docs", cache_policy=NO_CACHE)
 def write_data_docs_task(report: IngestReport, settings: Settings) -> str:
     """Great Expectations Data Docs of this load's validations."""
-    index = _data_docs(report.checks, settings)
+    index = _data_docs(report.checks, settings, loads=report.loads)
     get_run_logger().info("Data Docs: %s", index)
     return str(index)
 

@@ -8,22 +8,23 @@ into the usual pages, laid out as a GX site does (`validations/<suite>/<run name
 `site_dir`. Each page's validation result is kept next to it as JSON, and the index is rebuilt from
 those files, so earlier runs stay listed.
 
-GX's index page fills its table with JavaScript from a CDN; ours is a plain table (rendered with the
-same GX view) so the site also reads offline, where a small fallback style sheet (GX's
-`data_docs_custom_styles.css` hook) stands in for Bootstrap and Font Awesome.
+Each page and the index say how the load went (`data_docs_site`): "Passed with warnings" and how
+many rows were quarantined when rules found bad rows (GX alone would say "Failed"), "Failed" when
+the load stopped. The site reads offline: no page fetches anything when opened.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import re
-import shutil
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+
+from flows.ingestion import data_docs_site as site
+from flows.ingestion.data_docs_site import FAILED, SUCCEEDED, WARNED
 
 if TYPE_CHECKING:
     from great_expectations.core.expectation_validation_result import (
@@ -31,32 +32,42 @@ if TYPE_CHECKING:
     )
 
     from flows.ingestion.entities import Expectation
+    from flows.ingestion.load import EntityLoad
     from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
 
-log = logging.getLogger(__name__)
-
-RESULT_SUFFIX = ".json"  # the GX validation result beside each page
 _NOT_NULL = "expect_column_values_to_not_be_null"
 _EXISTS = "expect_column_to_exist"
 _SEVERITY = {"fatal": "critical", "error": "critical", "warning": "warning"}  # GX FailureSeverity
 
-# Stands in for Bootstrap and Font Awesome (GX's templates load them from CDNs) when a page is read
-# offline. Every rule is inside :where(), which has no specificity, so the CDN sheets win if loaded.
-_OFFLINE_CSS = """\
-:where(body) { font-family: system-ui, sans-serif; margin: 0 1rem; }
-:where(table) { border-collapse: collapse; margin: .5rem 0; }
-:where(td, th) { border: 1px solid #dee2e6; padding: .25rem .5rem; text-align: left; }
-:where(.alert-secondary) { background: #e2e3e5; padding: .5rem .75rem; margin: 1rem 0 .5rem; }
-:where(.text-success) { color: #198754; }
-:where(.text-danger) { color: #dc3545; }
-:where(.fa-check-circle)::before { content: "\\2714"; }
-:where(.fa-times)::before { content: "\\2718"; }
-:where(.fa-exclamation-triangle)::before { content: "\\26A0"; }
-"""
+
+def load_status(
+    check: CheckResult, load: EntityLoad | None = None, stopped: str | None = None
+) -> dict[str, Any]:
+    """How the load of `check`'s file went, in our terms (GX's `success` is false on any bad row).
+
+    `stopped` is the error that stopped the run (nothing was loaded); `load` gives the counts of
+    rows quarantined (`errors`: broken `error` rules, malformed lines) and loaded with a field
+    cleared (`warnings`).
+    """
+    if stopped:
+        return {"status": FAILED, "stopped": stopped}
+    found_bad = any(o.unexpected_count for o in check.outcomes) or bool(check.source.malformed)
+    if load is not None:
+        found_bad = found_bad or bool(load.errors or load.warnings)
+    if not found_bad:
+        return {"status": SUCCEEDED}
+    counts = (
+        {} if load is None else {"quarantined_rows": load.errors, "cleared_rows": load.warnings}
+    )
+    return {"status": WARNED, **counts}
 
 
 def validation_result(
-    check: CheckResult, *, run_name: str, run_time: dt.datetime
+    check: CheckResult,
+    *,
+    run_name: str,
+    run_time: dt.datetime,
+    load: dict[str, Any] | None = None,
 ) -> ExpectationSuiteValidationResult:
     """The GX validation result our SQL engine's counts amount to.
 
@@ -64,6 +75,8 @@ def validation_result(
     are successes: a missing required column stops the load before any check. Suite parameters
     with a value (`future_cutoff`, `as_of_date`) are resolved into the kwargs; a foreign key keeps
     GX's `{"$PARAMETER": ...}` form and gets a description, since its value set is a table.
+    `load` (a `load_status`) is kept in `meta.followup.load`; GX's own `success` stays as GX
+    computes it.
     """
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import (
@@ -124,6 +137,7 @@ def validation_result(
                 "run_name": run_name,
                 "as_of_date": check.params.as_of_date.isoformat(),
                 "business_tz": check.params.business_tz,
+                "load": load or load_status(check),
             },
         },
         batch_id=f"followup-{entity}",
@@ -131,12 +145,19 @@ def validation_result(
 
 
 def write_data_docs(
-    checks: list[CheckResult], site_dir: Path, *, run_name: str, run_time: dt.datetime
+    checks: list[CheckResult],
+    site_dir: Path,
+    *,
+    run_name: str,
+    run_time: dt.datetime,
+    loads: Iterable[EntityLoad] = (),
+    stopped: str | None = None,
 ) -> Path:
     """Render one GX page per entity validation into `site_dir` and rebuild its `index.html`.
 
-    Pages of earlier runs are kept; the index lists every run found under `site_dir`, newest first.
-    Returns the index path.
+    `loads` are the run's loads (their quarantined rows are counted on the pages); `stopped` is
+    the error that stopped the run, when it did. Pages of earlier runs are kept; the index lists
+    every run found under `site_dir`, newest first. Returns the index path.
     """
     from great_expectations.render.renderer import (
         ExpectationSuitePageRenderer,
@@ -144,27 +165,38 @@ def write_data_docs(
     )
 
     site_dir = Path(site_dir)
-    view = _view(site_dir)
+    view = site.view(site_dir)
+    by_entity = {load.entity: load for load in loads}
     run_time = _utc(run_time)
     run_folder = Path(_safe(run_name), run_time.strftime("%Y%m%dT%H%M%S.%fZ"))
     for check in checks:
         suite = _safe(check.entity.name)
-        result = validation_result(check, run_name=run_name, run_time=run_time)
+        load = load_status(check, by_entity.get(check.entity.name), stopped)
+        result = validation_result(check, run_name=run_name, run_time=run_time, load=load)
         page = (
             site_dir / "validations" / suite / run_folder / f"{_safe(check.source.path.name)}.html"
         )
         document = ValidationResultsPageRenderer().render(result)
+        _say_load_status(document.sections[0].content_blocks[0], load)
         document.sections[0].content_blocks.insert(2, _severity_table(result))  # after Statistics
-        _write_page(view, document, page, site_dir)
-        page.with_suffix(RESULT_SUFFIX).write_text(
+        site.write_page(view, document, page, site_dir)
+        page.with_suffix(site.RESULT_SUFFIX).write_text(
             json.dumps(result.to_json_dict(), ensure_ascii=False, indent=1), encoding="utf-8"
         )
         # The validation page links its suite; render the suite as it was declared for this run.
         suite_document = ExpectationSuitePageRenderer().render(_suite(check))
-        _write_page(view, suite_document, site_dir / "expectations" / f"{suite}.html", site_dir)
+        site.write_page(view, suite_document, site_dir / "expectations" / f"{suite}.html", site_dir)
     index = site_dir / "index.html"
-    _write_page(view, _index_document(site_dir), index, site_dir)
+    site.write_page(view, site.index_document(site_dir), index, site_dir)
     return index
+
+
+def _say_load_status(header: Any, load: dict[str, Any]) -> None:
+    """GX's overview header says "Status: Failed" on any bad row; it says the load's status."""
+    icon, colour, words = site.status_words(load)
+    params = header.subheader.string_template["params"]
+    params["success"] = words
+    params["html_success_icon"] = f'<i class="fas {icon} {colour}" aria-hidden="true"></i>'
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -311,157 +343,4 @@ def _severity_table(result: ExpectationSuiteValidationResult) -> Any:
             "classes": ["col-6", "table-responsive", "mt-1", "p-1"],
             "body": {"classes": ["table", "table-sm"]},
         },
-    )
-
-
-def _view(site_dir: Path) -> Any:
-    """GX's page view, with the static assets its pages refer to and our offline style sheet."""
-    import great_expectations
-    from great_expectations.render.view import DefaultJinjaPageView
-
-    static = site_dir / "static"
-    favicon = static / "images" / "favicon.ico"
-    if not favicon.is_file():
-        favicon.parent.mkdir(parents=True, exist_ok=True)
-        source = Path(great_expectations.__file__).parent / "render/view/static/images/favicon.ico"
-        shutil.copyfile(source, favicon)
-    styles = static / "styles"
-    styles.mkdir(parents=True, exist_ok=True)
-    (styles / "data_docs_custom_styles.css").write_text(_OFFLINE_CSS, encoding="utf-8")
-    return DefaultJinjaPageView(custom_styles_directory=str(styles))
-
-
-def _write_page(view: Any, document: Any, page: Path, site_dir: Path) -> None:
-    html = view.render(document, show_how_to_buttons=False)
-    # GX's favicon link climbs one level short of the site root from a validation page.
-    root = "../" * (len(page.relative_to(site_dir).parts) - 1)
-    html = re.sub(
-        r'href="(?:\.\./|\./)*static/images/favicon\.ico"',
-        f'href="{root}static/images/favicon.ico"',
-        html,
-    )
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(html, encoding="utf-8")
-
-
-def _runs(site_dir: Path) -> list[tuple[str, str, list[tuple[Path, dict]]]]:
-    """(run name, run time, [(page, result)]) for every run under `site_dir`, newest first."""
-    runs: dict[tuple[dt.datetime, str], list[tuple[Path, dict]]] = {}
-    for path in sorted((site_dir / "validations").glob(f"*/*/*/*{RESULT_SUFFIX}")):
-        page = path.with_suffix(".html")
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-            run_id = result["meta"]["run_id"]
-            key = (_utc(dt.datetime.fromisoformat(run_id["run_time"])), run_id["run_name"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("Data Docs: skipping unreadable %s (%s)", path, exc)
-            continue
-        if page.is_file():
-            runs.setdefault(key, []).append((page, result))
-    return [
-        (name, time.strftime("%Y-%m-%d %H:%M:%S UTC"), pages)
-        for (time, name), pages in sorted(runs.items(), reverse=True)
-    ]
-
-
-def _link(text: str, href: str) -> Any:
-    from great_expectations.render import RenderedStringTemplateContent
-
-    return RenderedStringTemplateContent(
-        content_block_type="string_template",
-        string_template={
-            "template": "$text",
-            "params": {"text": text},
-            "styling": {"params": {"text": {"tag": "a", "attributes": {"href": href}}}},
-        },
-    )
-
-
-def _status(success: bool) -> Any:
-    from great_expectations.render import RenderedStringTemplateContent
-
-    icon, colour, word = (
-        ("fa-check-circle", "text-success", "Succeeded")
-        if success
-        else ("fa-times", "text-danger", "Failed")
-    )
-    return RenderedStringTemplateContent(
-        content_block_type="string_template",
-        string_template={
-            "template": "$icon $word",
-            "params": {"icon": "", "word": word},
-            "styling": {"params": {"icon": {"tag": "i", "classes": ["fas", icon, colour]}}},
-        },
-    )
-
-
-def _index_document(site_dir: Path) -> Any:
-    from great_expectations.render import (
-        RenderedDocumentContent,
-        RenderedHeaderContent,
-        RenderedSectionContent,
-        RenderedStringTemplateContent,
-        RenderedTableContent,
-    )
-    from great_expectations.render.util import num_to_str
-
-    sections = []
-    for run_name, run_time, pages in _runs(site_dir):
-        rows = []
-        for page, result in sorted(pages, key=lambda p: p[1].get("suite_name", "")):
-            stats = result.get("statistics", {})
-            percent = stats.get("success_percent")
-            rows.append(
-                [
-                    _link(
-                        result.get("suite_name", page.parent.parent.parent.name),
-                        quote(page.relative_to(site_dir).as_posix()),
-                    ),
-                    result.get("meta", {}).get("followup", {}).get("source", ""),
-                    _status(bool(result.get("success"))),
-                    stats.get("evaluated_expectations"),
-                    stats.get("successful_expectations"),
-                    stats.get("unsuccessful_expectations"),
-                    "" if percent is None else f"{num_to_str(percent, precision=4)}%",
-                ]
-            )
-        header = RenderedHeaderContent(
-            header=RenderedStringTemplateContent(
-                content_block_type="string_template",
-                string_template={
-                    "template": "Run $run_name ($run_time)",
-                    "params": {"run_name": run_name, "run_time": run_time},
-                    "tag": "h5",
-                    "styling": {"classes": ["m-0"]},
-                },
-            ),
-            styling={
-                "classes": ["col-12", "p-0"],
-                "header": {"classes": ["alert", "alert-secondary"]},
-            },
-        )
-        table = RenderedTableContent(
-            table=rows,
-            header_row=[
-                "Suite",
-                "Source file",
-                "Status",
-                "Evaluated",
-                "Successful",
-                "Unsuccessful",
-                "Success %",
-            ],
-            styling={
-                "classes": ["col-12", "table-responsive"],
-                "body": {"classes": ["table", "table-sm"]},
-            },
-        )
-        sections.append(
-            RenderedSectionContent(section_name=run_name, content_blocks=[header, table])
-        )
-    return RenderedDocumentContent(
-        renderer_type="SiteIndexPageRenderer",
-        page_title="Data Docs",
-        sections=sections,
-        utm_medium="index-page",
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import html
+import json
 import re
 import subprocess
 import sys
@@ -19,8 +20,10 @@ import pytest
 
 from flows.ingestion.data_docs import validation_result, write_data_docs
 from flows.ingestion.entities import Entity, Expectation, load_entity
+from flows.ingestion.load import EntityLoad
 from flows.ingestion.readers import SourceTable
 from flows.ingestion.validate import CheckParams, CheckResult, ExpectationOutcome
+from tests.chromium import offline_dom, offline_screenshot, visible_text
 from tests.conftest import AS_OF
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,7 +194,11 @@ def test_pages_show_failures_and_the_index_lists_every_run(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # anything GX wrote to the working directory would show up here
     site = tmp_path / "site"
     first = write_data_docs(
-        [_check(ORDERS_COUNTS)], site, run_name="20261123T093000Z", run_time=RUN_TIME
+        [_check(ORDERS_COUNTS)],
+        site,
+        run_name="20261123T093000Z",
+        run_time=RUN_TIME,
+        loads=[QUARANTINED],
     )
     later = RUN_TIME + dt.timedelta(days=1)
     index = write_data_docs(
@@ -207,7 +214,12 @@ def test_pages_show_failures_and_the_index_lists_every_run(tmp_path, monkeypatch
     ]
     page = pages[0]
     text = _text(page)
-    assert "Status: Failed" in text
+    # bad rows were quarantined by design: the load passed, and says how many rows went where
+    assert (
+        "Status: Passed with warnings (4 rows quarantined, 1 loaded with a field cleared; "
+        "each row's reasons are in the quarantine table)" in text
+    )
+    assert "Failed" not in text.replace("Failed Only", "")  # GX's filter button says it
     assert "3 unexpected values found" in text
     assert "-7.5" in text and "C404" in text and "昨天" in text
     assert "customer_id values must be a customer_id found in customers" in text
@@ -221,12 +233,78 @@ def test_pages_show_failures_and_the_index_lists_every_run(tmp_path, monkeypatch
     index_text = _text(index)
     newer, older = index_text.index("20261124T093000Z-failed"), index_text.index("20261123T093000Z")
     assert newer < older  # newest first
+    assert "Succeeded" in index_text and "Passed with warnings (4 rows quarantined" in index_text
     assert "/incoming/订单.csv" in index_text and "/incoming/orders.csv" in index_text
     for html_page in (index, *pages, site / "expectations" / "orders.html"):
         for link in _local_links(html_page):
             target = html_page.parent / unquote(link)
             assert target.resolve().is_file(), f"{html_page.name}: broken link {link}"
     assert (site / "static" / "images" / "favicon.ico").is_file()
+
+
+QUARANTINED = EntityLoad(
+    "orders", "/incoming/orders.csv", "utf-8", rows_read=10, inserted=6, errors=4, warnings=1
+)
+STOPPED = "订单.csv: 40 of 200 rows rejected (20.0%, limit 5% and 10 rows); commonest: x (40)"
+
+
+@pytest.mark.slow
+def test_a_load_that_stopped_is_failed_and_one_that_quarantined_is_not(tmp_path):
+    site = tmp_path / "site"
+    write_data_docs(
+        [_check(ORDERS_COUNTS)], site, run_name="ok", run_time=RUN_TIME, loads=[QUARANTINED]
+    )
+    # the same bad rows, in a file the bad-rows limits refused: nothing was loaded
+    index = write_data_docs(
+        [_check(ORDERS_COUNTS, path="订单.csv")],
+        site,
+        run_name="stopped-failed",
+        run_time=RUN_TIME + dt.timedelta(hours=1),
+        stopped=STOPPED,
+    )
+    refused = next((site / "validations" / "orders" / "stopped-failed").glob("*/*.html"))
+    said = f"Failed (the load stopped, nothing was loaded: {STOPPED})"
+    assert f"Status: {said}" in _text(refused)
+    assert said in _text(index)
+    result = json.loads(refused.with_suffix(".json").read_text(encoding="utf-8"))
+    assert result["success"] is False  # GX's own verdict is kept as GX computes it
+    assert result["meta"]["followup"]["load"] == {"status": "failed", "stopped": STOPPED}
+    passed = next((site / "validations" / "orders" / "ok").glob("*/*.json"))
+    passed_result = json.loads(passed.read_text(encoding="utf-8"))
+    assert passed_result["success"] is False
+    assert passed_result["meta"]["followup"]["load"] == {
+        "status": "passed_with_warnings",
+        "quarantined_rows": 4,
+        "cleared_rows": 1,
+    }
+
+
+@pytest.mark.slow
+def test_the_pages_read_in_chromium_with_no_network_and_ask_for_nothing(tmp_path):
+    site = tmp_path / "site"
+    index = write_data_docs(
+        [_check(ORDERS_COUNTS)], site, run_name="offline", run_time=RUN_TIME, loads=[QUARANTINED]
+    )
+    page = next((site / "validations" / "orders").glob("*/*/*.html"))
+    for html_page in (index, page, site / "expectations" / "orders.html"):
+        assert not re.search(r'<(script|link|img)[^>]*\s(src|href)="https?:', _raw(html_page))
+
+    dom, asked = offline_dom(page.as_uri(), tmp_path / "page")
+    assert asked == []  # GX's templates alone fetch Bootstrap, jQuery, Vega and a logo
+    shown = visible_text(dom)
+    assert "Status: Passed with warnings (4 rows quarantined" in shown
+    assert "Unsuccessful Expectations 3" in shown and "C404" in shown
+    dom, asked = offline_dom(index.as_uri(), tmp_path / "index")
+    assert asked == []
+    assert "orders /incoming/orders.csv Passed with warnings (4 rows quarantined" in (
+        visible_text(dom)
+    )
+    png = offline_screenshot(page.as_uri(), tmp_path / "page.png", tmp_path)
+    assert len(png.read_bytes()) > 20_000  # a blank page is a few KB
+
+
+def _raw(page: Path) -> str:
+    return page.read_text(encoding="utf-8")
 
 
 # --- Cross-check: the same data through Great Expectations' own pandas engine ---------------------
