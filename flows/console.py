@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from flows.progress import Step, watched_by
+from flows.progress import prefect_console_handlers, shown_on
 from flows.secrets import redact
 
 # rich falls back to 80 columns when the output is not a terminal
@@ -49,14 +49,11 @@ def quiet_prefect() -> None:
     import logging
 
     from prefect.logging.configuration import setup_logging
-    from prefect.logging.handlers import PrefectConsoleHandler
 
     setup_logging()
-    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.CRITICAL if os.environ.get("CI") else logging.WARNING)
-                handler.addFilter(lambda record: record.levelno < logging.ERROR)
+    for handler in prefect_console_handlers():
+        handler.setLevel(logging.CRITICAL if os.environ.get("CI") else logging.WARNING)
+        handler.addFilter(lambda record: record.levelno < logging.ERROR)
 
 
 @contextmanager
@@ -74,37 +71,15 @@ def one_line_errors(*ours: type[Exception]):
         fail(str(exc).splitlines()[0])
 
 
-@contextmanager
 def progress_shown(screen: Console | None = None):
     """While the block runs, how far the ingest and the dbt build have come, one line each
     ("building ━━━━━ 12/48 customer_rfm"), gone when the block ends. On stderr and only at a
     terminal: a pipe, a log, CI and a Prefect worker see nothing. Under a display already live on
     stdout (the demo's stages) it nests there, so the two never fight over the terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     if screen is None:
         nested = bool(getattr(console, "_live_stack", None))
         screen = console if nested else err if sys.stderr.isatty() else None
-    if screen is None or not screen.is_terminal:
-        yield
-        return
-    shown = Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(bar_width=30),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[item]}", markup=False),
-        console=screen,
-        transient=True,
-    )
-    lines: dict[str, object] = {}
-
-    def show(step: Step) -> None:
-        if step.doing not in lines:
-            lines[step.doing] = shown.add_task(step.doing, total=None, item="")
-        shown.update(lines[step.doing], completed=step.done, total=step.total, item=step.item)
-
-    with shown, watched_by(show):
-        yield
+    return shown_on(screen)
 
 
 def print_build(build) -> None:

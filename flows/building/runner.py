@@ -194,7 +194,8 @@ def compile_models(
 
 class DbtProgress:
     """dbt's events as the build's progress: "building", nodes done of the nodes dbt runs, the
-    node last started. dbt calls it from its threads, on every event: it looks at three."""
+    node last started. dbt calls it from its threads, on every event: it looks at three. An
+    ephemeral model starts and finishes too, but dbt neither counts it nor returns its result."""
 
     def __init__(self, watcher: Watcher):
         self.watcher = watcher
@@ -209,6 +210,8 @@ class DbtProgress:
         with self._lock:
             if name == "ConcurrencyLine":  # before the first node: how many dbt will run
                 self.total, node = event.data.node_count, ""
+            elif event.data.node_info.materialized == "ephemeral":
+                return
             else:
                 node = event.data.node_info.node_name
             if name == "NodeFinished":
