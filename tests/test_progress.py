@@ -6,6 +6,7 @@ a terminal."""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import duckdb
@@ -17,7 +18,7 @@ from flows.building.runner import build_args, run_dbt
 from flows.console import progress_shown
 from flows.demo.company import generate_company
 from flows.ingestion.load import ensure_schema, ingest
-from flows.progress import Step, watched_by
+from flows.progress import Step, tell, watched_by
 from flows.rundate import RunDate
 from flows.settings import Settings
 from tests.conftest import AS_OF
@@ -111,8 +112,31 @@ def test_at_a_terminal_the_build_is_shown_and_then_cleared(settings: Settings) -
     shown = out.getvalue()
     assert "building" in shown
     assert f"{len(nodes)}/{len(nodes)}" in shown
-    # transient: the display erases its lines as it ends (cursor up, erase line)
-    assert shown.rstrip("\n").endswith("\x1b[2K") or "\x1b[1A\x1b[2K" in shown[-40:]
+    # transient: as it ends, the display goes up over its line and erases it
+    assert shown.endswith("\x1b[1A\x1b[2K")
+
+
+def test_a_prefect_log_line_during_the_display_prints_above_it() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    stderr = io.StringIO()  # the stderr Prefect's handler found when logging was set up
+    handler = PrefectConsoleHandler(stream=stderr)
+    logger = logging.getLogger("followup.tests.progress")
+    logger.addHandler(handler)
+    out = io.StringIO()
+    try:
+        with progress_shown(Console(file=out, force_terminal=True, stderr=True, width=60)):
+            tell("loading", 1, 3, "orders.csv")
+            logger.warning("chinese-calendar has no holidays for 2027: Monday to Friday are taken")
+        logger.warning("after the display")
+    finally:
+        logger.removeHandler(handler)
+    assert "after the display" in stderr.getvalue()  # the handler has its stderr back
+    assert "holidays" not in stderr.getvalue()
+    # through the display's console, above its line, one line as Prefect printed it (unwrapped)
+    assert (
+        "chinese-calendar has no holidays for 2027: Monday to Friday are taken\n" in out.getvalue()
+    )
 
 
 def test_not_at_a_terminal_nothing_is_printed(
