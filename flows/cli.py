@@ -274,6 +274,26 @@ def report(
 
 
 @app.command()
+def notebooks(
+    out: Annotated[Path, typer.Option(help="Folder for the pages")] = Path("var/notebooks"),
+    db: Annotated[Path | None, typer.Option(help="DuckDB database file")] = None,
+) -> None:
+    """Run the marimo notebooks and write them as pages that need no internet (phones and emails
+    masked); read them through a web server, e.g. `python -m http.server -d var/notebooks`."""
+    from flows.reporting.notebook_export import NotebookExportError, export_notebooks
+
+    settings = current_settings()
+    db = db or settings.db_path
+    if not db.exists():
+        fail(f"{db} does not exist: run `followup demo` or `followup run` first")
+    try:
+        pages = export_notebooks(db.absolute(), out, settings.db_lock_timeout)
+    except NotebookExportError as exc:
+        fail(str(exc))
+    console.print("\n".join(f"notebook page: {page}" for page in pages))
+
+
+@app.command()
 def backtest(
     from_: Annotated[str, typer.Option("--from", help="First day to replay, YYYY-MM-DD")],
     to: Annotated[str, typer.Option("--to", help="Last day to replay (before today)")],

@@ -3,9 +3,15 @@ Docs, the exported notebooks): what a page shows, and every address it asked for
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import html
+import http.server
 import re
 import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,14 +53,22 @@ def _run(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     )
 
 
-def offline_dom(url: str, work: Path) -> tuple[str, list[str]]:
-    """The page's DOM once its scripts ran offline, and the remote addresses it asked for."""
+@dataclass(frozen=True)
+class Visit:
+    dom: str  # once the page's scripts ran (not inside shadow roots)
+    remote: list[str]  # the page's requests beyond this machine: none get through
+    local: list[str]  # and those to 127.0.0.1
+
+
+def offline_dom(url: str, work: Path) -> Visit:
+    """What a page became in Chromium with no network, and the addresses it asked for."""
     net_log = work / "net-log.json"
     done = _run([f"--log-net-log={net_log}", "--dump-dom", url], work / "profile")
     assert done.returncode == 0, done.stderr[-2000:]
-    asked = re.findall(r'"url":"(https?://[^"]+)"', net_log.read_text(encoding="utf-8"))
-    remote = sorted({u for u in asked if not _CHROMIUMS_OWN.match(u) and not _LOCAL.match(u)})
-    return done.stdout, remote
+    asked = set(re.findall(r'"url":"(https?://[^"]+)"', net_log.read_text(encoding="utf-8")))
+    local = sorted(u for u in asked if _LOCAL.match(u))
+    remote = sorted(u for u in asked - set(local) if not _CHROMIUMS_OWN.match(u))
+    return Visit(done.stdout, remote, local)
 
 
 def visible_text(dom: str) -> str:
@@ -63,7 +77,21 @@ def visible_text(dom: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
 
 
-def offline_screenshot(url: str, png: Path, work: Path, size: str = "1280,900") -> Path:
-    done = _run([f"--window-size={size}", f"--screenshot={png}", url], work / "profile-shot")
-    assert done.returncode == 0, done.stderr[-2000:]
-    return png
+@contextlib.contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """`folder` over HTTP on 127.0.0.1 (a free port) while the block runs: its address."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:
+        pass

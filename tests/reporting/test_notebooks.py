@@ -8,18 +8,22 @@ Two ways, because each proves something the other does not:
   exits non-zero when a cell failed, and the page holds the outputs, so we can see that the
   tables and the chart were actually produced (a script run shows no output at all).
 
-Both work offline (the export's page loads marimo's frontend from a CDN when viewed, which the
-test never does); the update check is switched off."""
+Both work offline; the update check is switched off. The pages are exported as `followup notebooks`
+writes them (`flows/reporting/notebook_export.py`): marimo's frontend beside them, not from its CDN,
+and one is read in headless Chromium with the network cut off."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from flows.reporting.notebook_export import export_notebooks
+from tests.chromium import offline_dom, served, visible_text
 from tests.reporting.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
 
 pytestmark = pytest.mark.slow  # subprocesses, a few seconds each
@@ -87,15 +91,17 @@ def test_notebook_runs_as_a_script(name: str, db: Path, tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 
+@pytest.fixture(scope="module")
+def pages(db: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every notebook exported as `followup notebooks` does it (without the code, so that what
+    is found in a page is output, not source); an export that fails raises."""
+    out = tmp_path_factory.mktemp("pages")
+    return {page.stem: page for page in export_notebooks(db, out, lock_timeout=60)}
+
+
 @pytest.mark.parametrize("name", sorted(SHOWS))
-def test_notebook_cells_produce_their_outputs(name: str, db: Path, tmp_path: Path) -> None:
-    out = tmp_path / f"{name}.html"
-    notebook = str(NOTEBOOKS / f"{name}.py")
-    # without the code, so that what is found below is output, not source
-    export = [str(MARIMO), "export", "html", "--no-include-code", notebook, "-o", str(out)]
-    done = _run(export, db, tmp_path)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    page = out.read_text(encoding="utf-8")
+def test_notebook_cells_produce_their_outputs(name: str, db: Path, pages: dict[str, Path]) -> None:
+    page = pages[name].read_text(encoding="utf-8")
     # a failed cell leaves an error output and a traceback in the page
     assert '"type": "error"' not in page
     assert "application/vnd.marimo+traceback" not in page
@@ -103,6 +109,23 @@ def test_notebook_cells_produce_their_outputs(name: str, db: Path, tmp_path: Pat
     for shown in shows[name]:
         assert shown in page, f"{name}: {shown!r} not in the output"
     assert PHONE not in page and EMAIL not in page
+
+
+def test_an_exported_page_reads_offline(db: Path, pages: dict[str, Path], tmp_path: Path) -> None:
+    """The A/B page, served from its folder on this machine, draws its tables and chart in
+    Chromium with no way to the internet, and asks for nothing there (marimo's own export loads
+    its frontend from jsDelivr and is blank offline)."""
+    page = pages["ab_results"]
+    assert "cdn.jsdelivr.net" not in page.read_text(encoding="utf-8")
+    with served(page.parent) as address:
+        visit = offline_dom(f"{address}/{page.name}", tmp_path)
+    assert visit.remote == []
+    shown = visible_text(visit.dom)
+    shows = SHOWS_IN_DEMO if db.name == "followup.duckdb" else SHOWS
+    for text in shows["ab_results"][:3]:  # headings, an experiment in a table, a decision
+        assert text in shown, f"{text!r} not shown"
+    # the chart draws inside a shadow root, out of the DOM's dump: its component was loaded
+    assert any(re.search(r"/assets/Plot-[\w-]+\.js$", url) for url in visit.local), visit.local
 
 
 @pytest.mark.parametrize("name", sorted(SHOWS))
