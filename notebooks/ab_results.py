@@ -10,7 +10,7 @@ def _():
 
     from flows.analysis.columns import columns_without
     from flows.reporting.charts import ab_lift_figure
-    from flows.reporting.data import how_to_read, load_report_data
+    from flows.reporting.data import how_to_read, lift_sentence, load_report_data
     from flows.reporting.tables import existing_tables, open_readonly, read_table
     from flows.settings import Settings
 
@@ -20,6 +20,7 @@ def _():
         columns_without,
         existing_tables,
         how_to_read,
+        lift_sentence,
         load_report_data,
         mo,
         open_readonly,
@@ -50,7 +51,7 @@ def _(db_path, existing_tables, load_report_data, open_readonly, read_table, set
             ("experiment", "variant", "is_control", "weight", "min_sample", "n", "conversions"),
             tables=existing_tables(_con),
         )
-    return arms, results
+    return arms, data, results
 
 
 @app.cell
@@ -62,34 +63,26 @@ def _(db_path, mo):
         Database `{db_path}`. Every playbook step that declares variants is an experiment
         `<playbook>.<step>`; a step with a holdout is also `<playbook>.<step>.holdout`
         (no message against every arm together: the lift of sending at all). The unit is the
-        ledger's message (intention to treat); a conversion is a paid order within the
-        attribution window after the send.
+        customer, as the plan assigns them (a stable hash per step): an arm counts the
+        customers with a message in it, sent, failed or held out (intention to treat), whose
+        attribution window has closed; a conversion is a paid order within that window. The
+        same definition as the report's conversion rate (docs/analysis.md). How each decision
+        is made is at the end.
         """
     )
     return
 
 
 @app.cell
-def _(mo):
-    mo.md(r"""
-    ## How each decision is made 判定规则
-
-    Checked in this order, per variant against its control:
-
-    1. `invalid: sample ratio mismatch`: the arms' sizes do not fit their declared shares
-       (chi-square `srm_p_value` < 0.001). Do not read the test: the split is broken; fix the
-       assignment and start again.
-    2. `inconclusive`: an arm has fewer than `min_sample` messages. Too early to tell; wait.
-    3. `ship`: two-proportion z-test `p_value` < 0.05 and `abs_lift` > 0. Make the variant
-       the default.
-    4. `keep control`: `p_value` < 0.05 and `abs_lift` < 0. Keep the control.
-    5. `inconclusive` otherwise (`p_value` ≥ 0.05): no clear difference; either arm will do.
-
-    `rate` is conversions / n with its 95 % Wilson interval; `abs_lift` = rate − control
-    rate with its 95 % Newcombe interval (`ci_low`, `ci_high`); `rel_lift` = rate /
-    control rate − 1; `chance_to_beat_control` is P(rate > control rate) under Beta(1 +
-    conversions, 1 + n − conversions) posteriors. The control row has no decision.
-    """)
+def _(data, lift_sentence, mo):
+    _lifts = data.lifts()
+    mo.md(
+        "## What sending changes 相对对照组的增量转化\n\n"
+        + "\n".join(f"- {lift_sentence(_lift)}" for _lift in _lifts)
+        if _lifts
+        else "## What sending changes 相对对照组的增量转化\n\n_No step has a holdout yet: "
+        "declare `holdout:` on a step to measure what sending changes._"
+    )
     return
 
 
@@ -138,6 +131,30 @@ def _(arms, columns_without, how_to_read, mo, results):
         if _sections
         else [mo.md("## Per experiment 各实验"), mo.md("_No data yet: no A/B test has results._")]
     )
+    return
+
+
+@app.cell
+def _(mo):
+    mo.md(r"""
+    ## How each decision is made 判定规则
+
+    Checked in this order, per variant against its control:
+
+    1. `invalid: sample ratio mismatch`: the arms' sizes do not fit their declared shares
+       (chi-square `srm_p_value` < 0.001). Do not read the test: the split is broken; fix the
+       assignment and start again.
+    2. `inconclusive`: an arm has fewer than `min_sample` customers. Too early to tell; wait.
+    3. `ship`: two-proportion z-test `p_value` < 0.05 and `abs_lift` > 0. Make the variant
+       the default.
+    4. `keep control`: `p_value` < 0.05 and `abs_lift` < 0. Keep the control.
+    5. `inconclusive` otherwise (`p_value` ≥ 0.05): no clear difference; either arm will do.
+
+    `rate` is conversions / n with its 95 % Wilson interval; `abs_lift` = rate − control
+    rate with its 95 % Newcombe interval (`ci_low`, `ci_high`); `rel_lift` = rate /
+    control rate − 1; `chance_to_beat_control` is P(rate > control rate) under Beta(1 +
+    conversions, 1 + n − conversions) posteriors. The control row has no decision.
+    """)
     return
 
 

@@ -61,8 +61,9 @@ def _(data, db_path, mo):
         # Cohort review 客户分层回顾
 
         Database `{db_path}`, latest plan run **{_run}**. Phone numbers and addresses are
-        masked. Rates are shares: response rate = responded / delivered, conversion rate =
-        converted / sent.
+        masked. Rates are shares, as in the report (docs/analysis.md): response rate =
+        responded / delivered, messages whose response window has closed; conversion rate =
+        converted / customers, per customer and step, attribution windows closed.
         """
     )
     return
@@ -123,7 +124,10 @@ def _(data, mo, pd, show):
     if _perf.empty:
         _by_playbook = _perf
     else:
-        _counts = ["planned", "sent", "delivered", "responded", "converted", "conversion_amount"]
+        _counts = [
+            *("planned", "sent", "still_open", "delivered", "responded"),
+            *("customers", "converted", "conversion_amount"),
+        ]
         _by_playbook = (
             _perf.assign(**{c: pd.to_numeric(_perf[c], errors="coerce") for c in _counts})
             .groupby("playbook")[_counts]
@@ -135,7 +139,8 @@ def _(data, mo, pd, show):
             / _by_playbook["delivered"].where(_by_playbook["delivered"] > 0)
         ).round(4)
         _by_playbook["conversion_rate"] = (
-            _by_playbook["converted"] / _by_playbook["sent"].where(_by_playbook["sent"] > 0)
+            _by_playbook["converted"]
+            / _by_playbook["customers"].where(_by_playbook["customers"] > 0)
         ).round(4)
     mo.vstack(
         [

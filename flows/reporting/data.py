@@ -20,7 +20,7 @@ import pandas as pd
 
 from adapters.channels import mask
 from flows.analysis.columns import COLUMNS as AB_COLUMNS
-from flows.reporting.formats import is_truthy
+from flows.reporting.formats import is_missing, is_truthy
 from flows.reporting.tables import (
     clean,
     existing_tables,
@@ -41,10 +41,12 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "variant",
         "planned",
         "sent",
+        "still_open",
         "delivered",
         "responded",
-        "converted",
         "response_rate",
+        "customers",
+        "converted",
         "conversion_rate",
         "conversion_amount",
         "execution_rate",
@@ -53,21 +55,15 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "campaign_performance_daily": (
         "sent_date",
         "playbook",
-        "sent",
-        "responded",
-        "converted",
-        "response_rate",
-        "conversion_rate",
+        *("sent", "still_open", "delivered", "responded", "response_rate"),
+        *("customers", "converted", "conversion_rate"),
     ),
     "campaign_breakdown": (
         "dimension",
         "value",
         "playbook",
-        "sent",
-        "responded",
-        "converted",
-        "response_rate",
-        "conversion_rate",
+        *("sent", "still_open", "delivered", "responded", "response_rate"),
+        *("customers", "converted", "conversion_rate"),
     ),
     "ab_results": AB_COLUMNS,
     "feedback_summary": (
@@ -112,9 +108,11 @@ MANUAL_COLUMNS = (
 COMMENT_COLUMNS = (
     *("responded_at", "playbook", "response_type", "satisfaction", "category", "score", "text"),
 )
-# each stage a subset of the one before; a conversion need not follow an answer, so it is a
-# headline figure, not a stage
+# each stage a subset of the one before (delivered and responded: of the messages whose
+# response window has closed; `still_open` the rest); a conversion need not follow an answer,
+# so it is a headline figure, not a stage
 FUNNEL = ("planned", "sent", "delivered", "responded")
+TOTALS = (*FUNNEL, "still_open", "customers", "converted", "conversion_amount")
 SATISFACTION = ("very_satisfied", "satisfied", "neutral", "unsatisfied")
 ALL_PLAYBOOKS = "(all)"
 LATEST_COMMENTS = 200
@@ -127,7 +125,7 @@ class ReportData:
     db_path: Path
     latest_run: dt.date | None  # the day of the latest plan run (the ledger's `decided_on`)
     kpis: pd.DataFrame
-    totals: dict[str, float]  # FUNNEL counts, conversions and their amount (campaign_performance)
+    totals: dict[str, float]  # TOTALS of campaign_performance
     today: pd.DataFrame
     campaign_performance: pd.DataFrame
     campaign_performance_daily: pd.DataFrame
@@ -151,12 +149,40 @@ class ReportData:
             str(row["metric"]): (None if pd.isna(row["value"]) else float(row["value"]))
             for _, row in self.kpis.iterrows()
         }
-        delivered, sent = self.totals.get("delivered"), self.totals.get("sent")
+        delivered, customers = self.totals.get("delivered"), self.totals.get("customers")
         responded, converted = self.totals.get("responded"), self.totals.get("converted")
         kpis.setdefault("response_rate", responded / delivered if delivered else None)
-        kpis.setdefault("conversion_rate", converted / sent if sent else None)
+        kpis.setdefault("conversion_rate", converted / customers if customers else None)
+        kpis.pop("still_open", None)  # the campaign table's own count is in the totals
         figures.update(kpis)
         return figures
+
+    def lifts(self) -> list[dict[str, object]]:
+        """What sending does at all: per step with a holdout, the `sent` arm against the
+        holdout (conversion, customers, windows closed), lift and 95 % interval in points."""
+        results = self.ab_results
+        rows = []
+        for _, row in results[results["variant"].astype(str) == "sent"].iterrows():
+            experiment = str(row["experiment"])
+            if not experiment.endswith(".holdout"):
+                continue
+            arms = results[results["experiment"] == experiment]
+            holdout = arms[arms["variant"].astype(str) == "holdout"]
+            control = holdout.iloc[0] if not holdout.empty else pd.Series(dtype=object)
+            rows.append(
+                {
+                    "step": experiment.removesuffix(".holdout"),
+                    "rate": row.get("rate"),
+                    "n": row.get("n"),
+                    "holdout_rate": control.get("rate"),
+                    "holdout_n": control.get("n"),
+                    "abs_lift": row.get("abs_lift"),
+                    "ci_low": row.get("ci_low"),
+                    "ci_high": row.get("ci_high"),
+                    "decision": row.get("decision"),
+                }
+            )
+        return rows
 
     def decisions(self) -> list[dict[str, str]]:
         """One line per non-control A/B arm: what was decided and how to read it."""
@@ -189,9 +215,12 @@ def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
         comments = _feedback_comments(con, present, business_tz)
         backtest = read_backtest(con, present)
     performance = frames["campaign_performance"]
+    if not performance.empty:  # a table has no order: the report's is stable, by step
+        keys = ["playbook", "step", "channel", "variant"]
+        performance = performance.sort_values(keys, na_position="last", ignore_index=True)
     totals = {
         name: float(pd.to_numeric(performance[name], errors="coerce").fillna(0).sum())
-        for name in (*FUNNEL, "converted", "conversion_amount")
+        for name in TOTALS
     }
     return ReportData(
         db_path=Path(db_path),
@@ -481,6 +510,28 @@ def how_to_read(row: pd.Series, results: pd.DataFrame) -> str:
             "includes zero. Either arm will do; keep running only if a smaller lift matters."
         )
     return f"{lift} against {control} ({interval}, {p_text})."
+
+
+def lift_sentence(lift: dict[str, object]) -> str:
+    """What sending one step did, in words: `lift` is a row of `ReportData.lifts()`."""
+    rate, holdout = lift.get("rate"), lift.get("holdout_rate")
+    if is_missing(rate) or is_missing(holdout):
+        return f"{lift['step']}: no closed window in both the sent and the holdout arm yet."
+    interval = (
+        f"95 % interval {_points(lift['ci_low'])} to {_points(lift['ci_high'])}"
+        if not (is_missing(lift.get("ci_low")) or is_missing(lift.get("ci_high")))
+        else "no interval yet"
+    )
+    decision = "" if is_missing(lift.get("decision")) else f"; {lift['decision']}"
+    return (
+        f"{lift['step']}: {float(rate):.1%} of {_count(lift['n'])} customers sent to converted "
+        f"against {float(holdout):.1%} of {_count(lift['holdout_n'])} held out: "
+        f"{_points(lift['abs_lift'])} ({interval}{decision})."
+    )
+
+
+def _count(value: object) -> str:
+    return "0" if is_missing(value) else f"{float(value):,.0f}"  # type: ignore[arg-type]
 
 
 def _points(value: object) -> str:

@@ -28,9 +28,9 @@ from flows.reporting.charts import (
     response_rate_figure,
     satisfaction_figure,
 )
-from flows.reporting.data import ReportData
+from flows.reporting.data import ReportData, lift_sentence
 from flows.reporting.formats import column_kind, display, is_missing, label, metric_kind
-from flows.reporting.workbook import DEFINITIONS, TITLE
+from flows.reporting.workbook import AB_VS_CAMPAIGN, CLOSED_WINDOWS, DEFINITIONS, TITLE
 
 TILES = ("sent", "responded", "converted", "response_rate", "conversion_rate", "csat", "nps")
 DECISION_RULES = (
@@ -57,6 +57,7 @@ h3 {{ font-size: 15px; margin: 16px 0 8px; }}
 .meta, .note, footer {{ color: var(--muted); font-size: 13px; }}
 section {{ background: #fff; border: 1px solid var(--line); border-radius: 8px;
   padding: 16px 20px; margin: 16px 0; }}
+.lead {{ font-size: 16px; margin: 0 0 12px; }}
 .tiles {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr));
   gap: 12px; margin-bottom: 16px; }}
 .tile {{ border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }}
@@ -103,14 +104,23 @@ def render_html(data: ReportData) -> str:
         _section(
             "headline",
             "Headline figures 核心指标",
-            _tiles(data) + _kpi_table(data),
+            _lead(data)
+            + _tiles(data)
+            + '<p class="note">'
+            + html.escape(
+                CLOSED_WINDOWS.format(open=display(data.totals.get("still_open"), "count") or "0")
+            )
+            + "</p>"
+            + _kpi_table(data),
         ),
         _section(
             "funnel",
             "Funnel 转化漏斗",
             _chart("funnel", charts["funnel"], "no messages sent yet"),
-            "planned → sent → delivered → responded, over every playbook (conversions, which need"
-            " no answer first, are in the headline figures).",
+            "planned → sent → delivered → responded, over every playbook; delivered and responded"
+            " of the messages whose response window has closed, so responded / delivered is the"
+            " headline response rate (conversions, which need no answer first, are in the"
+            " headline figures).",
         ),
         _section(
             "response-rate",
@@ -122,8 +132,11 @@ def render_html(data: ReportData) -> str:
             "campaigns",
             "Campaign performance 活动效果",
             _table(data.campaign_performance, "no messages sent yet"),
-            "Per playbook, step, channel and variant. response_rate = responded / delivered; "
-            "conversion_rate = converted / sent.",
+            "Per playbook, step, channel and variant. response_rate = responded / delivered, "
+            "messages whose response window has closed (still_open: the others); "
+            "conversion_rate = converted / customers, customers whose attribution window has "
+            "closed, as in the A/B tests; conversion_amount: orders credited to the latest "
+            "message before them (last touch), so that none counts twice.",
         ),
         _section(
             "ab",
@@ -131,7 +144,7 @@ def render_html(data: ReportData) -> str:
             _chart("ab-lift", charts["ab-lift"], "no A/B test has data yet")
             + _readings(data)
             + _ab_table(data.ab_results),
-            DECISION_RULES,
+            DECISION_RULES + " " + html.escape(AB_VS_CAMPAIGN),
             raw_intro=True,
         ),
         _section(
@@ -257,6 +270,24 @@ def _decision_badge(row: pd.Series) -> str:
         return '<span class="note">control</span>' if is_control(row) else ""
     key = decision_key(str(decision))
     return f'<span class="decision decision-{html.escape(key)}">{html.escape(str(decision))}</span>'
+
+
+def _lead(data: ReportData) -> str:
+    """The first thing on the page: what sending did against the holdout, per step that has
+    one, with its interval; without a holdout, say that no figure shows the effect of sending."""
+    lifts = data.lifts()
+    if not lifts:
+        return (
+            '<p class="lead">No step has a holdout yet, so no figure here shows what sending '
+            "changes: customers who would have bought anyway count as conversions. Declare "
+            "<code>holdout:</code> on a step to measure it.</p>"
+        )
+    items = "".join(f"<li>{html.escape(lift_sentence(lift))}</li>" for lift in lifts)
+    return (
+        '<div class="lead"><p>Incremental conversion against the holdout 相对对照组的增量转化 '
+        "(customers, windows closed):</p>"
+        f"<ul>{items}</ul></div>"
+    )
 
 
 def _tiles(data: ReportData) -> str:

@@ -16,7 +16,7 @@ from xlsxwriter.workbook import Format
 from xlsxwriter.worksheet import Worksheet
 
 from adapters.files import write_atomically
-from flows.reporting.data import ReportData
+from flows.reporting.data import ReportData, lift_sentence
 from flows.reporting.formats import (
     EXCEL_FORMATS,
     Kind,
@@ -58,16 +58,32 @@ SHEETS = (
     Sheet("Manual by owner", "manual_by_owner", 2, "no tasks for staff yet"),
 )
 
+# why two figures differ, said beside them
+CLOSED_WINDOWS = (
+    "Rates count closed windows only: a message's response window (per channel, 72 h by default) "
+    "or attribution window (14 days by default) is closed once it ended before this run and "
+    "before the latest feedback or order loaded. {open} sent messages are still open and in no "
+    "rate yet. Response is counted per message (an answer answers one message); conversion "
+    "per customer and step, the unit and rule of the A/B tests (an order is a customer's, "
+    "whichever message came before it)."
+)
+AB_VS_CAMPAIGN = (
+    "An arm counts every customer assigned to it, including those whose send failed (intention "
+    "to treat), so it can differ slightly from the same variant's conversion in the campaign "
+    "table, which counts customers sent to."
+)
 # What the funnel counts mean (followup_kpis brings its own definitions).
 DEFINITIONS = {
     "planned": "messages the plan decided on for a day (not suppressed, held out or dry run)",
     "sent": "messages the ledger says were sent",
-    "delivered": "sent, and no delivery receipt says failed (a call: answered)",
-    "responded": "a reply, click, survey answer or answered call within the response window",
-    "converted": "a paid order within the attribution window (last touch)",
-    "conversion_amount": "the amount of those orders",
+    "still_open": "sent messages whose response window has not closed yet (in no rate)",
+    "delivered": "sent, response window closed, and no receipt says failed (a call: answered)",
+    "responded": "of those, answered (reply, click, survey, answered call) within the window",
+    "customers": "customers sent a message of a step whose attribution window has closed, per step",
+    "converted": "of those, customers with a paid order within the attribution window",
+    "conversion_amount": "the amount of the paid orders credited to their latest message before",
     "response_rate": "responded / delivered",
-    "conversion_rate": "converted / sent",
+    "conversion_rate": "converted / customers",
 }
 
 
@@ -201,11 +217,20 @@ def _summary(sheet: Worksheet, data: ReportData, formats: _Formats) -> None:
     widths = _Widths()
     sheet.write_string(0, 0, TITLE, formats.title)
     run = data.latest_run.isoformat() if data.latest_run else "none yet"
+    lifts = data.lifts()
+    lead = (
+        "Incremental conversion against the holdout 相对对照组的增量转化 (customers, windows "
+        "closed): " + " ".join(lift_sentence(lift) for lift in lifts)
+        if lifts
+        else "No step has a holdout yet, so no figure here shows what sending changes: customers "
+        "who would have bought anyway count as conversions. Declare `holdout:` on a step."
+    )
+    sheet.write_string(1, 0, lead, formats.section)
     sheet.write_string(
-        1,
+        2,
         0,
-        f"Latest plan run: {run}. Figures cover every message the analysis tables hold; rates "
-        "are shares (responded / delivered, converted / sent).",
+        f"Latest plan run: {run}. "
+        + CLOSED_WINDOWS.format(open=display(data.totals.get("still_open"), "count") or "0"),
         formats.note,
     )
     header = ("figure", "value", "numerator", "denominator", "definition")

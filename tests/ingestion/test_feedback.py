@@ -223,18 +223,25 @@ def test_campaign_performance_counts_and_rates(history):
     rows = query(
         db,
         """
-        select step, variant, planned, sent, delivered, responded, converted, response_rate,
-            conversion_rate, execution_rate, conversion_amount, avg_lag_minutes
+        select step, variant, planned, sent, still_open, delivered, responded, customers,
+            converted, response_rate, conversion_rate, execution_rate, conversion_amount,
+            avg_lag_minutes
         from campaign_performance where playbook = 'post_purchase_journey' order by step, variant
         """,
     )
+    # The latest feedback loaded is M3's survey (11-06 10:00), the latest paid order O2
+    # (11-20): a response window is closed when it ended by 11-06 10:00, an attribution window
+    # by 11-20 10:00.
     assert rows == [
-        # M1 and M4: one delivered and answered, nothing converted
-        ("day3_care", "care", 2, 2, 1, 1, 0, 1.0, 0.0, 1.0, 0, 0.0),
-        # M3: delivered, answered too late
-        ("day3_care", "care_coupon", 1, 1, 1, 0, 0, 0.0, 0.0, 1.0, 0, 0.0),
-        # M2: answered and converted, sent 30 minutes late
-        ("day7_tips", "default", 1, 1, 1, 1, 1, 1.0, 1.0, 1.0, 100, 30.0),
+        # M1 (C1) delivered and answered, M4 (C4) failed; C1 ordered within M1's window (the
+        # order's last touch is M2, so the amount is M2's)
+        ("day3_care", "care", 2, 2, 0, 1, 1, 2, 1, 1.0, 0.5, 1.0, 0, 0.0),
+        # M3: delivered, answered too late; C2 ordered after the window
+        ("day3_care", "care_coupon", 1, 1, 0, 1, 0, 1, 0, 0.0, 0.0, 1.0, 0, 0.0),
+        # M2 (e-mail, sent 10:30): its response window ends 11-06 10:30, after the latest
+        # feedback, so it is still open and in no response rate, though clicked; converted,
+        # sent 30 minutes late
+        ("day7_tips", "default", 1, 1, 1, 0, 0, 1, 1, None, 1.0, 1.0, 100, 30.0),
     ]
 
 
@@ -266,9 +273,12 @@ def test_kpis_state_numerator_and_denominator(history):
             db, "select metric, value, numerator, denominator from followup_kpis"
         )
     }
-    # response: M1, M2 answered of M1, M2, M3 delivered; conversion: M2 of four sent
-    assert kpis["response_rate"] == (pytest.approx(2 / 3), 2, 3)
-    assert kpis["conversion_rate"] == (0.25, 1, 4)
+    # response: M1 answered of M1, M3 delivered with their windows closed (M2's is open);
+    # conversion: C1 for day3_care and for day7_tips, of C1, C2, C4 (day3_care) and C1
+    # (day7_tips): customers per step, as the A/B tests count them
+    assert kpis["response_rate"] == (0.5, 1, 2)
+    assert kpis["conversion_rate"] == (0.5, 2, 4)
+    assert kpis["still_open"][1] == 1  # M2
     # repurchase: C1 has two paid orders; C1, C2, C3 have at least one
     assert kpis["repurchase_rate"] == (pytest.approx(1 / 3), 1, 3)
 
@@ -319,8 +329,8 @@ def test_the_feedback_flow_publishes_the_figures_and_the_ab_table(
     assert not any(n.name == "customer_rfm" for n in report.nodes)  # only the analysis models
     analysis = Artifact.get("analysis")
     assert analysis is not None
-    assert "| response_rate | 66.7% |" in analysis.data
-    assert "| conversion_rate | 25.0% |" in analysis.data
+    assert "| response_rate | 50.0% |" in analysis.data
+    assert "| conversion_rate | 50.0% |" in analysis.data
     # day3_care: care M1 and M4 (C1, C4), care_coupon M3 (C2); C1 ordered within the window
     assert "| post_purchase_journey.day3_care | care | 2 | 1 | 50.0% | control |" in analysis.data
     table = Artifact.get("ab-results")

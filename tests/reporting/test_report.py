@@ -6,6 +6,7 @@ the hand-made database of tests/reporting/analysis_db.py and against a copy of t
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 import openpyxl
+import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
@@ -442,3 +444,30 @@ def test_report_flow_writes_files_and_an_artifact(prefect_server, db: Path, tmp_
     assert "| experiment | variant |" in markdown or "No A/B experiment has data yet" in markdown
     for decision in rows(db, "select distinct decision from ab_results where not is_control"):
         assert decision["decision"] in markdown
+
+
+@pytest.mark.slow
+def test_rebuilding_with_no_new_data_changes_no_headline_figure(demo_run, tmp_path: Path) -> None:
+    """A week passes and nothing is loaded: rebuilt as of then, the models give the same headline
+    figures, funnel, campaign table and A/B arms. A window closes with the data that covers it
+    (the latest feedback, the latest paid order), not with the calendar, so messages whose
+    replies have not been loaded do not turn into customers who never answered."""
+    from flows.building.runner import build
+    from flows.rundate import RunDate
+    from flows.settings import Settings
+    from tests.conftest import AS_OF
+
+    db = Path(shutil.copy(demo_run.db, tmp_path / "demo.duckdb"))
+    settings = Settings.from_env().replace(db_path=db, data_docs_dir=tmp_path / "docs")
+    seen = []
+    for day in (AS_OF, AS_OF + dt.timedelta(days=7)):
+        build(db, RunDate.of(TZ, day), settings)
+        data = load_report_data(db, TZ)
+        campaign = data.campaign_performance.drop(columns=["avg_lag_minutes"])
+        arms = data.ab_results[["experiment", "variant", "n", "conversions", "abs_lift"]]
+        seen.append((data.headline(), campaign, arms))
+    (headline, campaign, arms), (headline_later, campaign_later, arms_later) = seen
+    assert headline["still_open"] > 0  # some windows were open: the week could have closed them
+    assert headline_later == headline
+    pd.testing.assert_frame_equal(campaign_later, campaign)
+    pd.testing.assert_frame_equal(arms_later, arms)

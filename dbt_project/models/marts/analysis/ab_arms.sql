@@ -5,7 +5,7 @@
     (a stable hash of the customer per step): counting messages would count a frequent buyer many
     times over and make the arms look unbalanced and the tests overconfident. An arm's `n` counts
     the customers with a message in it, sent, failed or held out, whose attribution window has
-    closed by the as-of morning; `conversions` those who placed a paid order within the window
+    closed (message_outcomes); `conversions` those who placed a paid order within the window
     of one of them. -#}
 with
 

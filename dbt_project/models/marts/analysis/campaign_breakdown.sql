@@ -1,8 +1,12 @@
-{#- Response and conversion per playbook, broken down by tier, owner, channel and variant. -#}
+{#- Response and conversion per playbook, broken down by tier, owner, channel and variant, by
+    campaign_performance's definitions (closed windows; conversions per customer and step). -#}
 with
 
 outcomes as (
-    select * from {{ ref('message_outcomes') }}
+    select
+        *,
+        {{ dbt.concat(['customer_id', "'|'", 'step']) }} as contact
+    from {{ ref('message_outcomes') }}
     where status = 'sent'
 ),
 
@@ -20,9 +24,12 @@ breakdown as (
             {{ value }} as value,
             playbook,
             count(*) as sent,
-            count(case when is_delivered then 1 end) as delivered,
-            count(case when is_responded then 1 end) as responded,
-            count(case when is_converted then 1 end) as converted
+            count(case when not is_response_window_closed then 1 end) as still_open,
+            count(case when is_response_window_closed and is_delivered then 1 end) as delivered,
+            count(case when is_response_window_closed and is_responded then 1 end) as responded,
+            count(distinct case when is_window_closed then contact end) as customers,
+            count(distinct case when is_window_closed and ordered_in_window then contact end)
+                as converted
         from outcomes
         group by {{ value }}, playbook
         {%- if not loop.last %}
@@ -34,5 +41,5 @@ breakdown as (
 select
     *,
     {{ ratio('responded', 'delivered') }} as response_rate,
-    {{ ratio('converted', 'sent') }} as conversion_rate
+    {{ ratio('converted', 'customers') }} as conversion_rate
 from breakdown

@@ -1,6 +1,14 @@
 {#- What each playbook step did, per channel and variant: planned (decided for a day, whatever
-    came of it but suppressed, held out or dry run), sent, delivered, responded and converted
-    (see message_outcomes), with the rates marketing reads. -#}
+    came of it but suppressed, held out or dry run), sent, and the outcomes, by the report's one
+    set of definitions (see message_outcomes for when a window is closed):
+    - `delivered`, `responded`: messages whose response window has closed; `response_rate` =
+      responded / delivered. `still_open`: messages sent whose response window has not closed.
+    - `customers`, `converted`: customers sent a message of the step whose attribution window has
+      closed, and those of them with a paid order within it; `conversion_rate` = converted /
+      customers. The unit and the rule of the A/B tests (ab_arms), which also count the customers
+      a send failed for.
+    - `conversion_amount`: paid orders credited to their latest message before them (last touch),
+      so that no order counts twice. -#}
 with
 
 ledger as (
@@ -32,9 +40,12 @@ done as (
         channel,
         variant,
         count(*) as sent,
-        count(case when is_delivered then 1 end) as delivered,
-        count(case when is_responded then 1 end) as responded,
-        count(case when is_converted then 1 end) as converted,
+        count(case when not is_response_window_closed then 1 end) as still_open,
+        count(case when is_response_window_closed and is_delivered then 1 end) as delivered,
+        count(case when is_response_window_closed and is_responded then 1 end) as responded,
+        count(distinct case when is_window_closed then customer_id end) as customers,
+        count(distinct case when is_window_closed and ordered_in_window then customer_id end)
+            as converted,
         sum(conversion_amount) as conversion_amount,
         avg(lag_minutes) as avg_lag_minutes
     from outcomes
@@ -49,8 +60,10 @@ performance as (
         planned.variant,
         planned.planned,
         coalesce(done.sent, 0) as sent,
+        coalesce(done.still_open, 0) as still_open,
         coalesce(done.delivered, 0) as delivered,
         coalesce(done.responded, 0) as responded,
+        coalesce(done.customers, 0) as customers,
         coalesce(done.converted, 0) as converted,
         coalesce(done.conversion_amount, 0) as conversion_amount,
         done.avg_lag_minutes
@@ -66,6 +79,6 @@ performance as (
 select
     *,
     {{ ratio('responded', 'delivered') }} as response_rate,
-    {{ ratio('converted', 'sent') }} as conversion_rate,
+    {{ ratio('converted', 'customers') }} as conversion_rate,
     {{ ratio('sent', 'planned') }} as execution_rate
 from performance

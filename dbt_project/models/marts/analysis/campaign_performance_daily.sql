@@ -1,9 +1,14 @@
 {#- Sends and their outcomes per day (in the business timezone) and playbook: the series behind
-    "response rate by playbook over time". -#}
+    "response rate by playbook over time", by campaign_performance's definitions: responses of
+    messages whose response window has closed, conversions of customers per step whose
+    attribution window has closed (a customer reached by two steps that day counts twice). -#}
 with
 
 outcomes as (
-    select * from {{ ref('message_outcomes') }}
+    select
+        *,
+        {{ dbt.concat(['customer_id', "'|'", 'step']) }} as contact
+    from {{ ref('message_outcomes') }}
     where status = 'sent'
 ),
 
@@ -12,9 +17,12 @@ daily as (
         {{ local_date('sent_at') }} as sent_date,
         playbook,
         count(*) as sent,
-        count(case when is_delivered then 1 end) as delivered,
-        count(case when is_responded then 1 end) as responded,
-        count(case when is_converted then 1 end) as converted
+        count(case when not is_response_window_closed then 1 end) as still_open,
+        count(case when is_response_window_closed and is_delivered then 1 end) as delivered,
+        count(case when is_response_window_closed and is_responded then 1 end) as responded,
+        count(distinct case when is_window_closed then contact end) as customers,
+        count(distinct case when is_window_closed and ordered_in_window then contact end)
+            as converted
     from outcomes
     group by {{ local_date('sent_at') }}, playbook
 )
@@ -22,5 +30,5 @@ daily as (
 select
     *,
     {{ ratio('responded', 'delivered') }} as response_rate,
-    {{ ratio('converted', 'sent') }} as conversion_rate
+    {{ ratio('converted', 'customers') }} as conversion_rate
 from daily

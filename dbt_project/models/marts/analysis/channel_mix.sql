@@ -1,10 +1,11 @@
 {#- Which combination of channels a customer received from a playbook (e.g. `call+sms` against
-    `sms` alone), and how many of those customers converted. -#}
+    `sms` alone), and how many of those customers converted, by campaign_performance's
+    definition: customers whose attribution window has closed, with a paid order within it. -#}
 with
 
 outcomes as (
     select * from {{ ref('message_outcomes') }}
-    where status = 'sent'
+    where status = 'sent' and is_window_closed
 ),
 
 per_customer as (
@@ -12,7 +13,7 @@ per_customer as (
         playbook,
         customer_id,
         {{ sorted_set_agg('channel', '+') }} as channels,
-        max(case when is_converted then 1 else 0 end) as converted
+        max(case when ordered_in_window then 1 else 0 end) as converted
     from outcomes
     group by playbook, customer_id
 ),

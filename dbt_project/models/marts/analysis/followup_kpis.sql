@@ -1,5 +1,8 @@
 {#- The headline figures, one row per metric, each with its numerator, denominator and what it
-    means. -#}
+    means, by the definitions of campaign_performance: rates over closed windows only (see
+    message_outcomes), conversions per customer and step as in the A/B tests. Rebuilt later with
+    no new data, no figure moves: windows close with the data, and the complaint window ends at
+    the latest event. -#}
 with
 
 outcomes as (
@@ -27,6 +30,21 @@ feedback_all as (
     where playbook = '(all)'
 ),
 
+contacts_per_step as (
+    select
+        customer_id,
+        playbook,
+        step,
+        max(case when ordered_in_window then 1 else 0 end) as converted
+    from outcomes
+    where is_window_closed
+    group by customer_id, playbook, step
+),
+
+latest_event as (
+    select max(occurred_at) as occurred_at from {{ ref('int_events_filtered_to_as_of') }}
+),
+
 contacts as (
     select
         customer_id,
@@ -38,17 +56,41 @@ contacts as (
 metrics as (
     select
         'response_rate' as metric,
-        count(case when is_responded then 1 end) as numerator,
-        count(case when is_delivered then 1 end) as denominator,
-        'messages answered within the response window / messages delivered' as definition
+        count(case when is_response_window_closed and is_responded then 1 end) as numerator,
+        count(case when is_response_window_closed and is_delivered then 1 end) as denominator,
+        'messages answered within the response window / messages delivered, windows closed'
+            as definition
     from outcomes
     union all
     select
         'conversion_rate' as metric,
-        count(case when is_converted then 1 end) as numerator,
+        sum(converted) as numerator,
         count(*) as denominator,
-        'messages followed by a paid order within the attribution window (last touch) / sent'
+        'customers with a paid order within the attribution window of a step''s message / '
+        || 'customers sent one, per step, windows closed' as definition
+    from contacts_per_step
+    union all
+    select
+        'opt_out_rate' as metric,
+        count(case when is_response_window_closed and is_opted_out then 1 end) as numerator,
+        count(case when is_response_window_closed and is_delivered then 1 end) as denominator,
+        'messages followed by an opt-out within the response window / messages delivered'
             as definition
+    from outcomes
+    union all
+    select
+        'delivery_failure_rate' as metric,
+        count(case when not is_delivered then 1 end) as numerator,
+        count(*) as denominator,
+        'messages reported undelivered / sent (SMS, e-mail, IM), windows closed' as definition
+    from outcomes
+    where is_response_window_closed and channel not in ('call', 'visit')
+    union all
+    select
+        'still_open' as metric,
+        count(case when not is_response_window_closed then 1 end) as numerator,
+        1 as denominator,
+        'messages sent whose response window is still open: not in the rates yet' as definition
     from outcomes
     union all
     select
@@ -62,19 +104,25 @@ metrics as (
         'complaint_rate' as metric,
         (
             select count(distinct complaints.customer_id) from complaints
-            where complaints.complained_at >= {{ dbt.dateadd('day', -90, as_of_start()) }}
+            cross join latest_event
+            where
+                complaints.complained_at
+                >= {{ dbt.dateadd('day', -90, 'latest_event.occurred_at') }}
         ) as numerator,
         count(*) as denominator,
-        'customers who complained in the last 90 days / customers' as definition
+        'customers who complained in the 90 days up to the latest event / customers'
+            as definition
     from rfm
     union all
     select
         'dormant_reactivation_rate' as metric,
-        count(case when outcomes.is_converted then 1 end) as numerator,
+        sum(contacts_per_step.converted) as numerator,
         count(*) as denominator,
-        'win-back messages to dormant customers followed by a paid order / sent' as definition
-    from outcomes
-    inner join steps on outcomes.playbook = steps.playbook and steps.state = 'dormant'
+        'dormant customers sent a win-back message who placed a paid order within its window / '
+        || 'those sent one, windows closed' as definition
+    from contacts_per_step
+    inner join steps
+        on contacts_per_step.playbook = steps.playbook and steps.state = 'dormant'
     union all
     select
         'csat' as metric,

@@ -1,10 +1,18 @@
 {#- One row per planned message that met its fate (sent, failed, or held out by an experiment):
-    was it delivered, answered within the channel's response window, and did a paid order follow
+    was it delivered, answered within the channel's response window (or followed by an opt-out
+    within it: `is_opted_out`), and did a paid order follow
     within the playbook's attribution window? Conversions are last touch: each paid order goes
     to the customer's latest message sent before it, if that message's window still covers it.
     `ordered_in_window` is the plain test used by the A/B statistics: any paid order within the
     window after the send, or after the planned time for a message never sent; the statistics
-    count only messages whose window has closed by the as-of morning (`is_window_closed`). -#}
+    count only messages whose window has closed (`is_window_closed`).
+
+    A window is closed when it ended before the as-of morning *and* before the latest data of its
+    kind: the latest feedback (`responded_at`) for a response window, the latest paid order for an
+    attribution window. Until the data covering a window has arrived, its outcome is unknown, so
+    it stays open ("still open" in the report): rebuilding later without new data closes nothing
+    and changes no rate, and a late feedback file does not read as customers who never answered.
+    -#}
 with
 
 ledger as (
@@ -21,6 +29,7 @@ steps as (
 
 feedback as (
     select * from {{ ref('stg_raw__feedback') }}
+    where responded_at < {{ as_of_start() }}
 ),
 
 orders as (
@@ -30,6 +39,12 @@ orders as (
 
 rfm as (
     select * from {{ ref('customer_rfm') }}
+),
+
+known as (
+    select
+        (select max(responded_at) from feedback) as feedback_until,
+        (select max(ordered_at) from orders) as orders_until
 ),
 
 messages as (
@@ -55,6 +70,21 @@ responses as (
             and messages.sent_at <= feedback.responded_at
             and messages.response_window_end_at > feedback.responded_at
     group by messages.message_id
+),
+
+opt_outs as (
+    select distinct messages.message_id
+    from messages
+    inner join {{ ref('int_events_filtered_to_as_of') }} as events
+        on
+            messages.customer_id = events.customer_id
+            and events.event_type = 'opt_out'
+            and messages.sent_at <= events.occurred_at
+            and messages.response_window_end_at > events.occurred_at
+    union
+    -- the answers that unsubscribe (flows/planning/candidates.py: UNSUBSCRIBE_WORDS)
+    select message_id from feedback
+    where response_type = 'opt_out' or (response_type = 'reply' and upper(trim(text)) in ('T', 'TD', '退订'))
 ),
 
 delivery_failures as (
@@ -137,13 +167,22 @@ outcomes as (
             else messages.status = 'sent' and delivery_failures.message_id is null
         end as is_delivered,
         responses.message_id is not null as is_responded,
+        opt_outs.message_id is not null as is_opted_out,
         attributed.message_id is not null as is_converted,
         ordered_in_window.message_id is not null as ordered_in_window,
-        {{ dbt.dateadd('day', 'messages.attribution_days', 'messages.window_start_at') }}
-        <= {{ as_of_start() }} as is_window_closed,
+        coalesce(
+            messages.response_window_end_at <= known.feedback_until, false
+        ) as is_response_window_closed,
+        coalesce(
+            {{ dbt.dateadd('day', 'messages.attribution_days', 'messages.window_start_at') }}
+            <= known.orders_until,
+            false
+        ) as is_window_closed,
         {{ dbt.datediff('messages.due_at', 'messages.sent_at', 'minute') }} as lag_minutes
     from messages
+    cross join known
     left join responses on messages.message_id = responses.message_id
+    left join opt_outs on messages.message_id = opt_outs.message_id
     left join delivery_failures on messages.message_id = delivery_failures.message_id
     left join surveys on messages.message_id = surveys.message_id and surveys.latest = 1
     left join attributed on messages.message_id = attributed.message_id
