@@ -32,7 +32,9 @@ OFFLINE_CSS = """\
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 1rem; }
 table { border-collapse: collapse; margin: .5rem 0; }
 td, th { border: 1px solid #dee2e6; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-nav, .navbar { padding: .5rem 0; border-bottom: 1px solid #dee2e6; }
+nav.navbar { height: auto !important; padding: .5rem 0; border-bottom: 1px solid #dee2e6; }
+.breadcrumb { display: flex; gap: .5rem; list-style: none; margin: .25rem 0; padding: 0; }
+.breadcrumb-item + .breadcrumb-item::before { content: "/"; padding-right: .5rem; }
 .alert-secondary { background: #e2e3e5; padding: .5rem .75rem; margin: 1rem 0 .5rem; }
 .text-success { color: #198754; }
 .text-warning { color: #b8860b; }
