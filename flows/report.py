@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -20,6 +21,10 @@ from flows.reporting.html import write_html
 from flows.reporting.workbook import write_workbook
 from flows.settings import Settings
 
+# The period a report reviews: the `report` deployment's is the week (Mondays), the
+# `monthly-report` deployment's the month (the 1st); period_comparison holds both.
+Period = Literal["week", "month"]
+PERIOD_TITLES = {"week": "Weekly", "month": "Monthly"}
 WORKBOOK_NAME = "followup_report.xlsx"
 HTML_NAME = "followup_report.html"
 
@@ -47,9 +52,10 @@ def html_task(data: ReportData, path: Path) -> Path:
     return write_html(data, path)
 
 
-def summary_markdown(data: ReportData, workbook: Path, page: Path) -> str:
+def summary_markdown(data: ReportData, workbook: Path, page: Path, period: Period = "week") -> str:
     run = data.latest_run.isoformat() if data.latest_run else "none yet"
-    lines = [f"# Follow-up report (latest plan run: {run})", "", "| figure | value |", "|---|---|"]
+    title = f"# {PERIOD_TITLES[period]} follow-up report (latest plan run: {run})"
+    lines = [title, "", "| figure | value |", "|---|---|"]
     for metric, value in data.headline().items():
         lines.append(f"| {label(metric)} | {display(value, metric_kind(metric)) or '–'} |")
     ab = data.ab_results
@@ -60,12 +66,16 @@ def summary_markdown(data: ReportData, workbook: Path, page: Path) -> str:
 
 
 @flow(name="report", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
-def report_flow(db: Path | None = None, out: Path = Path("var/report")) -> ReportResult:
+def report_flow(
+    db: Path | None = None, out: Path = Path("var/report"), period: Period = "week"
+) -> ReportResult:
     """Write `out/followup_report.xlsx` and `out/followup_report.html` from the database.
 
     Args:
         db: the DuckDB database file (empty: FOLLOWUP_DB).
         out: the folder for the workbook and the page.
+        period: the period the report reviews, `week` or `month` (its title; its figures
+            period on period are period_comparison's rows of that kind).
     """
     settings = Settings.from_env()
     db_path = Path(db) if db else settings.db_path
@@ -75,6 +85,6 @@ def report_flow(db: Path | None = None, out: Path = Path("var/report")) -> Repor
         data = load_task(db_path, settings.business_tz)
     workbook = workbook_task(data, out / WORKBOOK_NAME)
     page = html_task(data, out / HTML_NAME)
-    get_run_logger().info("report: %s, %s", workbook, page)
-    markdown_artifact(summary_markdown(data, workbook, page), key="report")
+    get_run_logger().info("%s report: %s, %s", period, workbook, page)
+    markdown_artifact(summary_markdown(data, workbook, page, period), key="report")
     return ReportResult(workbook=workbook, html=page, headline=data.headline())

@@ -26,6 +26,7 @@ DEPLOYMENTS = {
     "tasks",
     "lead-routing",
     "report",
+    "monthly-report",
     "ingest",
     "build",
     "plan",
@@ -93,6 +94,23 @@ def test_the_deployments_carry_their_schedules_and_pool(local):
     # the paths come from the Prefect variables, resolved at deploy time
     assert daily["parameters"]["db"] == str(local.db.resolve())
     assert daily["parameters"]["dispatch"] is False
+    # the reports: weekly on Mondays into the report folder, monthly on the 1st into its own
+    reports = {name: by_name[name] for name in ("report", "monthly-report")}
+    assert {
+        name: (
+            [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in d["schedules"]],
+            d["parameters"]["out"],
+            d["parameters"]["period"],
+        )
+        for name, d in reports.items()
+    } == {
+        "report": ([("0 8 * * 1", "Asia/Shanghai")], str(local.report.resolve()), "week"),
+        "monthly-report": (
+            [("0 8 1 * *", "Asia/Shanghai")],
+            f"{local.report.resolve()}/monthly",
+            "month",
+        ),
+    }
     pool = _api(local, "GET", "/work_pools/followup")
     assert pool["concurrency_limit"] == 1
 
@@ -181,9 +199,13 @@ def _page(local: Local, path: str, profile: Path) -> str:
 
 
 def test_the_ui_lists_the_deployments_in_headless_chromium(local, tmp_path: Path):
-    dom = _page(local, "/deployments", tmp_path / "profile")
+    # the page lists ten deployments at a time: the rest are on the next page (`?page=2`)
+    pages = [
+        _page(local, f"/deployments?page={page}", tmp_path / "profile")
+        for page in range(1, (len(DEPLOYMENTS) + 9) // 10 + 1)
+    ]
     for name in DEPLOYMENTS:
-        assert f">{name}<" in dom, f"deployment {name} not on the page"
+        assert any(f">{name}<" in dom for dom in pages), f"deployment {name} on no page"
     shot = tmp_path / "deployments.png"
     subprocess.run(
         [str(CHROMIUM), *_chromium_flags(tmp_path / "profile"), f"--screenshot={shot}",
