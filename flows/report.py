@@ -16,8 +16,9 @@ from flows.artifacts import markdown_artifact
 from flows.locking import writer_lock
 from flows.notify import notify_failure
 from flows.reporting.data import ReportData, load_report_data
-from flows.reporting.formats import display, label, metric_kind
+from flows.reporting.formats import display, metric_kind
 from flows.reporting.html import write_html
+from flows.reporting.names import label
 from flows.reporting.workbook import write_workbook
 from flows.settings import Settings
 

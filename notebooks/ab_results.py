@@ -11,6 +11,7 @@ def _():
     from flows.analysis.columns import columns_without
     from flows.reporting.charts import ab_lift_figure
     from flows.reporting.data import how_to_read, lift_sentence, load_report_data
+    from flows.reporting.names import label
     from flows.reporting.tables import existing_tables, open_readonly, read_table
     from flows.settings import Settings
 
@@ -20,6 +21,7 @@ def _():
         columns_without,
         existing_tables,
         how_to_read,
+        label,
         lift_sentence,
         load_report_data,
         mo,
@@ -51,6 +53,7 @@ def _(db_path, existing_tables, load_report_data, open_readonly, read_table, set
             ("experiment", "variant", "is_control", "weight", "min_sample", "n", "conversions"),
             tables=existing_tables(_con),
         )
+    arms = data.names.shown(arms)  # the display names, as in the results
     return arms, data, results
 
 
@@ -75,7 +78,7 @@ def _(db_path, mo):
 
 @app.cell
 def _(data, lift_sentence, mo):
-    _lifts = data.lifts()
+    _lifts = data.lifts
     mo.md(
         "## What sending changes 相对对照组的增量转化\n\n"
         + "\n".join(f"- {lift_sentence(_lift)}" for _lift in _lifts)
@@ -99,7 +102,7 @@ def _(ab_lift_figure, mo, results):
 
 
 @app.cell
-def _(arms, columns_without, how_to_read, mo, results):
+def _(arms, columns_without, how_to_read, label, mo, results):
     _columns = [
         c
         for c in columns_without("experiment", "rel_ci_low", "rel_ci_high")
@@ -118,11 +121,13 @@ def _(arms, columns_without, how_to_read, mo, results):
                 [
                     mo.md(f"### `{_experiment}`\n\n" + "\n".join(_readings)),
                     mo.md("Arms (declared share, minimum sample, customers, conversions):"),
-                    mo.ui.table(_arms.drop(columns=["experiment"]), selection=None)
+                    mo.ui.table(
+                        _arms.drop(columns=["experiment"]).rename(columns=label), selection=None
+                    )
                     if not _arms.empty
                     else mo.md("_No arms recorded (ab_arms not built)._"),
                     mo.md("Results:"),
-                    mo.ui.table(_rows[_columns], selection=None),
+                    mo.ui.table(_rows[_columns].rename(columns=label), selection=None),
                 ]
             )
         )

@@ -10,10 +10,11 @@ def _():
     import pandas as pd
 
     from flows.reporting.data import load_report_data
+    from flows.reporting.names import label
     from flows.reporting.tables import existing_tables, open_readonly, read_table
     from flows.settings import Settings
 
-    return Settings, existing_tables, load_report_data, mo, open_readonly, pd, read_table
+    return Settings, existing_tables, label, load_report_data, mo, open_readonly, pd, read_table
 
 
 @app.cell
@@ -43,12 +44,15 @@ def _(db_path, existing_tables, load_report_data, open_readonly, read_table, set
 
 
 @app.cell
-def _(mo):
+def _(label, mo):
     def show(frame, empty):
         """A table, or a sentence saying why there is none."""
         if frame.empty:
             return mo.md(f"_No data yet: {empty}._")
-        return mo.ui.table(frame, selection=None, pagination=True, page_size=20)
+        # the report's names for the columns (flows/reporting/names.py), code names in the tables
+        return mo.ui.table(
+            frame.rename(columns=label), selection=None, pagination=True, page_size=20
+        )
 
     return (show,)
 

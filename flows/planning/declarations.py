@@ -74,8 +74,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# what the report, the workbook and the notebooks show for a code name (the database keeps the
+# code name): `label: 购后关怀旅程`
+Label = Annotated[str, Field(min_length=1, max_length=40)]
+
+
 class Variant(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
+    label: Label | None = None
     weight: Annotated[float, Field(gt=0)] = 1.0
     control: bool = False  # the arm the others are compared with (default: the first declared)
 
@@ -102,6 +108,7 @@ class SmsTemplate(_Strict):
 
 class Step(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
+    label: Label | None = None
     offset: str
     at: str | None = None  # local send time; without it the offset is exact (e.g. 24h)
     channel: Literal["sms", "email", "im", "call", "visit"]
@@ -285,6 +292,7 @@ class Escalation(_Strict):
 
 class Playbook(_Strict):
     name: Annotated[str, Field(pattern=_NAME.pattern)]
+    label: Label | None = None
     description: str
     purpose: Literal["service", "marketing"]
     priority: Annotated[int, Field(ge=0, le=100)]

@@ -144,6 +144,20 @@ def variant_rows(playbooks: list[Playbook]) -> list[tuple]:
     return rows
 
 
+def label_rows(playbooks: list[Playbook]) -> list[tuple[str, str, str | None, str | None]]:
+    """(playbook, label, step, variant) for each declared `label`: a step's row has its step,
+    a variant's its step and variant. What the report shows for the code names."""
+    rows: list[tuple[str, str, str | None, str | None]] = []
+    for playbook in playbooks:
+        if playbook.label:
+            rows.append((playbook.name, playbook.label, None, None))
+        for step in playbook.steps:
+            if step.label:
+                rows.append((playbook.name, step.label, step.name, None))
+            rows += [(playbook.name, v.label, step.name, v.name) for v in step.variants if v.label]
+    return rows
+
+
 def write_planning_tables(
     con: duckdb.DuckDBPyConnection,
     playbooks: list[Playbook],
@@ -174,6 +188,13 @@ def write_planning_tables(
             con.executemany(
                 "insert into config.playbook_variants values (?, ?, ?, ?, ?, ?)", variants
             )
+        con.execute(
+            "create or replace table config.playbook_labels "
+            "(playbook varchar, label varchar, step varchar, variant varchar)"
+        )
+        labels = label_rows(playbooks)
+        if labels:
+            con.executemany("insert into config.playbook_labels values (?, ?, ?, ?)", labels)
         con.execute(
             "create or replace table config.calendar_days "
             "(calendar_date date, is_workday boolean, source varchar)"

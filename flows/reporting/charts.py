@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 from plotly import colors as px_colors
 
 from flows.reporting.data import ALL_PLAYBOOKS, FUNNEL, SATISFACTION
-from flows.reporting.formats import is_truthy, label
+from flows.reporting.formats import is_truthy
+from flows.reporting.names import label
 
 FONT = (
     '-apple-system, BlinkMacSystemFont, "Segoe UI", "PingFang SC", "Hiragino Sans GB", '
@@ -60,7 +61,8 @@ def _numbers(values: pd.Series) -> pd.Series:
 
 
 def funnel_figure(totals: Mapping[str, float]) -> go.Figure | None:
-    """planned → sent → delivered → responded."""
+    """planned → sent → delivered → responded, each stage's share of the one before: the
+    last is the headline response rate (responded / delivered)."""
     values = [totals.get(stage, 0.0) for stage in FUNNEL]
     if not any(values):
         return None
@@ -68,19 +70,30 @@ def funnel_figure(totals: Mapping[str, float]) -> go.Figure | None:
         go.Funnel(
             y=[label(stage) for stage in FUNNEL],
             x=values,
-            texttemplate="%{value:,}<br>%{percentInitial:.1%}",
-            hovertemplate="%{y}: %{value:,} (%{percentInitial:.1%} of planned)<extra></extra>",
+            texttemplate="%{value:,}<br>%{percentPrevious:.1%}",
+            hovertemplate=(
+                "%{y}: %{value:,} (%{percentPrevious:.1%} of the stage before, "
+                "%{percentInitial:.1%} of planned)<extra></extra>"
+            ),
             marker={"color": ["#90caf9", "#64b5f6", "#42a5f5", "#1e88e5", "#1565c0"]},
         )
     )
     return _style(fig)
 
 
+# a day's point on fewer delivered messages than this is drawn hollow: read it with care
+SMALL_SAMPLE = 30
+
+
 def response_rate_figure(daily: pd.DataFrame) -> go.Figure | None:
-    """One line per playbook: campaign_performance_daily's response rate by sent date."""
-    frame = daily.assign(response_rate=_numbers(daily["response_rate"])).dropna(
-        subset=["response_rate", "sent_date"]
-    )
+    """One line per playbook: campaign_performance_daily's response rate by sent date, each
+    point sized by its sample (the messages delivered with their window closed), hollow under
+    SMALL_SAMPLE, the counts in its hover."""
+    frame = daily.assign(
+        response_rate=_numbers(daily["response_rate"]),
+        delivered=_numbers(daily["delivered"]).fillna(0),
+        responded=_numbers(daily["responded"]).fillna(0),
+    ).dropna(subset=["response_rate", "sent_date"])
     if frame.empty:
         return None
     fig = go.Figure()
@@ -91,15 +104,22 @@ def response_rate_figure(daily: pd.DataFrame) -> go.Figure | None:
                 y=rows["response_rate"],
                 mode="lines+markers",
                 name=str(playbook),
-                customdata=rows[["responded", "sent"]].to_numpy(),
+                line={"width": 1.5},
+                marker={
+                    "size": (4 + rows["delivered"].clip(upper=400) ** 0.5 / 2).tolist(),
+                    "symbol": [
+                        "circle-open" if n < SMALL_SAMPLE else "circle" for n in rows["delivered"]
+                    ],
+                },
+                customdata=rows[["responded", "delivered"]].to_numpy(),
                 hovertemplate=(
-                    "%{x|%Y-%m-%d}<br>%{y:.1%} (%{customdata[0]:,} of %{customdata[1]:,})"
+                    "%{x|%Y-%m-%d}<br>%{y:.1%}: %{customdata[0]:,} / %{customdata[1]:,} 已送达"
                 ),
             )
         )
     fig.update_layout(
-        yaxis={"tickformat": ".0%", "title": "response rate", "rangemode": "tozero"},
-        xaxis={"title": "sent date"},
+        yaxis={"tickformat": ".0%", "title": "响应率 response rate", "rangemode": "tozero"},
+        xaxis={"title": "发送日期 sent date"},
         legend={"orientation": "h", "y": -0.2},
     )
     return _style(fig)
@@ -166,16 +186,21 @@ def satisfaction_figure(summary: pd.DataFrame) -> go.Figure | None:
     counts = counts.assign(_all=counts["playbook"] == ALL_PLAYBOOKS).sort_values(
         ["_all", "playbook"], ascending=[True, False]
     )
+    # the bars are shares: each says its share, and each row its number of answers
+    total = counts[list(SATISFACTION)].sum(axis=1)
+    rows = [f"{p}（{n:,.0f} 份）" for p, n in zip(counts["playbook"], total, strict=True)]
     fig = go.Figure()
     for level in SATISFACTION:
         fig.add_trace(
             go.Bar(
-                y=counts["playbook"].astype(str),
+                y=rows,
                 x=counts[level],
                 name=SATISFACTION_LABELS[level],
                 orientation="h",
                 marker={"color": SATISFACTION_COLOURS[level]},
-                text=counts[level].map(lambda v: f"{v:,.0f}" if v else ""),
+                text=[
+                    f"{v / t:.0%}" if v else "" for v, t in zip(counts[level], total, strict=True)
+                ],
                 textposition="inside",
                 customdata=counts[level],
                 hovertemplate="%{y}: %{customdata:,} "

@@ -18,9 +18,10 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pandas as pd
 
-from adapters.channels import mask
 from flows.analysis.columns import COLUMNS as AB_COLUMNS
+from flows.reporting.backtest_data import Backtest, read_backtest
 from flows.reporting.formats import is_missing, is_truthy
+from flows.reporting.names import Names
 from flows.reporting.tables import (
     clean,
     existing_tables,
@@ -140,6 +141,8 @@ class ReportData:
     manual_by_owner: pd.DataFrame  # owner × status counts, one column per status, and total
     missing_tables: tuple[str, ...] = field(default=())
     backtest: Backtest | None = None  # the latest `followup backtest`, if one has run
+    lifts: tuple[dict[str, object], ...] = ()  # per step with a holdout: see `_lifts`
+    names: Names = field(default_factory=Names)  # the display names of the code names
 
     def headline(self) -> dict[str, float | None]:
         """The figures a reader looks at first: the funnel counts, then followup_kpis (rates
@@ -156,33 +159,6 @@ class ReportData:
         kpis.pop("still_open", None)  # the campaign table's own count is in the totals
         figures.update(kpis)
         return figures
-
-    def lifts(self) -> list[dict[str, object]]:
-        """What sending does at all: per step with a holdout, the `sent` arm against the
-        holdout (conversion, customers, windows closed), lift and 95 % interval in points."""
-        results = self.ab_results
-        rows = []
-        for _, row in results[results["variant"].astype(str) == "sent"].iterrows():
-            experiment = str(row["experiment"])
-            if not experiment.endswith(".holdout"):
-                continue
-            arms = results[results["experiment"] == experiment]
-            holdout = arms[arms["variant"].astype(str) == "holdout"]
-            control = holdout.iloc[0] if not holdout.empty else pd.Series(dtype=object)
-            rows.append(
-                {
-                    "step": experiment.removesuffix(".holdout"),
-                    "rate": row.get("rate"),
-                    "n": row.get("n"),
-                    "holdout_rate": control.get("rate"),
-                    "holdout_n": control.get("n"),
-                    "abs_lift": row.get("abs_lift"),
-                    "ci_low": row.get("ci_low"),
-                    "ci_high": row.get("ci_high"),
-                    "decision": row.get("decision"),
-                }
-            )
-        return rows
 
     def decisions(self) -> list[dict[str, str]]:
         """One line per non-control A/B arm: what was decided and how to read it."""
@@ -214,6 +190,7 @@ def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
         manual = _manual_followups(con, present, business_tz, latest_run)
         comments = _feedback_comments(con, present, business_tz)
         backtest = read_backtest(con, present)
+        names = Names.read(con, present)
     performance = frames["campaign_performance"]
     if not performance.empty:  # a table has no order: the report's is stable, by step
         keys = ["playbook", "step", "channel", "variant"]
@@ -222,125 +199,57 @@ def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
         name: float(pd.to_numeric(performance[name], errors="coerce").fillna(0).sum())
         for name in TOTALS
     }
+    shown = names.shown  # the code names stay in the database; the report shows these
     return ReportData(
         db_path=Path(db_path),
         latest_run=latest_run,
         kpis=frames["followup_kpis"],
         totals=totals,
-        today=today,
-        campaign_performance=performance,
-        campaign_performance_daily=frames["campaign_performance_daily"],
-        campaign_breakdown=frames["campaign_breakdown"],
-        ab_results=frames["ab_results"],
-        feedback_summary=frames["feedback_summary"],
-        feedback_categories=frames["feedback_categories"],
-        feedback_comments=comments,
-        channel_mix=frames["channel_mix"],
-        followup_execution=frames["followup_execution"],
-        manual_followups=manual,
+        today=shown(today),
+        campaign_performance=shown(performance),
+        campaign_performance_daily=shown(frames["campaign_performance_daily"]),
+        campaign_breakdown=shown(frames["campaign_breakdown"]),
+        ab_results=shown(frames["ab_results"]),
+        feedback_summary=shown(frames["feedback_summary"]),
+        feedback_categories=shown(frames["feedback_categories"]),
+        feedback_comments=shown(comments),
+        channel_mix=shown(frames["channel_mix"]),
+        followup_execution=shown(frames["followup_execution"]),
+        manual_followups=shown(manual),
         manual_by_owner=_by_owner(manual),
         missing_tables=tuple(sorted(set(COLUMNS) - present.get("main", set()))),
         backtest=backtest,
+        lifts=_lifts(frames["ab_results"], names),
+        names=names,
     )
 
 
-# --- the backtest ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backtest:
-    """The latest backtest's summaries (flows/backtesting/results.py writes the tables)."""
-
-    start: dt.date
-    end: dt.date
-    days: int
-    playbooks: tuple[str, ...]
-    focus: tuple[str, ...]
-    volume: pd.DataFrame  # day, playbook, planned
-    collisions: pd.DataFrame  # playbook, step, blocked_by, scope, collisions, days
-    overload: pd.DataFrame  # owner_id, days_overloaded, most_tasks, capacity, pushed
-    baseline: pd.DataFrame  # playbook, step, messages, ordered anyway (with its interval), ...
-
-
-BACKTEST_TABLES = (
-    "backtest_runs",
-    "backtest_daily",
-    "backtest_collisions",
-    "backtest_owner_load",
-    "backtest_outcomes",
-)
-
-
-def read_backtest(con: duckdb.DuckDBPyConnection, present: dict[str, set[str]]):
-    if not set(BACKTEST_TABLES) <= present.get("main", set()):
-        return None
-    runs = con.execute(
-        "select from_date, to_date, days, playbooks, focus from backtest_runs"
-    ).fetchall()
-    if not runs:
-        return None
-    start, end, days, playbooks, focus = runs[0]
-    volume = con.execute(
-        "select day, playbook, sum(planned)::bigint as planned from backtest_daily "
-        "group by all order by day, playbook"
-    ).df()
-    collisions = con.execute(
-        """
-        select playbook, step, blocked_by, scope, sum(collisions)::bigint as collisions,
-            count(distinct day) as days
-        from backtest_collisions
-        group by all
-        order by collisions desc, playbook, step, blocked_by
-        """
-    ).df()
-    overload = con.execute(
-        """
-        select owner_id, count(*) filter (where overloaded) as days_overloaded,
-            max(tasks) as most_tasks, any_value(capacity) as capacity,
-            sum(pushed_for_capacity)::bigint as pushed_for_capacity
-        from backtest_owner_load
-        group by owner_id
-        having count(*) filter (where overloaded) > 0
-        order by days_overloaded desc, pushed_for_capacity desc, owner_id
-        """
-    ).df()
-    baseline = con.execute(
-        """
-        select playbook, step, count(*) as messages,
-            count(*) filter (where ordered) as ordered_anyway,
-            avg(ordered::int) as baseline_conversion_rate,
-            avg(complained::int) as complaint_rate,
-            avg(opted_out::int) as opt_out_rate,
-            any_value(attribution_days) as attribution_days
-        from backtest_outcomes
-        where window_complete and would_send
-        group by all
-        order by playbook, step
-        """
-    ).df()
-    if not baseline.empty:
-        from statsmodels.stats.proportion import proportion_confint
-
-        low, high = proportion_confint(
-            baseline["ordered_anyway"], baseline["messages"], alpha=0.05, method="wilson"
+def _lifts(results: pd.DataFrame, names: Names) -> tuple[dict[str, object], ...]:
+    """What sending does at all: per step with a holdout, the `sent` arm against the
+    holdout (conversion, customers, windows closed), lift and 95 % interval in points;
+    `results` with their code names."""
+    rows = []
+    for _, row in results[results["variant"].astype(str) == "sent"].iterrows():
+        experiment = str(row["experiment"])
+        if not experiment.endswith(".holdout"):
+            continue
+        arms = results[results["experiment"] == experiment]
+        holdout = arms[arms["variant"].astype(str) == "holdout"]
+        control = holdout.iloc[0] if not holdout.empty else pd.Series(dtype=object)
+        rows.append(
+            {
+                "step": names.experiment(experiment.removesuffix(".holdout")),
+                "rate": row.get("rate"),
+                "n": row.get("n"),
+                "holdout_rate": control.get("rate"),
+                "holdout_n": control.get("n"),
+                "abs_lift": row.get("abs_lift"),
+                "ci_low": row.get("ci_low"),
+                "ci_high": row.get("ci_high"),
+                "decision": row.get("decision"),
+            }
         )
-        baseline.insert(5, "ci_low", low)
-        baseline.insert(6, "ci_high", high)
-    for frame in (collisions, overload, baseline):
-        for column in frame.columns:
-            if frame[column].dtype == object:
-                frame[column] = frame[column].map(lambda v: mask(v) if isinstance(v, str) else v)
-    return Backtest(
-        start=start,
-        end=end,
-        days=int(days),
-        playbooks=tuple(playbooks),
-        focus=tuple(focus),
-        volume=volume,
-        collisions=collisions,
-        overload=overload,
-        baseline=baseline,
-    )
+    return tuple(rows)
 
 
 def _today(
@@ -512,21 +421,31 @@ def how_to_read(row: pd.Series, results: pd.DataFrame) -> str:
     return f"{lift} against {control} ({interval}, {p_text})."
 
 
+# an A/B decision in the report's words
+DECISIONS = {
+    "ship": "采用",
+    "keep control": "保留对照",
+    "inconclusive": "尚无结论",
+    "invalid: sample ratio mismatch": "无效：分流比例不符",
+}
+
+
 def lift_sentence(lift: dict[str, object]) -> str:
-    """What sending one step did, in words: `lift` is a row of `ReportData.lifts()`."""
+    """What sending one step did, in words: `lift` is one of `ReportData.lifts`."""
     rate, holdout = lift.get("rate"), lift.get("holdout_rate")
     if is_missing(rate) or is_missing(holdout):
-        return f"{lift['step']}: no closed window in both the sent and the holdout arm yet."
+        return f"{lift['step']}：发送组与对照组尚无已结束窗口的客户 (no closed window yet)。"
     interval = (
-        f"95 % interval {_points(lift['ci_low'])} to {_points(lift['ci_high'])}"
+        f"95 % 区间 {_points(lift['ci_low'])} 至 {_points(lift['ci_high'])}"
         if not (is_missing(lift.get("ci_low")) or is_missing(lift.get("ci_high")))
-        else "no interval yet"
+        else "尚无区间"
     )
-    decision = "" if is_missing(lift.get("decision")) else f"; {lift['decision']}"
+    decision = lift.get("decision")
+    verdict = "" if is_missing(decision) else f"，{DECISIONS.get(str(decision), decision)}"
     return (
-        f"{lift['step']}: {float(rate):.1%} of {_count(lift['n'])} customers sent to converted "
-        f"against {float(holdout):.1%} of {_count(lift['holdout_n'])} held out: "
-        f"{_points(lift['abs_lift'])} ({interval}{decision})."
+        f"{lift['step']}：发送组 {_count(lift['n'])} 位客户转化 {float(rate):.1%}，"
+        f"对照组（不发送）{_count(lift['holdout_n'])} 位 {float(holdout):.1%}："
+        f"提升 {_points(lift['abs_lift'])}（{interval}{verdict}）。"
     )
 
 
@@ -537,7 +456,7 @@ def _count(value: object) -> str:
 def _points(value: object) -> str:
     if value is None or pd.isna(value):
         return "n/a"
-    return f"{float(value) * 100:+.1f} pts"
+    return f"{float(value) * 100:+.1f} pts"  # percentage points (百分点)
 
 
 def _p(value: object) -> str:

@@ -27,25 +27,6 @@ EXCEL_FORMATS: dict[Kind, str] = {
 
 _RATE_NAMES = {"rate", "csat", "share", "chance_to_beat_control", "value_rate"}
 
-# Chinese names next to the English ones, for the figures marketing reads most.
-LABELS = {
-    "planned": "计划",
-    "sent": "已发送",
-    "delivered": "已送达",
-    "responded": "已响应",
-    "converted": "已转化",
-    "conversion_amount": "转化金额",
-    "response_rate": "响应率",
-    "conversion_rate": "转化率",
-    "execution_rate": "执行率",
-    "repurchase_rate": "复购率",
-    "complaint_rate": "投诉率",
-    "dormant_reactivation_rate": "沉睡唤醒率",
-    "avg_followup_cycle_days": "平均回访周期（天）",
-    "csat": "满意度 CSAT",
-    "nps": "净推荐值 NPS",
-}
-
 
 def column_kind(name: str, values: pd.Series) -> Kind:
     """The kind of a column: its name first (a rate stays a rate whatever its type), then its
@@ -139,14 +120,8 @@ def display(value: object, kind: Kind) -> str:
     if kind == "datetime" and isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return "是" if value else "否"
     return str(value)
-
-
-def label(name: str) -> str:
-    """`response_rate (响应率)`, or the name itself when it has no Chinese label."""
-    chinese = LABELS.get(name)
-    return f"{name} ({chinese})" if chinese else name
 
 
 def text_width(text: str) -> int:

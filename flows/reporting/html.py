@@ -20,6 +20,7 @@ from adapters.files import write_atomically
 from flows.analysis.columns import columns_without
 from flows.reporting.charts import (
     FONT,
+    SMALL_SAMPLE,
     ab_lift_figure,
     backtest_volume_figure,
     decision_key,
@@ -29,7 +30,8 @@ from flows.reporting.charts import (
     satisfaction_figure,
 )
 from flows.reporting.data import ReportData, lift_sentence
-from flows.reporting.formats import column_kind, display, is_missing, label, metric_kind
+from flows.reporting.formats import column_kind, display, is_missing, metric_kind
+from flows.reporting.names import label
 from flows.reporting.workbook import AB_VS_CAMPAIGN, CLOSED_WINDOWS, DEFINITIONS, TITLE
 
 TILES = ("sent", "responded", "converted", "response_rate", "conversion_rate", "csat", "nps")
@@ -103,7 +105,7 @@ def render_html(data: ReportData) -> str:
     sections = [
         _section(
             "headline",
-            "Headline figures 核心指标",
+            "核心指标 Headline figures",
             _lead(data)
             + _tiles(data)
             + '<p class="note">'
@@ -115,22 +117,24 @@ def render_html(data: ReportData) -> str:
         ),
         _section(
             "funnel",
-            "Funnel 转化漏斗",
+            "转化漏斗 Funnel",
             _chart("funnel", charts["funnel"], "no messages sent yet"),
-            "planned → sent → delivered → responded, over every playbook; delivered and responded"
-            " of the messages whose response window has closed, so responded / delivered is the"
-            " headline response rate (conversions, which need no answer first, are in the"
-            " headline figures).",
+            "planned → sent → delivered → responded, over every playbook, each with its share of"
+            " the stage before; delivered and responded count the messages whose response window"
+            " has closed, so the last share is the headline response rate (conversions, which"
+            " need no answer first, are in the headline figures).",
         ),
         _section(
             "response-rate",
-            "Response rate by playbook 各方案响应率趋势",
+            "各方案响应率趋势 Response rate by playbook",
             _chart("response-rate", charts["response-rate"], "no messages sent yet"),
-            "responded / delivered, per day the messages went out.",
+            "responded / delivered, per day the messages went out; a point's size is its sample"
+            " (messages delivered with their window closed, in its hover), hollow under"
+            f" {SMALL_SAMPLE}: read those with care.",
         ),
         _section(
             "campaigns",
-            "Campaign performance 活动效果",
+            "活动效果 Campaign performance",
             _table(data.campaign_performance, "no messages sent yet"),
             "Per playbook, step, channel and variant. response_rate = responded / delivered, "
             "messages whose response window has closed (still_open: the others); "
@@ -140,7 +144,7 @@ def render_html(data: ReportData) -> str:
         ),
         _section(
             "ab",
-            "A/B tests A/B 测试",
+            "A/B 测试 A/B tests",
             _chart("ab-lift", charts["ab-lift"], "no A/B test has data yet")
             + _readings(data)
             + _ab_table(data.ab_results),
@@ -149,21 +153,21 @@ def render_html(data: ReportData) -> str:
         ),
         _section(
             "feedback",
-            "Satisfaction 满意度",
+            "满意度 Satisfaction",
             _chart("satisfaction", charts["satisfaction"], "no survey answers yet")
-            + "<h3>Feedback categories 问题类型</h3>"
+            + "<h3>问题类型 Feedback categories</h3>"
             + _table(data.feedback_categories, "no feedback loaded yet"),
         ),
         _section(
             "channels",
-            "Channel mix 渠道组合",
+            "渠道组合 Channel mix",
             _table(data.channel_mix, "no messages sent yet"),
             "Customers by the set of channels they received, and how many converted.",
         ),
-        _section("today", "Today's follow-ups 今日回访", _today(data)),
+        _section("today", "今日回访 Today's follow-ups", _today(data)),
         _section(
             "manual",
-            "Tasks for staff 人工回访任务",
+            "人工回访任务 Tasks for staff",
             _table(data.manual_by_owner, "no tasks for staff yet"),
             "Open, done and cancelled call, visit and escalation tasks per owner.",
         ),
@@ -240,9 +244,9 @@ def _table(
     columns = [c for c in (columns or frame.columns) if c in frame.columns]
     kinds = {c: column_kind(str(c), frame[c]) for c in columns}
     head = "".join(
-        f"<th>{html.escape(str(c))}</th>"
+        f'<th title="{html.escape(str(c))}">{html.escape(label(str(c)))}</th>'
         if kinds[c] in ("text", "date", "datetime") or c == "decision"
-        else f'<th class="num">{html.escape(str(c))}</th>'
+        else f'<th class="num" title="{html.escape(str(c))}">{html.escape(label(str(c)))}</th>'
         for c in columns
     )
     rows = []
@@ -275,7 +279,7 @@ def _decision_badge(row: pd.Series) -> str:
 def _lead(data: ReportData) -> str:
     """The first thing on the page: what sending did against the holdout, per step that has
     one, with its interval; without a holdout, say that no figure shows the effect of sending."""
-    lifts = data.lifts()
+    lifts = data.lifts
     if not lifts:
         return (
             '<p class="lead">No step has a holdout yet, so no figure here shows what sending '
@@ -284,7 +288,7 @@ def _lead(data: ReportData) -> str:
         )
     items = "".join(f"<li>{html.escape(lift_sentence(lift))}</li>" for lift in lifts)
     return (
-        '<div class="lead"><p>Incremental conversion against the holdout 相对对照组的增量转化 '
+        '<div class="lead"><p>相对对照组的增量转化 Incremental conversion against the holdout '
         "(customers, windows closed):</p>"
         f"<ul>{items}</ul></div>"
     )
@@ -319,8 +323,8 @@ def _kpi_table(data: ReportData) -> str:
             f"<td>{html.escape(str(definition))}</td></tr>"
         )
     return (
-        '<div class="scroll"><table class="kpis"><thead><tr><th>figure</th>'
-        '<th class="num">value</th><th>definition</th></tr></thead>'
+        '<div class="scroll"><table class="kpis"><thead><tr><th>指标</th>'
+        '<th class="num">数值</th><th>定义</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -335,7 +339,7 @@ def _readings(data: ReportData) -> str:
         f"{html.escape(d['decision'] or 'n/a')}</span> {html.escape(d['how_to_read'])}</li>"
         for d in decisions
     )
-    return f'<h3>How to read each decision</h3><ul class="readings">{items}</ul>'
+    return f'<h3>如何解读 How to read each decision</h3><ul class="readings">{items}</ul>'
 
 
 def _ab_table(results: pd.DataFrame) -> str:
@@ -344,7 +348,7 @@ def _ab_table(results: pd.DataFrame) -> str:
     )
     if results.empty:
         return ""
-    return "<h3>All arms</h3>" + _table(results, "no A/B test has data yet", columns)
+    return "<h3>各组明细 All arms</h3>" + _table(results, "no A/B test has data yet", columns)
 
 
 def _today(data: ReportData) -> str:
@@ -386,20 +390,20 @@ def _backtest_section(data: ReportData, volume: go.Figure | None) -> str:
         else ""
     )
     body = (
-        "<h3>Would-be messages per day 每日预计触达量</h3>"
+        "<h3>每日预计触达量 Would-be messages per day</h3>"
         + _chart("backtest-volume", volume, "no follow-up would have been due")
-        + "<h3>Cap collisions between playbooks 频控冲突</h3>"
+        + "<h3>频控冲突 Cap collisions between playbooks</h3>"
         + '<p class="note">Follow-ups deferred because another contact (blocked_by) had filled '
         f"a frequency cap (scope) in its window.{html.escape(more)}</p>"
         + _table(collisions, "no follow-up would have met a cap")
-        + "<h3>Owner overload days 人工超负荷</h3>"
+        + "<h3>人工超负荷 Owner overload days</h3>"
         + '<p class="note">Days an owner had more call or visit tasks than their daily '
         "capacity; the excess moved to the next working day.</p>"
         + _table(bt.overload, "no owner would have been over capacity")
-        + "<h3>Baseline: ordered anyway 无触达基线转化</h3>"
+        + "<h3>无触达基线转化 Baseline: ordered anyway</h3>"
         + '<p class="note">Customers each step would have messaged who placed a paid order '
         "within its attribution window without any message (windows that have closed only, "
         "95 % Wilson interval): the conversion a live playbook must beat.</p>"
         + _table(bt.baseline, "no attribution window has closed yet")
     )
-    return _section("backtest", "Backtest 回测", body, intro)
+    return _section("backtest", "回测 Backtest", body, intro)

@@ -23,10 +23,10 @@ from flows.reporting.formats import (
     column_kind,
     display,
     is_missing,
-    label,
     metric_kind,
     text_width,
 )
+from flows.reporting.names import label
 
 TITLE = "回访效果报告 · Follow-up report"
 MAX_WIDTH = 60  # characters; longer text wraps within it
@@ -44,19 +44,21 @@ class Sheet:
 
 
 SHEETS = (
-    Sheet("Today", "today", 0, "no follow-ups planned yet"),
-    Sheet("Campaign performance", "campaign_performance", 1, "no messages sent yet"),
-    Sheet("Daily trend", "campaign_performance_daily", 1, "no messages sent yet"),
-    Sheet("Breakdown", "campaign_breakdown", 2, "no messages sent yet"),
-    Sheet("Channel mix", "channel_mix", 1, "no messages sent yet"),
-    Sheet("Execution", "followup_execution", 1, "no follow-ups planned yet"),
-    Sheet("A-B results", "ab_results", 2, "no A/B test has data yet"),
-    Sheet("Feedback", "feedback_summary", 1, "no feedback loaded yet"),
-    Sheet("Feedback categories", "feedback_categories", 1, "no feedback loaded yet"),
-    Sheet("Feedback comments", "feedback_comments", 0, "no written replies yet"),
-    Sheet("Manual follow-ups", "manual_followups", 2, "no tasks for staff yet"),
-    Sheet("Manual by owner", "manual_by_owner", 2, "no tasks for staff yet"),
+    Sheet("今日回访", "today", 0, "no follow-ups planned yet"),
+    Sheet("活动效果", "campaign_performance", 1, "no messages sent yet"),
+    Sheet("每日趋势", "campaign_performance_daily", 1, "no messages sent yet"),
+    Sheet("细分", "campaign_breakdown", 2, "no messages sent yet"),
+    Sheet("渠道组合", "channel_mix", 1, "no messages sent yet"),
+    Sheet("执行情况", "followup_execution", 1, "no follow-ups planned yet"),
+    Sheet("AB测试", "ab_results", 2, "no A/B test has data yet"),
+    Sheet("满意度", "feedback_summary", 1, "no feedback loaded yet"),
+    Sheet("问题类型", "feedback_categories", 1, "no feedback loaded yet"),
+    Sheet("客户留言", "feedback_comments", 0, "no written replies yet"),
+    Sheet("人工回访任务", "manual_followups", 2, "no tasks for staff yet"),
+    Sheet("按负责人", "manual_by_owner", 2, "no tasks for staff yet"),
 )
+SUMMARY = "汇总"
+GLOSSARY_SHEET = Sheet("术语表", "glossary", 1, "")
 
 # why two figures differ, said beside them
 CLOSED_WINDOWS = (
@@ -105,10 +107,15 @@ def _write(data: ReportData, path: Path) -> None:
     )
     try:
         formats = _Formats(workbook)
-        _summary(workbook.add_worksheet("Summary"), data, formats)
+        _summary(workbook.add_worksheet(SUMMARY), data, formats)
         for sheet in SHEETS:
             frame = getattr(data, sheet.table)
             _table(workbook.add_worksheet(sheet.title), frame, sheet, formats)
+        # each name shown, with its code name in the database, for the analysts
+        glossary = data.names.glossary().rename(
+            columns={"kind": "类别", "code": "代码", "name": "名称"}
+        )
+        _table(workbook.add_worksheet(GLOSSARY_SHEET.title), glossary, GLOSSARY_SHEET, formats)
     finally:
         workbook.close()
 
@@ -179,10 +186,8 @@ def _put(
         if not isinstance(moment, dt.datetime):
             moment = dt.datetime.combine(moment, dt.time())
         sheet.write_datetime(row, column, moment, cell)
-    elif isinstance(value, bool):
-        sheet.write_boolean(row, column, value, cell)
-    else:
-        sheet.write_string(row, column, str(value), cell)
+    else:  # a boolean as 是 / 否
+        sheet.write_string(row, column, display(value, "text"), cell)
     return display(value, kind)
 
 
@@ -191,8 +196,8 @@ def _table(sheet: Worksheet, frame: pd.DataFrame, spec: Sheet, formats: _Formats
     kinds = [column_kind(str(c), frame[c]) for c in columns]
     widths = _Widths()
     for c, name in enumerate(columns):
-        sheet.write_string(0, c, str(name), formats.header)
-        widths.see(c, str(name))
+        sheet.write_string(0, c, label(str(name)), formats.header)
+        widths.see(c, label(str(name)))
     # measure first, so that long text can be written with wrapping
     sample = frame.head(2000)
     for c, name in enumerate(columns):
@@ -200,7 +205,7 @@ def _table(sheet: Worksheet, frame: pd.DataFrame, spec: Sheet, formats: _Formats
             widths.see(c, display(value, kinds[c]))
     wrapped = widths.wrapped()
     if frame.empty:
-        sheet.write_string(1, 0, f"no data yet: {spec.empty}", formats.note)
+        sheet.write_string(1, 0, f"暂无数据 no data yet: {spec.empty}", formats.note)
     for r, values in enumerate(frame.itertuples(index=False, name=None), start=1):
         for c, value in enumerate(values):
             _put(sheet, r, c, value, kinds[c], formats, wrap=c in wrapped)
@@ -217,9 +222,9 @@ def _summary(sheet: Worksheet, data: ReportData, formats: _Formats) -> None:
     widths = _Widths()
     sheet.write_string(0, 0, TITLE, formats.title)
     run = data.latest_run.isoformat() if data.latest_run else "none yet"
-    lifts = data.lifts()
+    lifts = data.lifts
     lead = (
-        "Incremental conversion against the holdout 相对对照组的增量转化 (customers, windows "
+        "相对对照组的增量转化 Incremental conversion against the holdout (customers, windows "
         "closed): " + " ".join(lift_sentence(lift) for lift in lifts)
         if lifts
         else "No step has a holdout yet, so no figure here shows what sending changes: customers "
@@ -233,7 +238,7 @@ def _summary(sheet: Worksheet, data: ReportData, formats: _Formats) -> None:
         + CLOSED_WINDOWS.format(open=display(data.totals.get("still_open"), "count") or "0"),
         formats.note,
     )
-    header = ("figure", "value", "numerator", "denominator", "definition")
+    header = ("指标 figure", "数值 value", "分子 numerator", "分母 denominator", "定义 definition")
     row = SUMMARY_HEADER_ROW
     for c, name in enumerate(header):
         sheet.write_string(row, c, name, formats.header)
@@ -252,9 +257,11 @@ def _summary(sheet: Worksheet, data: ReportData, formats: _Formats) -> None:
         definition = kpi["definition"] if kpi is not None else DEFINITIONS.get(metric)
         _put(sheet, row, 4, definition, "text", formats, wrap=True)
     row += 2
-    sheet.write_string(row, 0, "A/B tests: how to read each decision", formats.section)
+    sheet.write_string(
+        row, 0, "A/B 测试：如何解读每个结论 How to read each decision", formats.section
+    )
     row += 1
-    for c, name in enumerate(("experiment", "variant", "decision", "", "how to read")):
+    for c, name in enumerate(("实验", "版本", "结论", "", "解读")):
         sheet.write_string(row, c, name, formats.header)
     decisions = data.decisions()
     if not decisions:

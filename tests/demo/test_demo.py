@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import openpyxl
 import pytest
 
+from flows.reporting.names import GLOSSARY
 from tests.conftest import AS_OF, query
 
 pytestmark = pytest.mark.slow
@@ -46,20 +47,23 @@ def test_report_command_writes_the_workbook_from_the_demo(demo_run, tmp_path: Pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "followup_report.html").stat().st_size > 100_000
     book = openpyxl.load_workbook(out / "followup_report.xlsx")
-    for sheet in ("Summary", "Today", "Campaign performance", "A-B results", "Feedback"):
+    # Chinese first: sheets, headers and the playbooks' names as declared (`label:`)
+    for sheet in ("汇总", "今日回访", "活动效果", "AB测试", "满意度", "术语表"):
         assert sheet in book.sheetnames
-    ab = book["A-B results"]
-    header = [c.value for c in ab[1]]
+    code = {name: code for code, name in GLOSSARY.items()}
+    ab = book["AB测试"]
+    header = [code.get(c.value, c.value) for c in ab[1]]
     lines = [dict(zip(header, (c.value for c in row), strict=True)) for row in ab.iter_rows(2)]
-    coupon = next(r for r in lines if r["variant"] == "care_coupon")
+    coupon = next(r for r in lines if r["variant"] == "关怀+配件券")
+    assert coupon["experiment"] == "购后关怀旅程 · 3天关怀"
     (n, conversions, rate, p_value) = query(
         demo_run.db,
         "select n, conversions, rate, p_value from ab_results where variant = 'care_coupon'",
     )[0]
     assert (coupon["n"], coupon["conversions"], coupon["decision"]) == (n, conversions, "ship")
     assert coupon["rate"] == pytest.approx(rate) and coupon["p_value"] == pytest.approx(p_value)
-    performance = book["Campaign performance"]
-    header = [c.value for c in performance[1]]
+    performance = book["活动效果"]
+    header = [code.get(c.value, c.value) for c in performance[1]]
     sent = sum(
         dict(zip(header, (c.value for c in r), strict=True))["sent"]
         for r in performance.iter_rows(2)

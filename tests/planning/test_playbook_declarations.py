@@ -39,6 +39,25 @@ def test_the_shipped_playbooks_all_load() -> None:
     assert declared == files
 
 
+def test_every_shipped_playbook_step_and_variant_has_a_display_name() -> None:
+    """The report shows labels, not code names (flows/reporting/names.py): each shipped
+    playbook, step and declared variant has one, and config.playbook_labels carries them."""
+    from flows.planning.tables import label_rows
+
+    playbooks = load_playbooks(PLAYBOOK_DIR, include_disabled=True)
+    missing = [
+        f"{p.name}.{s.name}{'.' + v.name if v else ''}"
+        for p in playbooks
+        for s in p.steps
+        for v in (None, *s.variants)
+        if not (v.label if v else s.label) or not p.label
+    ]
+    assert missing == []
+    rows = label_rows(playbooks)
+    assert ("post_purchase_journey", "关怀+配件券", "day3_care", "care_coupon") in rows
+    assert ("post_purchase_journey", "购后关怀旅程", None, None) in rows
+
+
 def test_every_template_a_shipped_playbook_names_exists_and_parses() -> None:
     environment = jinja2.Environment()
     templates = [
@@ -171,6 +190,11 @@ BROKEN = {
         _step(1, sms_template={"code": "SMS_1", "sign": "x"}),
         ["steps.1.sms_template.sign", "Extra inputs are not permitted"],
     ),
+    "a label longer than a report column": (
+        "complaint_recovery",
+        _step(0, label="投诉" * 21),
+        ["steps.0.label", "at most 40 characters"],
+    ),
     "sms_template on a step that sends no sms": (
         "complaint_recovery",
         _step(0, sms_template={"code": "SMS_1"}),
@@ -261,7 +285,7 @@ def test_non_yaml_is_one_line_naming_the_file(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: playbook complaint_recovery: not YAML: ")
-    assert "line 11" in message  # where the parser gave up
+    assert "line 13" in message  # where the parser gave up: the end of the file
 
 
 def test_non_yaml_error_names_the_playbook_like_every_other_error(tmp_path: Path) -> None:

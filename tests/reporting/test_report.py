@@ -20,7 +20,9 @@ from plotly.offline import get_plotlyjs
 
 from adapters.files import write_atomically
 from flows.reporting.data import load_report_data
+from flows.reporting.formats import display
 from flows.reporting.html import write_html
+from flows.reporting.names import GLOSSARY, VARIANTS
 from flows.reporting.workbook import SUMMARY_HEADER_ROW, write_workbook
 from tests.reporting.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
 
@@ -30,14 +32,8 @@ TZ = "Asia/Shanghai"  # the business time zone the hand-made and demo databases 
 # character before the @ (mask() keeps one: z***@example.com).
 UNMASKED_PHONE = re.compile(r"(?<!\d)(?:\+?86)?1[3-9]\d{9}(?!\d)")
 UNMASKED_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-SHEETS = (
-    "Summary",
-    "Today",
-    "Campaign performance",
-    "A-B results",
-    "Feedback",
-    "Manual follow-ups",
-)
+SHEETS = ("汇总", "今日回访", "活动效果", "AB测试", "满意度", "人工回访任务")
+CODE = {name: code for code, name in GLOSSARY.items()}  # a header as shown -> its column
 CHARTS = ("chart-funnel", "chart-response-rate", "chart-ab-lift", "chart-satisfaction")
 
 
@@ -73,8 +69,8 @@ def rows(db: Path, sql: str) -> list[dict]:
 
 
 def header(ws, row: int = 1) -> dict[str, int]:
-    """column name -> 1-based column index"""
-    return {c.value: c.column for c in ws[row] if c.value is not None}
+    """column name (the code name of the header shown) -> 1-based column index"""
+    return {CODE.get(c.value, c.value): c.column for c in ws[row] if c.value is not None}
 
 
 def find_row(ws, **match) -> int:
@@ -160,10 +156,15 @@ def test_hand_made_database_reads_as_designed(tmp_path: Path) -> None:
     readings = {d["variant"]: d for d in data.decisions()}
     assert readings["sms_b"]["decision"] == "ship"
     assert "Make sms_b the default" in readings["sms_b"]["how_to_read"]
-    assert "Too early" in readings["sent"]["how_to_read"]
+    assert "Too early" in readings[VARIANTS["sent"]]["how_to_read"]
     assert "split itself is broken" in readings["subject_b"]["how_to_read"]
     page = write_html(data, tmp_path / "r.html").read_text(encoding="utf-8")
     assert _chart_ids(page) == list(CHARTS)
+
+
+def test_each_name_shown_stands_for_one_code_name() -> None:
+    """The glossary maps back: no two figures or columns share a display name."""
+    assert len(set(GLOSSARY.values())) == len(GLOSSARY)
 
 
 # --- the workbook ------------------------------------------------------------------------------
@@ -172,9 +173,9 @@ def test_hand_made_database_reads_as_designed(tmp_path: Path) -> None:
 def test_workbook_sheets_and_formats(db: Path, report: tuple[Path, Path]) -> None:
     workbook = openpyxl.load_workbook(report[0])
     assert set(SHEETS) <= set(workbook.sheetnames)
-    assert workbook.sheetnames[0] == "Summary"
+    assert workbook.sheetnames[0] == "汇总"
     for ws in workbook.worksheets:
-        header_row = SUMMARY_HEADER_ROW + 1 if ws.title == "Summary" else 1
+        header_row = SUMMARY_HEADER_ROW + 1 if ws.title == "汇总" else 1
         first = ws.cell(header_row, 1)
         assert first.font.b, f"{ws.title}: header not bold"
         assert first.fill.fgColor.rgb not in (None, "00000000"), f"{ws.title}: no header fill"
@@ -182,18 +183,23 @@ def test_workbook_sheets_and_formats(db: Path, report: tuple[Path, Path]) -> Non
         assert int(ws.freeze_panes.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")) == header_row + 1
         widths = [d.width for d in ws.column_dimensions.values() if d.width]
         assert widths and max(widths) <= 61, ws.title
-        if ws.title != "Summary":
+        if ws.title != "汇总":
             assert ws.auto_filter.ref, f"{ws.title}: no filter"
 
-    ws = workbook["Campaign performance"]
+    ws = workbook["活动效果"]
     assert ws.freeze_panes == "B2"  # header row and the playbook column
     names = header(ws)
+    shown = load_report_data(db, TZ).names  # the workbook shows display names
     sql = "select * from campaign_performance where delivered > 0 order by sent desc limit 1"
     performance = rows(db, sql)
     if performance:
         expected = performance[0]
+        playbook, step = expected["playbook"], expected["step"]
         r = find_row(
-            ws, playbook=expected["playbook"], step=expected["step"], variant=expected["variant"]
+            ws,
+            playbook=shown.playbook(playbook),
+            step=shown.step(playbook, step),
+            variant=shown.variant(playbook, step, expected["variant"]),
         )
         rate = ws.cell(r, names["response_rate"])
         assert rate.number_format == "0.0%"
@@ -203,22 +209,22 @@ def test_workbook_sheets_and_formats(db: Path, report: tuple[Path, Path]) -> Non
         assert sent.value == expected["sent"]
         assert sent.number_format == "#,##0"
 
-    ws = workbook["A-B results"]
+    ws = workbook["AB测试"]
     names = header(ws)
-    if ws.max_row > 1 and ws.cell(2, 1).value and not str(ws.cell(2, 1).value).startswith("no "):
+    if ws.max_row > 1 and ws.cell(2, 1).value and "no data yet" not in str(ws.cell(2, 1).value):
         assert ws.cell(2, names["p_value"]).number_format == "0.0000"
         for column in ("rate", "abs_lift", "ci_low", "ci_high", "chance_to_beat_control"):
             assert ws.cell(2, names[column]).number_format == "0.0%", column
 
 
 def test_workbook_summary_has_kpis_and_readings(db: Path, report: tuple[Path, Path]) -> None:
-    ws = openpyxl.load_workbook(report[0])["Summary"]
+    ws = openpyxl.load_workbook(report[0])["汇总"]
     figures = {}
     for r in range(SUMMARY_HEADER_ROW + 2, ws.max_row + 1):
         name = ws.cell(r, 1).value
         if name is None:
             break
-        figures[str(name).split(" (")[0]] = ws.cell(r, 2)
+        figures[CODE.get(str(name), str(name))] = ws.cell(r, 2)
     assert {"sent", "delivered", "responded", "converted", "response_rate"} <= set(figures)
     assert figures["response_rate"].number_format == "0.0%"
     assert figures["sent"].number_format == "#,##0"
@@ -227,7 +233,7 @@ def test_workbook_summary_has_kpis_and_readings(db: Path, report: tuple[Path, Pa
         assert figures[metric].value == pytest.approx(value), metric
     decisions = rows(db, "select decision from ab_results where not is_control")
     text = [str(c.value) for row in ws.iter_rows() for c in row if c.value is not None]
-    assert "A/B tests: how to read each decision" in text
+    assert "A/B 测试：如何解读每个结论 How to read each decision" in text
     for decision in decisions:
         assert decision["decision"] in text
 
@@ -363,7 +369,9 @@ def _chart_segments(dom: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_charts_render_in_headless_chromium(report: tuple[Path, Path], tmp_path: Path) -> None:
+def test_charts_render_in_headless_chromium(
+    db: Path, report: tuple[Path, Path], tmp_path: Path
+) -> None:
     page = report[1]
     dumped = _chromium(["--dump-dom", page.resolve().as_uri()], tmp_path / "profile-dom")
     assert dumped.returncode == 0, dumped.stderr[-2000:]
@@ -373,6 +381,12 @@ def test_charts_render_in_headless_chromium(report: tuple[Path, Path], tmp_path:
     assert sorted(segments) == sorted(charts)
     for chart, markup in segments.items():
         assert 'class="main-svg"' in markup, f"{chart}: plotly did not draw it"
+    # the funnel's last share, as drawn, is the headline response rate: one figure, one value
+    if "chart-funnel" in segments:
+        data = load_report_data(db, TZ)
+        rate = display(data.headline()["response_rate"], "rate")
+        drawn = re.findall(r">([\d.]+%)<", segments["chart-funnel"])
+        assert drawn and drawn[-1] == rate, (drawn, rate)
 
     png = tmp_path / "report.png"
     shot = _chromium(
@@ -397,10 +411,10 @@ def test_a_database_without_analysis_yet_gives_both_files(tmp_path: Path) -> Non
 
     sheets = openpyxl.load_workbook(workbook)
     assert set(SHEETS) <= set(sheets.sheetnames)
-    for title in ("Campaign performance", "A-B results", "Feedback", "Manual follow-ups"):
-        assert str(sheets[title]["A2"].value).startswith("no data yet"), title
-    assert sheets["Today"].max_row > 1  # the ledger is there
-    assert sheets["Today"]["A2"].value is not None
+    for title in ("活动效果", "AB测试", "满意度", "人工回访任务"):
+        assert "no data yet" in str(sheets[title]["A2"].value), title
+    assert sheets["今日回访"].max_row > 1  # the ledger is there
+    assert sheets["今日回访"]["A2"].value is not None
 
     for section in ("funnel", "response-rate", "ab", "feedback", "channels"):
         body = re.search(rf'<section id="{section}">(.*?)</section>', page, re.S)
