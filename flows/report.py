@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -18,13 +17,13 @@ from flows.notify import notify_failure
 from flows.reporting.data import ReportData, load_report_data
 from flows.reporting.formats import display, metric_kind
 from flows.reporting.html import write_html
+from flows.reporting.marketing import Period
 from flows.reporting.names import label
 from flows.reporting.workbook import write_workbook
 from flows.settings import Settings
 
 # The period a report reviews: the `report` deployment's is the week (Mondays), the
 # `monthly-report` deployment's the month (the 1st); period_comparison holds both.
-Period = Literal["week", "month"]
 PERIOD_TITLES = {"week": "Weekly", "month": "Monthly"}
 WORKBOOK_NAME = "followup_report.xlsx"
 HTML_NAME = "followup_report.html"
@@ -38,9 +37,9 @@ class ReportResult:
 
 
 @task(name="load-report-data", cache_policy=NO_CACHE)
-def load_task(db_path: Path, business_tz: str) -> ReportData:
+def load_task(db_path: Path, business_tz: str, period: Period) -> ReportData:
     """Every table the report shows, read only, text masked."""
-    return load_report_data(db_path, business_tz)
+    return load_report_data(db_path, business_tz, period)
 
 
 @task(name="write-workbook", cache_policy=NO_CACHE)
@@ -83,7 +82,7 @@ def report_flow(
     out = Path(out)
     # DuckDB refuses even a read-only open while another process writes the file: wait our turn
     with writer_lock(db_path, settings.db_lock_timeout):
-        data = load_task(db_path, settings.business_tz)
+        data = load_task(db_path, settings.business_tz, period)
     workbook = workbook_task(data, out / WORKBOOK_NAME)
     page = html_task(data, out / HTML_NAME)
     get_run_logger().info("%s report: %s, %s", period, workbook, page)

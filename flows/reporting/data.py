@@ -21,6 +21,7 @@ import pandas as pd
 from flows.analysis.columns import COLUMNS as AB_COLUMNS
 from flows.reporting.backtest_data import Backtest, read_backtest
 from flows.reporting.formats import is_missing, is_truthy
+from flows.reporting.marketing import Marketing, Period, read_marketing
 from flows.reporting.names import Names
 from flows.reporting.tables import (
     clean,
@@ -143,6 +144,7 @@ class ReportData:
     backtest: Backtest | None = None  # the latest `followup backtest`, if one has run
     lifts: tuple[dict[str, object], ...] = ()  # per step with a holdout: see `_lifts`
     names: Names = field(default_factory=Names)  # the display names of the code names
+    marketing: Marketing | None = None  # period on period, channels, sales, segments, tiers
 
     def headline(self) -> dict[str, float | None]:
         """The figures a reader looks at first: the funnel counts, then followup_kpis (rates
@@ -177,9 +179,9 @@ class ReportData:
         return rows
 
 
-def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
+def load_report_data(db_path: Path | str, business_tz: str, period: Period = "week") -> ReportData:
     """Read everything the report shows from `db_path`, opened read only; times in
-    `business_tz`."""
+    `business_tz`; the figures period on period by `period`."""
     with open_readonly(db_path) as con:
         present = existing_tables(con)
         frames = {
@@ -191,6 +193,7 @@ def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
         comments = _feedback_comments(con, present, business_tz)
         backtest = read_backtest(con, present)
         names = Names.read(con, present)
+        marketing = read_marketing(con, present, business_tz, period)
     performance = frames["campaign_performance"]
     if not performance.empty:  # a table has no order: the report's is stable, by step
         keys = ["playbook", "step", "channel", "variant"]
@@ -221,6 +224,14 @@ def load_report_data(db_path: Path | str, business_tz: str) -> ReportData:
         backtest=backtest,
         lifts=_lifts(frames["ab_results"], names),
         names=names,
+        marketing=Marketing(
+            period=period,
+            period_comparison=shown(marketing.period_comparison),
+            channel_health=shown(marketing.channel_health),
+            sales_funnel=shown(marketing.sales_funnel),
+            rfm_segments=shown(marketing.rfm_segments),
+            tier_migration=shown(marketing.tier_migration),
+        ),
     )
 
 

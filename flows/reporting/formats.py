@@ -25,7 +25,7 @@ EXCEL_FORMATS: dict[Kind, str] = {
     "text": "@",
 }
 
-_RATE_NAMES = {"rate", "csat", "share", "chance_to_beat_control", "value_rate"}
+_RATE_NAMES = {"rate", "csat", "share", "chance_to_beat_control", "value_rate", "change"}
 
 
 def column_kind(name: str, values: pd.Series) -> Kind:

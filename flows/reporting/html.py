@@ -164,6 +164,7 @@ def render_html(data: ReportData) -> str:
             _table(data.channel_mix, "no messages sent yet"),
             "Customers by the set of channels they received, and how many converted.",
         ),
+        _marketing_section(data),
         _section("today", "今日回访 Today's follow-ups", _today(data)),
         _section(
             "manual",
@@ -370,6 +371,33 @@ def _today(data: ReportData) -> str:
         "the full list, with reasons, is on the workbook's Today sheet.</p>"
     )
     return note + _table(counts, "no follow-ups planned yet")
+
+
+def _marketing_section(data: ReportData) -> str:
+    """Period on period, channels, the sales funnel, RFM segments and tier migration."""
+    m = data.marketing
+    if m is None:
+        return ""
+    span = {"week": ("周环比", "week on week"), "month": ("月环比", "month on month")}[m.period]
+    body = (
+        f"<h3>{span[0]} {span[1]}</h3>"
+        '<p class="note">The latest complete period against the one before, by the headline '
+        "definitions (closed windows only), with each period's numerator and denominator.</p>"
+        + _table(m.period_comparison, f"no {m.period} has closed yet")
+        + "<h3>渠道健康 Channel health</h3>"
+        '<p class="note">Per channel: sends the gateway refused, messages reported undelivered and '
+        "opt-outs within the response window, of the messages whose window has closed.</p>"
+        + _table(m.channel_health, "no messages sent yet")
+        + "<h3>销售漏斗 Sales funnel</h3>"
+        '<p class="note">Leads that reached each stage, and those lost or still open there.</p>'
+        + _table(m.sales_funnel, "no leads yet")
+        + "<h3>RFM 分层 RFM segments</h3>"
+        + _table(m.rfm_segments, "no customers yet")
+        + f"<h3>等级迁移 Tier migration ({html.escape(m.period)})</h3>"
+        '<p class="note">Customers by the tier they were in at the start of the period and at its '
+        "end.</p>" + _table(m.tier_migration, "no tier history yet")
+    )
+    return _section("marketing", "更多指标 More for marketing", body)
 
 
 def _backtest_section(data: ReportData, volume: go.Figure | None) -> str:

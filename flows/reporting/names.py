@@ -95,6 +95,33 @@ GLOSSARY = {
     "srm_p_value": "分流检验 p 值",
     "min_sample": "最小样本",
     "decision": "结论",
+    # period on period, channels, sales, segments, tiers (flows/reporting/marketing.py)
+    "period_start": "本期开始",
+    "period_end": "本期结束",
+    "this_period_rate": "本期",
+    "previous_period_rate": "上期",
+    "change": "变化（百分点）",
+    "previous_numerator": "上期分子",
+    "previous_denominator": "上期分母",
+    "send_failed": "发送被拒",
+    "delivery_failures": "送达失败",
+    "opted_out": "退订",
+    "stage": "阶段",
+    "leads_reached": "到达线索",
+    "leads_lost_here": "止于此阶段（流失）",
+    "leads_open_here": "停留于此阶段",
+    "customer_count": "客户数",
+    "buyers": "已购客户",
+    "avg_total_amount": "平均累计消费",
+    "avg_spend_6m": "近6个月平均消费",
+    "avg_orders_6m": "近6个月平均订单",
+    "avg_recency_days": "平均距上次购买（天）",
+    "from_as_of_date": "起始日",
+    "to_as_of_date": "截止日",
+    "from_value": "原分层",
+    "to_value": "新分层",
+    "share_of_from": "占原分层",
+    "direction": "方向",
     "metric": "指标",
     "numerator": "分子",
     "denominator": "分母",
@@ -110,8 +137,20 @@ CHANNELS = {
 # the variants every step has without declaring them
 VARIANTS = {"default": "默认", "holdout": "对照组（不发送）", "sent": "发送（各版本合计）"}
 DIMENSIONS = {"tier": "会员等级", "owner": "负责人", "channel": "渠道", "variant": "版本"}
+DIMENSIONS |= {"value_tier": "价值分层", "rfm_segment": "RFM 分群"}
+# other values marketing reads: tiers, value tiers, lead stages, tier moves
+VALUES = {"diamond": "钻石", "gold": "金卡", "silver": "银卡", "basic": "普通"}
+VALUES |= {"high": "高价值", "mid": "中价值", "normal": "一般", "churned": "流失"}
+VALUES |= {"lead_created": "新线索", "needs_analysis": "需求分析", "proposal": "方案报价"}
+VALUES |= {"won": "成交", "same": "不变", "new": "新进", "upgrade": "升级"}
+VALUES |= {"downgrade": "降级", "moved": "变动", "(new)": "（新客户）", "(no order)": "未下单"}
+VALUES |= {"Champions": "重要价值", "Loyal": "忠诚", "Potential loyalist": "潜力忠诚"}
+VALUES |= {"New": "新客", "Promising": "有潜力", "Need attention": "需关注"}
+VALUES |= {"About to sleep": "即将沉睡", "At risk": "流失风险", "Can't lose": "不能失去"}
+VALUES |= {"Hibernating": "沉睡", "Lost": "已流失"}
 # the columns whose values are code names
 _CODE_COLUMNS = ("playbook", "step", "variant", "channel", "channels", "experiment")
+_CODE_COLUMNS += ("dimension", "from_value", "to_value", "stage", "direction", "metric")
 
 
 def label(name: str) -> str:
@@ -194,10 +233,16 @@ class Names:
                 out[column] = code[column].map(_channels)
         if {"dimension", "value"} <= set(frame.columns):
             out["value"] = [
-                _channels(v) if d == "channel" else v
+                _channels(v) if d == "channel" else VALUES.get(v, v)
                 for d, v in zip(frame["dimension"], frame["value"], strict=True)
             ]
+        if "dimension" in frame.columns:
             out["dimension"] = frame["dimension"].map(lambda d: DIMENSIONS.get(d, d))
+        for column in ("from_value", "to_value", "stage", "direction"):
+            if column in frame.columns:
+                out[column] = frame[column].map(lambda v: VALUES.get(v, v))
+        if "metric" in frame.columns:
+            out["metric"] = frame["metric"].map(lambda m: label(m) if _text(m) else m)
         return out
 
     def glossary(self) -> pd.DataFrame:

@@ -56,6 +56,11 @@ SHEETS = (
     Sheet("客户留言", "feedback_comments", 0, "no written replies yet"),
     Sheet("人工回访任务", "manual_followups", 2, "no tasks for staff yet"),
     Sheet("按负责人", "manual_by_owner", 2, "no tasks for staff yet"),
+    Sheet("环比", "marketing.period_comparison", 1, "no period has closed yet"),
+    Sheet("渠道健康", "marketing.channel_health", 1, "no messages sent yet"),
+    Sheet("销售漏斗", "marketing.sales_funnel", 1, "no leads yet"),
+    Sheet("RFM分层", "marketing.rfm_segments", 2, "no customers yet"),
+    Sheet("等级迁移", "marketing.tier_migration", 3, "no tier history yet"),
 )
 SUMMARY = "汇总"
 GLOSSARY_SHEET = Sheet("术语表", "glossary", 1, "")
@@ -89,6 +94,13 @@ DEFINITIONS = {
 }
 
 
+def table_of(data: ReportData, name: str) -> pd.DataFrame:
+    """The frame `name` names: a ReportData attribute, or one of its `marketing` marts."""
+    owner, _, attribute = name.rpartition(".")
+    holder = getattr(data, owner) if owner else data
+    return pd.DataFrame() if holder is None else getattr(holder, attribute)
+
+
 def write_workbook(data: ReportData, path: Path) -> Path:
     """Write the workbook to `path` (through a temporary file); returns `path`."""
     return write_atomically(Path(path), lambda tmp: _write(data, tmp))
@@ -109,7 +121,7 @@ def _write(data: ReportData, path: Path) -> None:
         formats = _Formats(workbook)
         _summary(workbook.add_worksheet(SUMMARY), data, formats)
         for sheet in SHEETS:
-            frame = getattr(data, sheet.table)
+            frame = table_of(data, sheet.table)
             _table(workbook.add_worksheet(sheet.title), frame, sheet, formats)
         # each name shown, with its code name in the database, for the analysts
         glossary = data.names.glossary().rename(

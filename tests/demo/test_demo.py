@@ -50,6 +50,22 @@ def test_report_command_writes_the_workbook_from_the_demo(demo_run, tmp_path: Pa
     # Chinese first: sheets, headers and the playbooks' names as declared (`label:`)
     for sheet in ("汇总", "今日回访", "活动效果", "AB测试", "满意度", "术语表"):
         assert sheet in book.sheetnames
+    # what else marketing reads: channels, week on week, sales, segments
+    for sheet in ("渠道健康", "环比", "销售漏斗", "RFM分层", "等级迁移"):
+        assert sheet in book.sheetnames
+    channels = book["渠道健康"]
+    header = [c.value for c in channels[1]]
+    failures = sum(
+        dict(zip(header, (c.value for c in r), strict=True))["送达失败"] or 0
+        for r in channels.iter_rows(2)
+    )
+    (kpi,) = query(
+        demo_run.db, "select numerator from followup_kpis where metric = 'delivery_failure_rate'"
+    )[0]
+    assert failures == kpi > 0
+    weeks = book["环比"]
+    metrics = {r[2].value for r in weeks.iter_rows(2)}
+    assert {"响应率", "转化率", "退订率", "发送失败率"} <= metrics
     code = {name: code for code, name in GLOSSARY.items()}
     ab = book["AB测试"]
     header = [code.get(c.value, c.value) for c in ab[1]]
