@@ -135,16 +135,19 @@ def ab_lift_figure(results: pd.DataFrame) -> go.Figure | None:
         ci_low=_numbers(results["ci_low"]),
         ci_high=_numbers(results["ci_high"]),
     )
+    # each arm with its sample: customers (n)
     controls = {
-        row["experiment"]: str(row["variant"]) for _, row in arms.iterrows() if is_control(row)
+        row["experiment"]: f"{row['variant']} (n={_n(row.get('n'))})"
+        for _, row in arms.iterrows()
+        if is_control(row)
     }
     arms = arms[~arms.apply(is_control, axis=1)].dropna(subset=["abs_lift"])
     if arms.empty:
         return None
     decisions = arms["decision"].fillna("").astype(str)
     labels = [
-        f"{row['experiment']}<br>{row['variant']} vs {controls.get(row['experiment'], 'control')}"
-        f"<br><b>{decision or 'n/a'}</b>"
+        f"{row['experiment']}<br>{row['variant']} (n={_n(row.get('n'))}) vs "
+        f"{controls.get(row['experiment'], 'control')}<br><b>{decision or 'n/a'}</b>"
         for (_, row), decision in zip(arms.iterrows(), decisions, strict=True)
     ]
     upper = (arms["ci_high"] - arms["abs_lift"]).fillna(0)
@@ -245,3 +248,8 @@ def backtest_volume_figure(volume: pd.DataFrame, focus: tuple[str, ...] = ()) ->
         legend={"orientation": "h", "y": -0.15},
     )
     return _style(fig)
+
+
+def _n(value: object) -> str:
+    number = pd.to_numeric(value, errors="coerce")
+    return "?" if pd.isna(number) else f"{number:,.0f}"
