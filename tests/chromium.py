@@ -22,7 +22,8 @@ _CHROMIUMS_OWN = re.compile(r"^https?://([\w-]+\.)*(google\.com|googleapis\.com|
 _LOCAL = re.compile(r"^https?://127\.0\.0\.1[/:]")
 
 
-def _run(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium with `args`, offline, its profile in `profile`."""
     if not CHROMIUM.exists():
         pytest.fail("install Debian chromium (apt-get install chromium); .ci/run does")
     return subprocess.run(
@@ -63,7 +64,7 @@ class Visit:
 def offline_dom(url: str, work: Path) -> Visit:
     """What a page became in Chromium with no network, and the addresses it asked for."""
     net_log = work / "net-log.json"
-    done = _run([f"--log-net-log={net_log}", "--dump-dom", url], work / "profile")
+    done = run_chromium([f"--log-net-log={net_log}", "--dump-dom", url], work / "profile")
     assert done.returncode == 0, done.stderr[-2000:]
     asked = set(re.findall(r'"url":"(https?://[^"]+)"', net_log.read_text(encoding="utf-8")))
     local = sorted(u for u in asked if _LOCAL.match(u))

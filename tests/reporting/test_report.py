@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -24,9 +23,9 @@ from flows.reporting.formats import display
 from flows.reporting.html import write_html
 from flows.reporting.names import GLOSSARY, VARIANTS
 from flows.reporting.workbook import SUMMARY_HEADER_ROW, write_workbook
+from tests.chromium import run_chromium
 from tests.reporting.analysis_db import EMAIL, PHONE, make_analysis_db, make_ledger_only_db
 
-CHROMIUM = Path("/usr/bin/chromium")
 TZ = "Asia/Shanghai"  # the business time zone the hand-made and demo databases are in
 # An unmasked mainland mobile number (optionally +86) or an address with more than one visible
 # character before the @ (mask() keeps one: z***@example.com).
@@ -326,33 +325,6 @@ def test_html_escapes_values(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    if not CHROMIUM.exists():
-        pytest.fail("install Debian chromium (apt-get install chromium); .ci/run does")
-    return subprocess.run(
-        [
-            str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=10000",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def _chart_ids(page: str) -> list[str]:
     return re.findall(r'<div class="chart" id="(chart-[\w-]+)"', page)
 
@@ -369,11 +341,11 @@ def _chart_segments(dom: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_charts_render_in_headless_chromium(
+def test_charts_render_in_headlessrun_chromium(
     db: Path, report: tuple[Path, Path], tmp_path: Path
 ) -> None:
     page = report[1]
-    dumped = _chromium(["--dump-dom", page.resolve().as_uri()], tmp_path / "profile-dom")
+    dumped = run_chromium(["--dump-dom", page.resolve().as_uri()], tmp_path / "profile-dom")
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     segments = _chart_segments(dumped.stdout)
     charts = _chart_ids(page.read_text(encoding="utf-8"))
@@ -389,7 +361,7 @@ def test_charts_render_in_headless_chromium(
         assert drawn and drawn[-1] == rate, (drawn, rate)
 
     png = tmp_path / "report.png"
-    shot = _chromium(
+    shot = run_chromium(
         ["--window-size=1400,3000", f"--screenshot={png}", page.resolve().as_uri()],
         tmp_path / "profile-shot",
     )

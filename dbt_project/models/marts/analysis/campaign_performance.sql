@@ -39,13 +39,7 @@ done as (
         step,
         channel,
         variant,
-        count(*) as sent,
-        count(case when not is_response_window_closed then 1 end) as still_open,
-        count(case when is_response_window_closed and is_delivered then 1 end) as delivered,
-        count(case when is_response_window_closed and is_responded then 1 end) as responded,
-        count(distinct case when is_window_closed then customer_id end) as customers,
-        count(distinct case when is_window_closed and ordered_in_window then customer_id end)
-            as converted,
+        {{ outcome_counts('customer_id') }},
         sum(conversion_amount) as conversion_amount,
         avg(lag_minutes) as avg_lag_minutes
     from outcomes

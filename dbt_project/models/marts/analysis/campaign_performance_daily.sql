@@ -16,13 +16,7 @@ daily as (
     select
         {{ local_date('sent_at') }} as sent_date,
         playbook,
-        count(*) as sent,
-        count(case when not is_response_window_closed then 1 end) as still_open,
-        count(case when is_response_window_closed and is_delivered then 1 end) as delivered,
-        count(case when is_response_window_closed and is_responded then 1 end) as responded,
-        count(distinct case when is_window_closed then contact end) as customers,
-        count(distinct case when is_window_closed and ordered_in_window then contact end)
-            as converted
+        {{ outcome_counts('contact') }}
     from outcomes
     group by {{ local_date('sent_at') }}, playbook
 )
