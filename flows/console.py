@@ -261,6 +261,16 @@ def print_analysis(summary) -> None:
 
     if summary is None:
         return
+    # what sending changes comes first: each step's sent arm against its holdout
+    by_experiment = {(r["experiment"], r["variant"]): r for r in summary.ab}
+    for (experiment, variant), r in by_experiment.items():
+        held = by_experiment.get((experiment, "holdout"))
+        if variant == "sent" and experiment.endswith(".holdout") and held and r["rate"] is not None:
+            console.print(
+                f"sending {experiment.removesuffix('.holdout')}: {percent(r['rate'])} of "
+                f"{r['n']:,} customers converted against {percent(held['rate'])} of "
+                f"{held['n']:,} held out, lift {lift_text(r, '[{}, {}]')}"
+            )
     kpis = summary.kpis
     if kpis:
         shown = ("response_rate", "conversion_rate", "csat", "nps", "repurchase_rate")

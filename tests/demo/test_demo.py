@@ -4,6 +4,7 @@ what it left in the database (the session's `demo_run`)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,13 @@ def test_the_demo_finds_the_planted_difference(demo_run):
     out = demo_run.output
     assert "Simulated " in out and " later orders" in out
     assert "the A/B test found it" in out
+    # what sending changes is said before the headline rates
+    sending = re.search(
+        r"sending new_buyer_satisfaction\.survey: [\d.]+% of [\d,]+ customers converted against "
+        r"[\d.]+% of [\d,]+ held out, lift ",
+        out,
+    )
+    assert sending and sending.start() < out.index("headline: ")
     # the verdict comes from the table, not from the story
     assert query(
         demo_run.db,
