@@ -52,42 +52,28 @@ per_period as (
     group by period_kind, period_start
 ),
 
+{#- each metric: its name, numerator, denominator and the messages not in it yet #}
+{%- set metrics = [
+    ('response_rate', 'responded', 'delivered', 'response_still_open'),
+    ('conversion_rate', 'converted', 'customers', 'attribution_still_open'),
+    ('opt_out_rate', 'opted_out', 'delivered', 'response_still_open'),
+    ('delivery_failure_rate', 'delivery_failures', 'receipts_closed', 'receipts_still_open'),
+] %}
+
 metrics as (
-    select
-        period_kind,
-        period_start,
-        'response_rate' as metric,
-        responded as numerator,
-        delivered as denominator,
-        response_still_open as still_open
-    from per_period
-    union all
-    select
-        period_kind,
-        period_start,
-        'conversion_rate' as metric,
-        converted as numerator,
-        customers as denominator,
-        attribution_still_open as still_open
-    from per_period
-    union all
-    select
-        period_kind,
-        period_start,
-        'opt_out_rate' as metric,
-        opted_out as numerator,
-        delivered as denominator,
-        response_still_open as still_open
-    from per_period
-    union all
-    select
-        period_kind,
-        period_start,
-        'delivery_failure_rate' as metric,
-        delivery_failures as numerator,
-        receipts_closed as denominator,
-        receipts_still_open as still_open
-    from per_period
+    {%- for metric, numerator, denominator, still_open in metrics %}
+        select
+            period_kind,
+            period_start,
+            '{{ metric }}' as metric,
+            {{ numerator }} as numerator,
+            {{ denominator }} as denominator,
+            {{ still_open }} as still_open
+        from per_period
+        {%- if not loop.last %}
+            union all
+        {%- endif %}
+    {%- endfor %}
 ),
 
 periods as (
